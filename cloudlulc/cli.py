@@ -1,0 +1,164 @@
+"""The ``cloudlulc`` command line: thin faces of library functions, one subcommand per stage.
+
+Exit codes: 0 success; 1 validation found failures; 2 wrong usage; 3 bad input data; 4 storage
+unreachable or not writable.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from cloudlulc import __version__
+from cloudlulc.errors import CloudLULCError
+
+
+def _fail(error: CloudLULCError) -> None:
+    click.echo(f"error: {error}", err=True)
+    sys.exit(error.exit_code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="cloudlulc")
+def cli() -> None:
+    """CloudLULC: land use / land cover under clouds, from Sentinel-1/2 to maps."""
+
+
+@cli.command()
+@click.option("--out", "out", required=True, help="Output folder or s3:// prefix of the CloudLULC-Set.")
+@click.option("--n", "n", type=click.IntRange(min=1), default=200, show_default=True, help="Number of samples.")
+@click.option("--size", type=click.IntRange(min=32), default=512, show_default=True, help="Patch side in pixels.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Parallel processes.")
+@click.option(
+    "--l2a-offset/--no-l2a-offset",
+    default=True,
+    show_default=True,
+    help="Write DN with the baseline >= 04.00 offset (BOA_ADD_OFFSET=-1000) or without.",
+)
+def synth(out: str, n: int, size: int, seed: int, workers: int, l2a_offset: bool) -> None:
+    """Generate a synthetic CloudLULC-Set in the published layout."""
+    from cloudlulc import schema
+    from cloudlulc.data.synthetic import SynthConfig, generate_dataset
+
+    config = SynthConfig(n=n, size=size, seed=seed, boa_add_offset=schema.S2_BASELINE_OFFSET_DN if l2a_offset else 0)
+    records = generate_dataset(out, config, workers=workers)
+    click.echo(f"wrote {len(records)} samples to {out}")
+
+
+@cli.command()
+@click.argument("dataset")
+@click.option(
+    "--report-dir",
+    default="validation-report",
+    show_default=True,
+    help="Folder or s3:// prefix for report.json, report.html and quarantine.txt.",
+)
+@click.option(
+    "--quarantine",
+    is_flag=True,
+    help="List failing samples in quarantine.txt and pass if only samples failed (nothing is deleted).",
+)
+@click.option(
+    "--max-nodata",
+    type=click.FloatRange(0, 1),
+    default=0.05,
+    show_default=True,
+    help="Largest share of nodata pixels allowed in a sample.",
+)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Parallel processes.")
+def validate(dataset: str, report_dir: str, quarantine: bool, max_nodata: float, workers: int) -> None:
+    """Validate a CloudLULC-Set (folder or s3:// URI) with Great Expectations.
+
+    Exit code 0 when clean (or only quarantined samples failed), 1 when rules failed.
+    """
+    from cloudlulc.validation import Thresholds, validate_dataset, write_report
+
+    report = validate_dataset(
+        dataset, thresholds=Thresholds(max_nodata_fraction=max_nodata), quarantine=quarantine, workers=workers
+    )
+    written = write_report(report, report_dir)
+    for failure in report.failures[:20]:
+        click.echo(f"FAIL {failure.sample}: {failure.rule} observed={failure.observed} {failure.detail}".rstrip())
+    if len(report.failures) > 20:
+        click.echo(f"... and {len(report.failures) - 20} more failures (see the report)")
+    state = "passed" if report.success else "FAILED"
+    click.echo(
+        f"validation {state}: {report.sample_count} samples, {len(report.failures)} failure(s), "
+        f"{len(report.quarantined)} quarantined"
+    )
+    click.echo(f"report: {written['html']} and {written['json']}")
+    if "quarantine" in written:
+        click.echo(f"quarantine list: {written['quarantine']}")
+    sys.exit(0 if report.success else 1)
+
+
+@cli.command()
+@click.argument("dataset")
+@click.option("--out", "out_png", required=True, help="PNG path or s3:// URI.")
+@click.option("--count", type=click.IntRange(1, 16), default=4, show_default=True, help="Samples to show.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
+def quicklook(dataset: str, out_png: str, count: int, split: str) -> None:
+    """Draw a quicklook PNG of a few samples: cloudy and clear optics, SAR, label, cloud mask."""
+    from cloudlulc.quicklook import dataset_quicklook
+
+    click.echo(f"quicklook: {dataset_quicklook(dataset, out_png, count=count, split=split)}")  # type: ignore[arg-type]
+
+
+@cli.command()
+@click.option(
+    "--out",
+    "out_dir",
+    default="outputs/demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for everything the job writes.",
+)
+@click.option("--n", "n", type=click.IntRange(min=10), default=60, show_default=True, help="Synthetic samples.")
+@click.option("--size", type=click.IntRange(min=64), default=256, show_default=True, help="Patch side in pixels.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+def demo(out_dir: str, n: int, size: int, seed: int, workers: int) -> None:
+    """Run the main job on the embedded defaults: synthesize, validate, summarize, draw a quicklook."""
+    from cloudlulc.data.layout import DatasetLayout
+    from cloudlulc.data.metadata import read_metadata, summary_table
+    from cloudlulc.data.synthetic import SynthConfig, generate_dataset
+    from cloudlulc.quicklook import dataset_quicklook
+    from cloudlulc.validation import assert_valid, validate_dataset, write_report
+
+    root = Path(out_dir)
+    dataset = str(root / "CloudLULC-Set")
+    click.echo(f"[1/3] synthesizing {n} samples of {size}x{size} px (seed {seed})")
+    generate_dataset(dataset, SynthConfig(n=n, size=size, seed=seed), workers=workers)
+    click.echo("[2/3] validating with Great Expectations")
+    report = validate_dataset(dataset, workers=workers)
+    written = write_report(report, str(root / "validation"))
+    assert_valid(report)
+    click.echo("[3/3] drawing the quicklook")
+    png = dataset_quicklook(dataset, str(root / "quicklook.png"))
+    metadata = read_metadata(DatasetLayout(dataset))
+    assert metadata is not None
+    click.echo("\n" + summary_table(metadata) + "\n")
+    click.echo(f"dataset:    {dataset}")
+    click.echo(f"validation: {written['html']} (passed, {report.sample_count} samples)")
+    click.echo(f"quicklook:  {png}")
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and an exit code, not a traceback."""
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except CloudLULCError as error:
+        _fail(error)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""Exceptions that entry points turn into a one-line message and an exit code.
+
+Every error names the file, URI or field at fault, so a user can act on the message alone.
+"""
+
+from __future__ import annotations
+
+
+class CloudLULCError(Exception):
+    """Base class: a problem the user can fix; the CLI prints it without a traceback."""
+
+    exit_code: int = 1
+
+
+class DataError(CloudLULCError):
+    """Input data is unreadable, malformed or breaks the data contract."""
+
+    exit_code = 3
+
+    def __init__(self, source: str, problem: str) -> None:
+        self.source = source
+        self.problem = problem
+        super().__init__(f"{source}: {problem}")
+
+
+class StorageError(CloudLULCError):
+    """An object store or folder cannot be reached, listed or written."""
+
+    exit_code = 4

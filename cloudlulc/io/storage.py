@@ -1,0 +1,303 @@
+"""One storage layer for a local folder and an ``s3://`` URI.
+
+Callers address objects by a key relative to a root URI and never learn which backend holds them.
+Writes are atomic on both: a local write goes to a temporary name in the same folder and is renamed;
+an S3 object only becomes visible when its upload completes. ``if_absent=True`` turns a write into a
+create-only write (a hard link locally, ``If-None-Match: *`` on S3), which later stages use for locks
+and manifests.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from cloudlulc.errors import StorageError
+
+S3_ENDPOINT_VARIABLES = ("CLOUDLULC_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+"""Environment variables read, in this order, for a custom S3 endpoint (MinIO, moto, Ceph...)."""
+
+
+class Storage(Protocol):
+    """What every backend offers; keys are relative, ``/``-separated."""
+
+    uri: str
+
+    def join(self, key: str) -> str:
+        """Full URI (or local path) of ``key``, for GDAL and for messages."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """Whether an object or file is present at ``key``."""
+        ...
+
+    def read_bytes(self, key: str) -> bytes:
+        """The whole object; raises StorageError naming the URI when missing."""
+        ...
+
+    def write_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
+        """Write atomically; with ``if_absent`` return False instead of replacing an existing object."""
+        ...
+
+    def upload_file(self, local_path: Path, key: str) -> None:
+        """Copy a finished local file to ``key`` atomically."""
+        ...
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Sorted keys under ``prefix``, recursively; temporary files are never listed."""
+        ...
+
+
+def is_s3_uri(uri: str) -> bool:
+    """Whether ``uri`` names an S3 location."""
+    return uri.startswith("s3://")
+
+
+def open_storage(uri: str | Path, *, endpoint_url: str | None = None) -> Storage:
+    """Storage rooted at a local folder or an ``s3://bucket/prefix`` URI."""
+    uri = str(uri)
+    if is_s3_uri(uri):
+        return S3Storage(uri, endpoint_url=endpoint_url)
+    return LocalStorage(Path(uri))
+
+
+def join_uri(root: str, key: str) -> str:
+    """Join a root URI or path and a relative key with exactly one ``/``."""
+    return f"{root.rstrip('/')}/{key.lstrip('/')}" if key else root
+
+
+TEMP_MARKER = ".tmp-"
+
+
+def is_temporary(key: str) -> bool:
+    """Whether a key is an in-flight temporary write (never a finished object)."""
+    return TEMP_MARKER in key.rsplit("/", 1)[-1]
+
+
+@contextmanager
+def atomic_local_path(final_path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``final_path``; rename onto it only if the block succeeds.
+
+    The temporary file sits in the same folder (same filesystem, so the rename is atomic) and keeps
+    the suffix, so GDAL picks the right driver and its sidecar files land beside it.
+    """
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    temp_path = final_path.with_name(f".{final_path.stem}{TEMP_MARKER}{uuid.uuid4().hex[:8]}{final_path.suffix}")
+    try:
+        yield temp_path
+        os.replace(temp_path, final_path)
+    finally:
+        temp_path.unlink(missing_ok=True)
+
+
+@dataclass
+class LocalStorage:
+    """A folder on a local or mounted filesystem."""
+
+    root: Path
+
+    @property
+    def uri(self) -> str:
+        return str(self.root)
+
+    def join(self, key: str) -> str:
+        return str(self.root / key)
+
+    def exists(self, key: str) -> bool:
+        return (self.root / key).exists()
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            return (self.root / key).read_bytes()
+        except FileNotFoundError as error:
+            raise StorageError(f"{self.join(key)}: no such file") from error
+        except OSError as error:
+            raise StorageError(f"{self.join(key)}: cannot read ({error.strerror})") from error
+
+    def write_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
+        final_path = self.root / key
+        try:
+            if if_absent:
+                return self._create_only(final_path, data)
+            with atomic_local_path(final_path) as temp_path:
+                temp_path.write_bytes(data)
+            return True
+        except OSError as error:
+            raise StorageError(f"{final_path}: cannot write ({error.strerror})") from error
+
+    @staticmethod
+    def _create_only(final_path: Path, data: bytes) -> bool:
+        """Publish a complete file with a hard link, which fails atomically if the name is taken."""
+        final_path.parent.mkdir(parents=True, exist_ok=True)
+        temp_path = final_path.with_name(f".{final_path.name}{TEMP_MARKER}{uuid.uuid4().hex[:8]}")
+        try:
+            temp_path.write_bytes(data)
+            os.link(temp_path, final_path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            temp_path.unlink(missing_ok=True)
+
+    def upload_file(self, local_path: Path, key: str) -> None:
+        final_path = self.root / key
+        try:
+            with atomic_local_path(final_path) as temp_path:
+                shutil.copyfile(local_path, temp_path)
+        except OSError as error:
+            raise StorageError(f"{final_path}: cannot write ({error.strerror})") from error
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = self.root / prefix
+        if not base.exists():
+            return []
+        if base.is_file():
+            return [prefix]
+        keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
+        return sorted(k for k in keys if not is_temporary(k))
+
+
+def s3_endpoint_url(explicit: str | None = None) -> str | None:
+    """The S3 endpoint to use: the explicit one, else the first variable of S3_ENDPOINT_VARIABLES set."""
+    if explicit:
+        return explicit
+    return next((os.environ[v] for v in S3_ENDPOINT_VARIABLES if os.environ.get(v)), None)
+
+
+def _s3_client(endpoint_url: str | None, uri: str):
+    """A boto3 S3 client, one per endpoint and credentials, reused across Storage objects."""
+    import boto3  # lazy: local-only runs never pay for it
+
+    session = boto3.session.Session()
+    credentials = session.get_credentials()
+    if credentials is None:
+        raise StorageError(
+            f"{uri}: no S3 credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or AWS_PROFILE), and CLOUDLULC_S3_ENDPOINT_URL for a non-AWS endpoint"
+        )
+    frozen = credentials.get_frozen_credentials()
+    attempts = os.environ.get("AWS_MAX_ATTEMPTS", "5")
+    return _cached_s3_client(endpoint_url, frozen.access_key, frozen.secret_key, frozen.token, attempts)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_s3_client(endpoint_url: str | None, access_key: str, secret_key: str, token: str | None, attempts: str):
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"max_attempts": int(attempts), "mode": "standard"}, connect_timeout=10, read_timeout=60)
+    session = boto3.session.Session(
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        aws_session_token=token,
+        region_name=os.environ.get("AWS_DEFAULT_REGION", os.environ.get("AWS_REGION", "us-east-1")),
+    )
+    return session.client("s3", endpoint_url=endpoint_url, config=config)
+
+
+class S3Storage:
+    """A bucket and key prefix on S3 or any S3-compatible server, through boto3."""
+
+    def __init__(self, uri: str, *, endpoint_url: str | None = None) -> None:
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise StorageError(f"{uri}: an S3 URI needs a bucket, e.g. s3://bucket/prefix")
+        self.uri = uri.rstrip("/")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = s3_endpoint_url(endpoint_url)
+        self.client = _s3_client(self.endpoint_url, uri)
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def join(self, key: str) -> str:
+        return join_uri(self.uri, key)
+
+    def _fail(self, key: str, action: str, error: Exception) -> StorageError:
+        where = f" (endpoint {self.endpoint_url})" if self.endpoint_url else ""
+        return StorageError(f"{self.join(key)}: cannot {action}{where}: {error}")
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise self._fail(key, "check", error) from error
+        except BotoCoreError as error:
+            raise self._fail(key, "check", error) from error
+
+    def read_bytes(self, key: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except (ClientError, BotoCoreError) as error:
+            raise self._fail(key, "read", error) from error
+
+    def write_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        extra = {"IfNoneMatch": "*"} if if_absent else {}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
+            return True
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code")
+            if if_absent and code in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+                return False
+            raise self._fail(key, "write", error) from error
+        except BotoCoreError as error:
+            raise self._fail(key, "write", error) from error
+
+    def upload_file(self, local_path: Path, key: str) -> None:
+        from boto3.exceptions import S3UploadFailedError
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.upload_file(str(local_path), self.bucket, self._key(key))
+        except (ClientError, BotoCoreError, S3UploadFailedError) as error:
+            raise self._fail(key, "write", error) from error
+
+    def list(self, prefix: str = "") -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        full_prefix = self._key(prefix)
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        keys: list[str] = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full_prefix):
+                keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+        except (ClientError, BotoCoreError) as error:
+            raise self._fail(prefix, "list", error) from error
+        return sorted(k for k in keys if not is_temporary(k))
+
+
+@contextmanager
+def staged_output(uri: str) -> Iterator[Path]:
+    """Yield a local path to write ``uri`` to; it is published atomically when the block succeeds.
+
+    A local file is written beside its final name and renamed; an ``s3://`` object is written to a
+    local temporary folder and uploaded, so readers never see a half-written file on either backend.
+    """
+    if not is_s3_uri(uri):
+        with atomic_local_path(Path(uri)) as temp_path:
+            yield temp_path
+        return
+    parent, _, name = uri.rpartition("/")
+    with tempfile.TemporaryDirectory(prefix="cloudlulc-") as folder:
+        temp_path = Path(folder) / name
+        yield temp_path
+        S3Storage(parent).upload_file(temp_path, name)

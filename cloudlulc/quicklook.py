@@ -1,0 +1,77 @@
+"""Quicklook pictures: what a person looks at before reading numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cloudlulc import schema
+from cloudlulc.data.dataset import CloudLULCDataset
+from cloudlulc.data.layout import Split
+from cloudlulc.io.storage import staged_output
+
+TRUE_COLOUR_GAIN = 3.5
+"""Reflectance 0-0.29 spans the display range, the usual stretch for Sentinel-2 true colour."""
+
+
+def true_colour(optical: np.ndarray) -> np.ndarray:
+    """[12,H,W] reflectance to an [H,W,3] RGB image in [0, 1] (B04, B03, B02)."""
+    return np.clip(np.moveaxis(optical[list(schema.TRUE_COLOUR)], 0, -1) * TRUE_COLOUR_GAIN, 0.0, 1.0)
+
+
+def sar_false_colour(sar: np.ndarray) -> np.ndarray:
+    """[2,H,W] scaled VV/VH to RGB: red VV, green VH, blue VV-VH (the usual dual-pol composite)."""
+    vv, vh = sar[0], sar[1]
+    return np.clip(np.dstack([vv, vh, 0.5 + (vv - vh)]), 0.0, 1.0)
+
+
+def label_colours(label: np.ndarray) -> np.ndarray:
+    """[H,W] class ids to RGB in [0, 1]; 255 (no label) is black."""
+    palette = np.zeros((256, 3), np.float32)
+    for lulc in schema.CLASSES:
+        palette[lulc.id] = np.array(lulc.colour) / 255
+    return palette[label]
+
+
+CLOUD_COLOURS = np.array([[0.1, 0.5, 0.1], [0.75, 0.85, 0.95], [1.0, 1.0, 1.0], [0.25, 0.25, 0.35]], np.float32)
+
+
+def dataset_quicklook(root: str, out_png: str, *, count: int = 4, split: Split = "test") -> str:
+    """Grid of ``count`` samples: cloudy and clear true colour, SAR, label and cloud mask, with a legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    dataset = CloudLULCDataset(root, split, return_clear=True, return_cloud_mask=True)
+    picks = np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int)
+    columns = ["Sentinel-2 cloudy", "Sentinel-2 clear (reference)", "Sentinel-1 VV/VH", "Label", "Cloud mask"]
+    figure, axes = plt.subplots(
+        len(picks), len(columns), figsize=(3 * len(columns), 3 * len(picks) + 0.8), squeeze=False
+    )
+    for row, index in enumerate(picks):
+        sample = dataset[int(index)]
+        images = [
+            true_colour(sample["optical"].numpy()),
+            true_colour(sample["clear"].numpy()),
+            sar_false_colour(sample["sar"].numpy()),
+            label_colours(sample["label"].numpy().astype(np.uint8)),
+            CLOUD_COLOURS[np.clip(sample["cloud_mask"].numpy(), 0, 3)],
+        ]
+        for column, image in enumerate(images):
+            axis = axes[row, column]
+            axis.imshow(image, interpolation="nearest")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(columns[column], fontsize=10)
+        cover = np.isin(sample["cloud_mask"].numpy(), [schema.CLOUD_THIN, schema.CLOUD_OPAQUE]).mean()
+        axes[row, 0].set_ylabel(f"{sample['name']}\ncloud {cover:.0%}", fontsize=9)
+    handles = [Patch(color=np.array(c.colour) / 255, label=f"{c.id} {c.name}") for c in schema.CLASSES]
+    handles += [Patch(color=CLOUD_COLOURS[code], label=name) for code, name in schema.CLOUD_MASK_NAMES.items()]
+    figure.legend(handles=handles, loc="lower center", ncol=5, fontsize=9, frameon=False)
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
+    with staged_output(out_png) as temp_path:
+        figure.savefig(temp_path, dpi=80, format="png")
+    plt.close(figure)
+    return out_png

@@ -1,0 +1,7 @@
+"""Data validation with Great Expectations: rules, reports, quarantine."""
+
+from cloudlulc.validation.report import Failure, ValidationReport, write_report
+from cloudlulc.validation.suites import Thresholds
+from cloudlulc.validation.validate import assert_valid, validate_dataset
+
+__all__ = ["Failure", "Thresholds", "ValidationReport", "assert_valid", "validate_dataset", "write_report"]

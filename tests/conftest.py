@@ -1,0 +1,98 @@
+"""Shared fixtures: small synthetic datasets, real Sentinel samples, and a real S3 server on loopback."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cloudlulc.data.synthetic import SynthConfig, generate_dataset
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REALDATA = Path(os.environ.get("CLOUDLULC_REALDATA", REPO_ROOT.parent / "shared" / "realdata"))
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    """Folder of the small real Sentinel-1/2 and WorldCover files (see its README for provenance)."""
+    if not (REALDATA / "README.md").exists():
+        raise FileNotFoundError(f"real sample folder not found at {REALDATA}; set CLOUDLULC_REALDATA")
+    return REALDATA
+
+
+@pytest.fixture(scope="session")
+def synthetic_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic CloudLULC-Set made once per session; copy it before modifying."""
+    root = tmp_path_factory.mktemp("synthetic") / "CloudLULC-Set"
+    generate_dataset(str(root), SynthConfig(n=12, size=64, seed=7), progress=False)
+    return root
+
+
+@pytest.fixture
+def dataset_copy(synthetic_master: Path, tmp_path: Path) -> Path:
+    """A private copy of the session dataset that a test may break."""
+    target = tmp_path / "CloudLULC-Set"
+    shutil.copytree(synthetic_master, target)
+    return target
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early with code {process.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"server on port {port} not up after {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """A real S3-compatible server (moto server mode) on loopback; stopped at the end of the session."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_bucket(moto_server: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """A fresh bucket on the loopback S3 server, with credentials and endpoint in the environment."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("CLOUDLULC_S3_ENDPOINT_URL", moto_server)
+    for name in ("AWS_HTTPS", "AWS_VIRTUAL_HOSTING"):
+        monkeypatch.delenv(name, raising=False)
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
+    bucket = f"test-{slug}"
+    boto3.client("s3", endpoint_url=moto_server).create_bucket(Bucket=bucket)
+    return bucket

@@ -1,0 +1,86 @@
+"""The real `cloudlulc` console script, run as a user runs it."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cloudlulc.io.rasters import RasterProfile, raster_info, read_raster, write_raster
+
+CLI = [str(Path(sys.executable).with_name("cloudlulc"))]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GX_ANALYTICS_ENABLED": "false"}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600, check=False)
+
+
+@pytest.fixture(scope="module")
+def cli_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cli") / "set"
+    result = run("synth", "--out", str(root), "--n", "200", "--size", "64", "--seed", "1", "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    assert "wrote 200 samples" in result.stdout
+    return root
+
+
+def test_synth_then_validate_200_samples_passes(cli_dataset: Path, tmp_path: Path):
+    result = run("validate", str(cli_dataset), "--report-dir", str(tmp_path / "r"), "--workers", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "validation passed: 200 samples, 0 failure(s)" in result.stdout
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["success"] is True
+
+
+def test_planted_bad_sample_is_reported_by_name(cli_dataset: Path, tmp_path: Path):
+    broken = tmp_path / "set"
+    shutil.copytree(cli_dataset, broken)
+    label = broken / "Label" / "synth_000123.tif"
+    values = read_raster(str(label))
+    values[0, 0, 0] = 42
+    info = raster_info(str(label))
+    write_raster(str(label), values, RasterProfile(info.crs, info.transform, nodata=info.nodata))
+    result = run("validate", str(broken), "--report-dir", str(tmp_path / "r"))
+    assert result.returncode == 1
+    assert "FAIL synth_000123: label.values" in result.stdout
+    assert "validation FAILED: 200 samples, 1 failure(s)" in result.stdout
+    quarantined = run("validate", str(broken), "--report-dir", str(tmp_path / "q"), "--quarantine")
+    assert quarantined.returncode == 0, quarantined.stdout
+    assert (tmp_path / "q" / "quarantine.txt").read_text().split() == ["synth_000123"]
+    assert label.exists(), "quarantine deletes nothing"
+
+
+def test_bad_usage_and_missing_dataset_give_exit_codes(tmp_path: Path):
+    usage = run("synth", "--out", str(tmp_path / "x"), "--n", "0")
+    assert usage.returncode == 2 and "--n" in usage.stderr
+    empty = run("validate", str(tmp_path), "--report-dir", str(tmp_path / "r"))
+    assert empty.returncode == 3
+    assert empty.stderr.startswith("error: ") and "no samples found" in empty.stderr
+    assert "Traceback" not in empty.stderr
+
+
+def test_quicklook_command_writes_a_png(cli_dataset: Path, tmp_path: Path):
+    result = run("quicklook", str(cli_dataset), "--out", str(tmp_path / "q.png"), "--count", "2")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_runs_the_main_job(tmp_path: Path):
+    result = run("demo", "--out", str(tmp_path / "demo"), "--n", "12", "--size", "64", "--workers", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for line in ("dataset:", "validation:", "quicklook:", "cloud cover:", "class share:"):
+        assert line in result.stdout
+    assert (tmp_path / "demo" / "quicklook.png").exists()
+    assert (tmp_path / "demo" / "validation" / "report.html").exists()
+    again = run("demo", "--out", str(tmp_path / "demo"), "--n", "12", "--size", "64", "--workers", "1")
+    assert again.returncode == 0, "a rerun on the same folder is idempotent"
+
+
+def test_version_and_help():
+    assert run("--version").stdout.startswith("cloudlulc, version")
+    help_text = run("--help").stdout
+    for command in ("synth", "validate", "quicklook", "demo"):
+        assert command in help_text
