@@ -32,7 +32,9 @@ def label_colours(label: np.ndarray) -> np.ndarray:
     return palette[label]
 
 
-CLOUD_COLOURS = np.array([[0.1, 0.5, 0.1], [0.75, 0.85, 0.95], [1.0, 1.0, 1.0], [0.25, 0.25, 0.35]], np.float32)
+CLOUD_HEX = ("#1a801a", "#bfd9f2", "#ffffff", "#404059")
+"""Display colours of cloud codes 0 clear, 1 thin, 2 opaque, 3 shadow."""
+CLOUD_COLOURS = np.array([[int(h[i : i + 2], 16) / 255 for i in (1, 3, 5)] for h in CLOUD_HEX], np.float32)
 
 
 def dataset_quicklook(root: str, out_png: str, *, count: int = 4, split: Split = "test") -> str:
@@ -67,8 +69,8 @@ def dataset_quicklook(root: str, out_png: str, *, count: int = 4, split: Split =
                 axis.set_title(columns[column], fontsize=10)
         cover = np.isin(sample["cloud_mask"].numpy(), [schema.CLOUD_THIN, schema.CLOUD_OPAQUE]).mean()
         axes[row, 0].set_ylabel(f"{sample['name']}\ncloud {cover:.0%}", fontsize=9)
-    handles = [Patch(color=np.array(c.colour) / 255, label=f"{c.id} {c.name}") for c in schema.CLASSES]
-    handles += [Patch(color=CLOUD_COLOURS[code], label=name) for code, name in schema.CLOUD_MASK_NAMES.items()]
+    handles = [Patch(color="#{:02x}{:02x}{:02x}".format(*c.colour), label=f"{c.id} {c.name}") for c in schema.CLASSES]
+    handles += [Patch(color=CLOUD_HEX[code], label=name) for code, name in schema.CLOUD_MASK_NAMES.items()]
     figure.legend(handles=handles, loc="lower center", ncol=5, fontsize=9, frameon=False)
     figure.tight_layout(rect=(0, 0.06, 1, 1))
     with staged_output(out_png) as temp_path:

@@ -140,17 +140,20 @@ def cloud_bin_label(cover: float) -> str:
 # --- Value conventions --------------------------------------------------------------------------
 
 
-def s2_dn_to_reflectance(dn: np.ndarray, boa_add_offset: float = 0.0) -> np.ndarray:
+def s2_dn_to_reflectance(dn: np.ndarray, boa_add_offset: float = 0.0, *, in_place: bool = False) -> np.ndarray:
     """Convert L2A digital numbers to model input: reflectance clipped to [0, 1], float32.
 
     Args:
-        dn: uint16 digital numbers, any shape; 0 is nodata and maps to 0.
+        dn: digital numbers (uint16, or float32 read as such), any shape; 0 is nodata and maps to 0.
         boa_add_offset: the product's ``BOA_ADD_OFFSET`` (0 before baseline 04.00, -1000 after).
+        in_place: scale a float32 ``dn`` in its own buffer (readers use it to skip a copy).
     """
-    values = dn.astype(np.float32)
-    reflectance = (values + np.float32(boa_add_offset)) / np.float32(S2_DN_SCALE)
+    reflectance = dn if in_place and dn.dtype == np.float32 else dn.astype(np.float32)
+    reflectance += np.float32(boa_add_offset)
+    reflectance *= np.float32(1.0 / S2_DN_SCALE)
     np.clip(reflectance, 0.0, 1.0, out=reflectance)
-    reflectance[dn == S2_NODATA_DN] = 0.0
+    if boa_add_offset > 0:  # otherwise DN 0 already lands on 0 through the clip
+        reflectance[dn == S2_NODATA_DN] = 0.0
     return reflectance
 
 
@@ -177,7 +180,9 @@ def db_to_linear(db: np.ndarray) -> np.ndarray:
 def scale_sar_db(db: np.ndarray, polarisation: str) -> np.ndarray:
     """Clip sigma0 dB to the polarisation's range and rescale to [0, 1]; NaN/inf (nodata) become 0."""
     low, high = S1_DB_RANGE[polarisation]
-    scaled = (np.asarray(db, dtype=np.float32) - np.float32(low)) / np.float32(high - low)
-    scaled[~np.isfinite(scaled)] = 0.0
+    scaled = np.array(db, dtype=np.float32)  # a copy: the caller's array stays untouched
+    scaled -= np.float32(low)
+    scaled *= np.float32(1.0 / (high - low))
+    np.nan_to_num(scaled, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     np.clip(scaled, 0.0, 1.0, out=scaled)
     return scaled

@@ -146,3 +146,19 @@ def test_generate_to_s3(s3_bucket: str):
     layout = DatasetLayout(root)
     assert sorted(r.name for r in layout.read_records()) == sorted(r.name for r in records)
     assert raster_info(layout.uri(records[0].opt_cloudy)).count == 12
+
+
+def test_thin_cloud_is_semi_transparent():
+    """Haze, cirrus and cloud edges brighten the ground but keep its pattern."""
+    correlations = []
+    for index in range(40):
+        scene = make_scene(np.random.default_rng([17, index]), 128)
+        thin = scene.cloud_mask == schema.CLOUD_THIN
+        if thin.sum() < 500:
+            continue
+        nir = schema.S2_BANDS.index("B08")
+        blue = schema.S2_BANDS.index("B02")
+        assert scene.cloudy[blue, thin].mean() > 1.2 * scene.clear[blue, thin].mean(), "thin cloud brightens"
+        correlations.append(np.corrcoef(scene.clear[nir, thin], scene.cloudy[nir, thin])[0, 1])
+    assert len(correlations) >= 5
+    assert np.median(correlations) > 0.3, "the ground still shows through thin cloud"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -21,7 +22,17 @@ from cloudlulc.errors import DataError
 from cloudlulc.io.gdal_env import rasterio_env
 from cloudlulc.io.rasters import expect_band_count, grid_mismatch, info_of, open_raster, read_window
 
-Sample = dict[str, torch.Tensor | str]
+
+
+class Sample(TypedDict, total=False):
+    """One item: model inputs in [0, 1], the label, optional references, and the sample name."""
+
+    name: str
+    optical: torch.Tensor  # float32 [12,H,W]
+    sar: torch.Tensor  # float32 [2,H,W], VV then VH
+    label: torch.Tensor  # int64 [H,W], 255 = no label
+    clear: torch.Tensor  # float32 [12,H,W], only with return_clear
+    cloud_mask: torch.Tensor  # uint8 [H,W] schema.CLOUD_* codes, only with return_cloud_mask
 
 _VALID_LABEL = np.zeros(256, bool)
 _VALID_LABEL[list(schema.VALID_LABEL_VALUES)] = True
@@ -95,7 +106,7 @@ class CloudLULCDataset(Dataset[Sample]):
                     raise DataError(info.path, problem)
                 return dataset
 
-            optical = schema.s2_dn_to_reflectance(read_window(optical_file, window), boa_add_offset(optical_file))
+            optical = self._reflectance(optical_file, window)
             sar = np.stack(
                 [
                     schema.scale_sar_db(read_window(open_checked(path, 1, f"SAR {pol}"), window)[0], pol)
@@ -109,19 +120,26 @@ class CloudLULCDataset(Dataset[Sample]):
                 arrays["label"] = np.full(optical.shape[1:], schema.IGNORE_INDEX, np.uint8)
             if self.return_clear and record.opt_clear:
                 clear_file = open_checked(record.opt_clear, len(schema.S2_BANDS), "Opt_S2_clear")
-                arrays["clear"] = schema.s2_dn_to_reflectance(
-                    read_window(clear_file, window), boa_add_offset(clear_file)
-                )
+                arrays["clear"] = self._reflectance(clear_file, window)
             if self.return_cloud_mask:
                 if not record.cloud_mask:
                     raise DataError(self.layout.uri(record.opt_cloudy), "return_cloud_mask=True but no CloudMask file")
                 arrays["cloud_mask"] = read_window(open_checked(record.cloud_mask, 1, "CloudMask"), window)[0]
         if self.augment:
             arrays = self._flip_rotate(arrays)
-        sample: Sample = {key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in arrays.items()}
-        sample["label"] = sample["label"].long()
-        sample["name"] = record.name
+        tensors = {key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in arrays.items()}
+        sample = Sample(name=record.name, optical=tensors["optical"], sar=tensors["sar"], label=tensors["label"].long())
+        if "clear" in tensors:
+            sample["clear"] = tensors["clear"]
+        if "cloud_mask" in tensors:
+            sample["cloud_mask"] = tensors["cloud_mask"]
         return sample
+
+    @staticmethod
+    def _reflectance(dataset: DatasetReader, window: Window | None) -> np.ndarray:
+        """Optical file to reflectance, converted to float32 by GDAL during the read."""
+        values = read_window(dataset, window, out_dtype="float32")
+        return schema.s2_dn_to_reflectance(values, boa_add_offset(dataset), in_place=True)
 
     def _window(self, height: int, width: int) -> Window | None:
         if self.crop_size is None:

@@ -87,7 +87,7 @@ def fractal_noise(
     persistence: float = 0.55,
     stretch: tuple[float, float] = (1.0, 1.0),
 ) -> np.ndarray:
-    """Zero-mean, unit-std value noise: octaves of random grids upsampled with cubic splines.
+    """Zero-mean, unit-std value noise: octaves of random grids upsampled with splines.
 
     ``stretch`` elongates features along rows or columns (cirrus streaks).
     """
@@ -100,7 +100,8 @@ def fractal_noise(
             break
         grid = rng.standard_normal(shape).astype(np.float32)
         zoom = (size / shape[0], size / shape[1])
-        total += amplitude * ndimage.zoom(grid, zoom, order=3, mode="reflect", grid_mode=True)[:size, :size]
+        order = 3 if octave < 2 else 1  # cubic where features are large; linear is 4x cheaper and looks the same
+        total += amplitude * ndimage.zoom(grid, zoom, order=order, mode="reflect", grid_mode=True)[:size, :size]
         amplitude *= persistence
     total -= total.mean()
     return total / (total.std() + 1e-6)
@@ -225,7 +226,7 @@ def optical_reflectance(rng: np.random.Generator, classes: np.ndarray, regions: 
     rows = np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period)
     modulation = 1 + strength * texture + np.where(classes == CROP, 0.06 * rows, 0.0)
     reflectance *= modulation[None].astype(np.float32)
-    reflectance += rng.normal(0.0, 0.004, reflectance.shape).astype(np.float32)
+    reflectance += np.float32(0.004) * rng.standard_normal(reflectance.shape, dtype=np.float32)
     return np.clip(reflectance, 0.0005, 1.0)
 
 
@@ -262,11 +263,11 @@ def add_clouds(rng: np.random.Generator, clear: np.ndarray, target_cover: float)
         (alpha_cloud, CLOUD_SPECTRUM * rng.normal(1.0, 0.06)),
     ):
         cloudy = cloudy * (1 - alpha)[None] + alpha[None] * spectrum[:, None, None]
-    cloudy = cloudy + rng.normal(0.0, 0.004, cloudy.shape).astype(np.float32)
+    cloudy = cloudy + np.float32(0.004) * rng.standard_normal(cloudy.shape, dtype=np.float32)
 
     total_alpha = 1 - (1 - alpha_cloud) * (1 - alpha_haze) * (1 - alpha_cirrus)
     mask = np.full((size, size), schema.CLOUD_CLEAR, np.uint8)
-    mask[(shadow > 0.3) & (total_alpha < 0.1)] = schema.CLOUD_SHADOW
+    mask[(shadow > 0.1) & (total_alpha < 0.1)] = schema.CLOUD_SHADOW
     mask[total_alpha >= 0.1] = schema.CLOUD_THIN
     mask[alpha_cloud >= 0.9] = schema.CLOUD_OPAQUE
     return np.clip(cloudy, 0.0005, 1.0).astype(np.float32), mask

@@ -95,13 +95,15 @@ def read_window(
     dataset: DatasetReader,
     window: Window | None = None,
     indexes: Sequence[int] | None = None,
+    out_dtype: str | None = None,
 ) -> np.ndarray:
     """Read bands (1-based ``indexes``, default all) of a window as [bands, rows, cols].
 
-    A truncated or corrupt file fails here rather than at open time, so the error names the file.
+    ``out_dtype`` lets GDAL convert while reading (one buffer instead of two). A truncated or corrupt
+    file fails here rather than at open time, so the error names the file.
     """
     try:
-        return dataset.read(list(indexes) if indexes is not None else None, window=window)
+        return dataset.read(list(indexes) if indexes is not None else None, window=window, out_dtype=out_dtype)
     except RasterioError as error:
         raise DataError(
             dataset.name, f"cannot read pixels, file truncated or corrupt ({_gdal_reason(error)})"

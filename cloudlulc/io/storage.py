@@ -29,7 +29,10 @@ S3_ENDPOINT_VARIABLES = ("CLOUDLULC_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AW
 class Storage(Protocol):
     """What every backend offers; keys are relative, ``/``-separated."""
 
-    uri: str
+    @property
+    def uri(self) -> str:
+        """The root this storage was opened at."""
+        ...
 
     def join(self, key: str) -> str:
         """Full URI (or local path) of ``key``, for GDAL and for messages."""

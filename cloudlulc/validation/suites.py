@@ -243,7 +243,9 @@ def run_rules(tables: dict[str, pd.DataFrame], rules: list[Rule]) -> list[tuple[
             result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["name"]},
         )
         for expectation_result in result.results:
-            rule = table_rules[expectation_result.expectation_config.meta["index"]]
+            config = expectation_result.expectation_config
+            assert config is not None and config.meta is not None, "GX returns the configuration it ran"
+            rule = table_rules[config.meta["index"]]
             outcome = dict(expectation_result.result)
             outcome["success"] = bool(expectation_result.success)
             exception = expectation_result.exception_info or {}
