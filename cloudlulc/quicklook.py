@@ -69,8 +69,10 @@ def dataset_quicklook(root: str, out_png: str, *, count: int = 4, split: Split =
                 axis.set_title(columns[column], fontsize=10)
         cover = np.isin(sample["cloud_mask"].numpy(), [schema.CLOUD_THIN, schema.CLOUD_OPAQUE]).mean()
         axes[row, 0].set_ylabel(f"{sample['name']}\ncloud {cover:.0%}", fontsize=9)
-    handles = [Patch(color="#{:02x}{:02x}{:02x}".format(*c.colour), label=f"{c.id} {c.name}") for c in schema.CLASSES]
-    handles += [Patch(color=CLOUD_HEX[code], label=name) for code, name in schema.CLOUD_MASK_NAMES.items()]
+    # Outlined swatches, so that white (opaque cloud) stays visible.
+    swatches = [("#{:02x}{:02x}{:02x}".format(*c.colour), f"{c.id} {c.name}") for c in schema.CLASSES]
+    swatches += [(CLOUD_HEX[code], name) for code, name in schema.CLOUD_MASK_NAMES.items()]
+    handles = [Patch(facecolor=colour, edgecolor="black", linewidth=0.5, label=text) for colour, text in swatches]
     figure.legend(handles=handles, loc="lower center", ncol=5, fontsize=9, frameon=False)
     figure.tight_layout(rect=(0, 0.06, 1, 1))
     with staged_output(out_png) as temp_path:
