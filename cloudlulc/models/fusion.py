@@ -1,0 +1,97 @@
+"""SAR-optical fusion of one encoder stage: ORM, then HIAA with its SHOI and CHOI interactions.
+
+Our reading of the published description (see docs/model.md):
+
+- ORM predicts a reliability map in [0, 1] from the optical features and their disagreement with
+  the SAR features, and scales the optical features by it before fusion;
+- SHOI is a cross-modal recursive gated convolution (a g^n-conv over the concatenated modalities):
+  each order multiplies the running features by a large-kernel spatial gate, so interactions of
+  order n reach across modalities and across the 7x7 neighbourhood without attention's memory;
+- CHOI recalibrates the fused channels from first- and second-order statistics (mean and standard
+  deviation over space), a gated channel attention.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cloudlulc.models.blocks import ConvBNAct
+
+
+class OpticalReliability(nn.Module):
+    """ORM: a per-pixel reliability map of the optical features; clouds and shadows should lower it."""
+
+    def __init__(self, optical_channels: int, sar_channels: int) -> None:
+        super().__init__()
+        hidden = max(optical_channels // 2, 8)
+        last = nn.Conv2d(hidden, 1, 1)
+        nn.init.constant_(last.bias, 2.0)  # type: ignore[arg-type]  # start trusting the optics: sigmoid(2) = 0.88
+        self.score = nn.Sequential(ConvBNAct(optical_channels + sar_channels, hidden), last)
+
+    def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        reliability = torch.sigmoid(self.score(torch.cat([optical, sar], dim=1)))
+        return optical * reliability, reliability
+
+
+class SpatialHighOrder(nn.Module):
+    """SHOI: recursive gated convolution of order n over both modalities."""
+
+    def __init__(self, in_channels: int, channels: int, order: int) -> None:
+        super().__init__()
+        self.dims = [channels // 2**i for i in range(order)][::-1]  # e.g. [C/4, C/2, C]
+        if min(self.dims) < 1:
+            raise ValueError(f"{channels} channels are too few for SHOI order {order}")
+        self.project_in = nn.Conv2d(in_channels, self.dims[0] + sum(self.dims), 1)
+        self.spatial_gates = nn.Conv2d(sum(self.dims), sum(self.dims), 7, padding=3, groups=sum(self.dims))
+        self.steps = nn.ModuleList(nn.Conv2d(a, b, 1) for a, b in zip(self.dims[:-1], self.dims[1:], strict=True))
+        self.project_out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
+        start, gates = torch.split(self.project_in(torch.cat([optical, sar], dim=1)),
+                                   [self.dims[0], sum(self.dims)], dim=1)  # fmt: skip
+        gate_list = torch.split(self.spatial_gates(gates), self.dims, dim=1)
+        x = start * gate_list[0]
+        for step, gate in zip(self.steps, gate_list[1:], strict=True):
+            x = step(x) * gate
+        return self.project_out(x)
+
+
+class ChannelHighOrder(nn.Module):
+    """CHOI: channel gates from the mean and standard deviation of each channel over space."""
+
+    def __init__(self, channels: int, reduction: int = 4) -> None:
+        super().__init__()
+        hidden = max(channels // reduction, 8)
+        self.gate = nn.Sequential(nn.Linear(2 * channels, hidden), nn.GELU(), nn.Linear(hidden, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(2, 3))
+        std = (x.var(dim=(2, 3), unbiased=False) + 1e-5).sqrt()
+        weights = torch.sigmoid(self.gate(torch.cat([mean, std], dim=1)))
+        return x * weights[:, :, None, None]
+
+
+class StageFusion(nn.Module):
+    """One stage: optional ORM, then HIAA (a 1x1 mix, plus SHOI and CHOI when enabled).
+
+    With every module off this is the plain dual-stream fusion baseline (concatenate, 1x1 conv).
+    """
+
+    def __init__(self, channels: int, *, use_orm: bool, use_shoi: bool, use_choi: bool, shoi_order: int) -> None:
+        super().__init__()
+        self.orm = OpticalReliability(channels, channels) if use_orm else None
+        self.mix = ConvBNAct(2 * channels, channels, kernel_size=1)
+        self.shoi = SpatialHighOrder(2 * channels, channels, shoi_order) if use_shoi else None
+        self.choi = ChannelHighOrder(channels) if use_choi else None
+
+    def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        reliability = None
+        if self.orm is not None:
+            optical, reliability = self.orm(optical, sar)
+        fused = self.mix(torch.cat([optical, sar], dim=1))
+        if self.shoi is not None:
+            fused = fused + self.shoi(optical, sar)
+        if self.choi is not None:
+            fused = self.choi(fused)
+        return fused, reliability

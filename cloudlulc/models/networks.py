@@ -1,0 +1,148 @@
+"""CloudLULC-Net and the baselines, assembled from encoders, stage fusion, USMT and the decoder.
+
+Every network takes ``(optical [B,12,H,W], sar [B,2,H,W])`` and returns logits [B,K,H,W] from
+``forward``, so serving, evaluation and export treat them alike. ``forward_features`` returns the
+training-only extras (embedding, reliability maps, semantic logits, reconstruction). Forward passes
+hold no data-dependent Python control flow: which modules run is fixed at construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from cloudlulc import schema
+from cloudlulc.models.blocks import Encoder
+from cloudlulc.models.config import ModelConfig
+from cloudlulc.models.decoder import SkipDecoder
+from cloudlulc.models.fusion import StageFusion
+from cloudlulc.models.usmt import SemanticMappingTransformer
+
+OPTICAL_CHANNELS = len(schema.S2_BANDS)
+SAR_CHANNELS = len(schema.S1_POLARISATIONS)
+SIZE_MULTIPLE = 32
+"""Input height and width must be multiples of the encoder's total stride."""
+
+
+@dataclass
+class ModelOutput:
+    """Logits plus what the training losses need; inference uses ``logits`` only."""
+
+    logits: torch.Tensor
+    embedding: torch.Tensor
+    reliability: list[torch.Tensor] = field(default_factory=list)
+    semantic_logits: torch.Tensor | None = None
+    reconstruction: torch.Tensor | None = None
+
+
+class SegmentationNetwork(nn.Module):
+    """Common face of all architectures."""
+
+    config: ModelConfig
+
+    def forward_features(self, optical: torch.Tensor, sar: torch.Tensor) -> ModelOutput:
+        """Logits and training extras."""
+        raise NotImplementedError
+
+    def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(optical, sar).logits
+
+
+class CloudLULCNet(SegmentationNetwork):
+    """Two encoders, per-stage ORM + HIAA fusion, USMT at the coarse stages, a skip decoder.
+
+    With ORM, SHOI, CHOI and USMT all off it is the dual-stream fusion baseline.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.optical_encoder = Encoder(OPTICAL_CHANNELS, config.widths, config.depths)
+        self.sar_encoder = Encoder(SAR_CHANNELS, config.widths, config.depths)
+        self.fusion = nn.ModuleList(
+            StageFusion(w, use_orm=config.use_orm, use_shoi=config.use_shoi, use_choi=config.use_choi,
+                        shoi_order=config.shoi_order)
+            for w in config.widths
+        )  # fmt: skip
+        self.usmt = (
+            SemanticMappingTransformer(config.widths[2], config.widths[3], config.usmt_dim, config.usmt_layers,
+                                       config.usmt_heads, config.num_classes)
+            if config.use_usmt else None
+        )  # fmt: skip
+        self.decoder = SkipDecoder(config.widths, config.decoder_width, config.embedding_dim, config.num_classes)
+
+    def forward_features(self, optical: torch.Tensor, sar: torch.Tensor) -> ModelOutput:
+        fused: list[torch.Tensor] = []
+        reliability: list[torch.Tensor] = []
+        for stage_fusion, optical_features, sar_features in zip(
+            self.fusion, self.optical_encoder(optical), self.sar_encoder(sar), strict=True
+        ):
+            features, stage_reliability = stage_fusion(optical_features, sar_features)
+            fused.append(features)
+            if stage_reliability is not None:
+                reliability.append(stage_reliability)
+        semantic = None
+        if self.usmt is not None:
+            fused[2], fused[3], semantic = self.usmt(fused[2], fused[3])
+        embedding, logits = self.decoder(fused)
+        return ModelOutput(logits, embedding, reliability, semantic)
+
+
+class SingleStream(SegmentationNetwork):
+    """One encoder on optical only, SAR only, or both stacked (early fusion, 14 channels)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.inputs = {"optical_only": "optical", "sar_only": "sar", "early_fusion": "both"}[config.architecture]
+        channels = {"optical": OPTICAL_CHANNELS, "sar": SAR_CHANNELS, "both": OPTICAL_CHANNELS + SAR_CHANNELS}
+        self.encoder = Encoder(channels[self.inputs], config.widths, config.depths)
+        self.decoder = SkipDecoder(config.widths, config.decoder_width, config.embedding_dim, config.num_classes)
+
+    def forward_features(self, optical: torch.Tensor, sar: torch.Tensor) -> ModelOutput:
+        if self.inputs == "optical":
+            x = optical
+        elif self.inputs == "sar":
+            x = sar
+        else:
+            x = torch.cat([optical, sar], dim=1)
+        embedding, logits = self.decoder(self.encoder(x))
+        return ModelOutput(logits, embedding)
+
+
+class ReconstructionFirst(SegmentationNetwork):
+    """A SAR-guided cloud-removal net (trained against Opt_S2_clear), then a segmenter on its output.
+
+    The segmenter sees the reconstruction with gradients stopped, so the reconstruction is learned
+    for its own sake, as in the two-step approach it stands for.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.restore_encoder = Encoder(OPTICAL_CHANNELS + SAR_CHANNELS, config.widths, config.depths)
+        self.restore_decoder = SkipDecoder(config.widths, config.decoder_width, config.embedding_dim, OPTICAL_CHANNELS)
+        self.segmenter = SingleStream(config.model_copy(update={"architecture": "optical_only"}))
+
+    def forward_features(self, optical: torch.Tensor, sar: torch.Tensor) -> ModelOutput:
+        _, correction = self.restore_decoder(self.restore_encoder(torch.cat([optical, sar], dim=1)))
+        reconstruction = torch.clamp(optical + correction, 0.0, 1.0)
+        segmented = self.segmenter.forward_features(reconstruction.detach(), sar)
+        return ModelOutput(segmented.logits, segmented.embedding, reconstruction=reconstruction)
+
+
+def build_model(config: ModelConfig) -> SegmentationNetwork:
+    """The network a config describes."""
+    if config.architecture in {"cloudlulc_net", "dual_stream"}:
+        return CloudLULCNet(config)
+    if config.architecture == "reconstruction_first":
+        return ReconstructionFirst(config)
+    return SingleStream(config)
+
+
+def check_input_size(height: int, width: int) -> None:
+    """Raise when a tile cannot pass the encoder (kept out of ``forward`` for export)."""
+    if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
+        raise ValueError(f"input size {height}x{width} must be a multiple of {SIZE_MULTIPLE} pixels")

@@ -1,0 +1,114 @@
+import pytest
+import torch
+from pydantic import ValidationError
+from torch.export import Dim, export
+
+from cloudlulc.models import (
+    ARCHITECTURES,
+    build_model,
+    check_input_size,
+    gflops_per_patch,
+    model_config,
+    parameter_count,
+)
+from cloudlulc.models.fusion import ChannelHighOrder, OpticalReliability, SpatialHighOrder
+from cloudlulc.models.usmt import SemanticMappingTransformer
+
+
+def _inputs(batch: int = 2, height: int = 64, width: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(batch, 12, height, width, generator=generator), torch.rand(
+        batch, 2, height, width, generator=generator
+    )
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_every_architecture_maps_inputs_to_class_logits(architecture: str):
+    model = build_model(model_config(architecture, "tiny"))
+    optical, sar = _inputs()
+    output = model.forward_features(optical, sar)
+    assert output.logits.shape == (2, 6, 64, 96)
+    assert output.embedding.shape == (2, 32, 16, 24)
+    assert torch.equal(model.eval()(optical, sar), model.forward_features(optical, sar).logits)
+    if architecture == "reconstruction_first":
+        assert output.reconstruction is not None and output.reconstruction.shape == optical.shape
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_every_architecture_exports_with_dynamic_batch_and_size(architecture: str):
+    """No data-dependent control flow: torch.export with dynamic shapes, checked against eager at another size."""
+    model = build_model(model_config(architecture, "tiny")).eval()
+    batch, rows, cols = Dim("batch", min=1, max=64), Dim("rows", min=1, max=64), Dim("cols", min=1, max=64)
+    dims = {0: batch, 2: 32 * rows, 3: 32 * cols}
+    exported = export(model, _inputs(), dynamic_shapes={"optical": dims, "sar": dims})
+    optical, sar = _inputs(3, 128, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(optical, sar), model(optical, sar), atol=1e-5, rtol=1e-5)
+
+
+def test_cloudlulc_net_modules_and_their_switches():
+    full = build_model(model_config("cloudlulc_net", "tiny"))
+    output = full.forward_features(*_inputs())
+    assert len(output.reliability) == 4
+    assert all(0 <= float(r.detach().min()) <= float(r.detach().max()) <= 1 for r in output.reliability)
+    assert output.semantic_logits is not None and output.semantic_logits.shape == (2, 6, 2, 3)
+    names = {type(m).__name__ for m in full.modules()}
+    assert {"OpticalReliability", "SpatialHighOrder", "ChannelHighOrder", "SemanticMappingTransformer"} <= names
+    ablated = build_model(model_config("cloudlulc_net", "tiny", use_orm=False, use_usmt=False))
+    ablated_output = ablated.forward_features(*_inputs())
+    assert ablated_output.reliability == [] and ablated_output.semantic_logits is None
+    assert parameter_count(ablated) < parameter_count(full)
+    dual = build_model(model_config("dual_stream", "tiny"))
+    assert not {"OpticalReliability", "SpatialHighOrder", "ChannelHighOrder", "SemanticMappingTransformer"} & {
+        type(m).__name__ for m in dual.modules()
+    }
+
+
+def test_sar_only_ignores_optics_and_optical_only_ignores_sar():
+    optical, sar = _inputs()
+    sar_only = build_model(model_config("sar_only", "tiny")).eval()
+    optical_only = build_model(model_config("optical_only", "tiny")).eval()
+    with torch.no_grad():
+        assert torch.equal(sar_only(optical, sar), sar_only(torch.zeros_like(optical), sar))
+        assert torch.equal(optical_only(optical, sar), optical_only(optical, torch.zeros_like(sar)))
+        fused = build_model(model_config("cloudlulc_net", "tiny")).eval()
+        assert not torch.equal(fused(optical, sar), fused(optical, torch.zeros_like(sar)))
+
+
+def test_blocks_behave():
+    reliability = OpticalReliability(8, 8)
+    optical, sar = torch.rand(1, 8, 4, 4), torch.rand(1, 8, 4, 4)
+    modulated, score = reliability(optical, sar)
+    assert score.shape == (1, 1, 4, 4) and torch.allclose(modulated, optical * score)
+    assert float(score.detach().mean()) > 0.8, "ORM starts by trusting the optics"
+    assert SpatialHighOrder(16, 8, order=3)(optical, sar).shape == (1, 8, 4, 4)
+    assert ChannelHighOrder(8)(optical).shape == optical.shape
+    refined3, refined4, semantic = SemanticMappingTransformer(8, 16, 32, 1, 2, 6)(
+        torch.rand(2, 8, 4, 6), torch.rand(2, 16, 2, 3)
+    )
+    assert refined3.shape == (2, 8, 4, 6) and refined4.shape == (2, 16, 2, 3) and semantic.shape == (2, 6, 2, 3)
+
+
+def test_configs_reject_unknown_and_inconsistent_keys():
+    with pytest.raises(ValidationError, match="widhts"):
+        model_config("cloudlulc_net", "tiny", widhts=(8, 8, 8, 8))
+    with pytest.raises(ValueError, match="unknown architecture 'unet'; choose from cloudlulc_net"):
+        model_config("unet")
+    with pytest.raises(ValueError, match="unknown size 'huge'"):
+        model_config("cloudlulc_net", "huge")
+    with pytest.raises(ValidationError, match="divisible by usmt_heads"):
+        model_config("cloudlulc_net", "tiny", usmt_dim=30, usmt_heads=4)
+    with pytest.raises(ValidationError, match="dual_stream is CloudLULC-Net without"):
+        model_config("dual_stream", "tiny", use_orm=True)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        check_input_size(500, 512)
+    check_input_size(512, 256)
+
+
+def test_sizes_report_parameters_and_gflops():
+    tiny = build_model(model_config("cloudlulc_net", "tiny"))
+    base = build_model(model_config("cloudlulc_net", "base"))
+    assert 0.5e6 < parameter_count(tiny) < 5e6
+    assert parameter_count(base) > 10 * parameter_count(tiny)
+    tiny_flops = gflops_per_patch(tiny, 128)
+    assert tiny_flops == pytest.approx(gflops_per_patch(tiny, 256) / 4, rel=0.05), "FLOPs scale with area"
