@@ -146,6 +146,53 @@ def demo(out_dir: str, n: int, size: int, seed: int, workers: int) -> None:
     click.echo(f"quicklook:  {png}")
 
 
+@cli.command()
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="YAML training config.")
+@click.argument("overrides", nargs=-1)
+def train(config_file: str | None, overrides: tuple[str, ...]) -> None:
+    """Train or resume CloudLULC-Net or a baseline: a YAML config plus key=value OVERRIDES.
+
+    Example: cloudlulc train dataset=data/set epochs=20 architecture=sar_only loss.anchor=0
+    """
+    from cloudlulc.training.config import load_train_config
+    from cloudlulc.training.trainer import train as run_training
+
+    config = load_train_config(config_file, overrides)
+    result = run_training(config)
+    last = result.history[-1]
+    click.echo(
+        f"trained {config.architecture}/{config.size} for {len(result.history)} epochs: "
+        f"loss {last['train_total']:.3f}, val mIoU {last['val_miou']:.2%}"
+    )
+    click.echo(f"checkpoint: {result.checkpoint}")
+
+
+@cli.command()
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False), help="Training checkpoint.")
+@click.option("--dataset", required=True, help="Any dataset in the CloudLULC-Set layout (folder or s3://).")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
+@click.option("--out", "out_json", default="evaluation.json", show_default=True, help="Metrics as JSON.")
+def evaluate(checkpoint: str, dataset: str, split: str, out_json: str) -> None:
+    """Score a model with the evaluation protocol: OA, F1, mIoU, per class and per cloud-cover bin."""
+    import json
+
+    from cloudlulc.io.storage import staged_output
+    from cloudlulc.training.evaluation import (
+        evaluate_model,
+        evaluation_dataset,
+        evaluation_document,
+        evaluation_table,
+        load_trained_model,
+    )
+
+    model = load_trained_model(checkpoint)
+    result = evaluate_model(model, evaluation_dataset(dataset, split))  # type: ignore[arg-type]
+    with staged_output(out_json) as temp_path:
+        temp_path.write_text(json.dumps(evaluation_document(result), indent=2, default=float) + "\n")
+    click.echo(evaluation_table(result))
+    click.echo(f"\nmetrics: {out_json}")
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and an exit code, not a traceback."""
     try:

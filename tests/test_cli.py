@@ -84,3 +84,25 @@ def test_version_and_help():
     help_text = run("--help").stdout
     for command in ("synth", "validate", "quicklook", "demo"):
         assert command in help_text
+
+
+def test_train_then_evaluate_from_the_command_line(cli_dataset: Path, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    trained = run("train", f"dataset={cli_dataset}", f"output_dir={run_dir}", "epochs=1", "batch_size=4",
+                  "crop_size=64", "max_steps_per_epoch=3")  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    assert "trained cloudlulc_net/tiny for 1 epochs" in trained.stdout
+    checkpoint = run_dir / "checkpoints" / "epoch_0001.pt"
+    evaluated = run("evaluate", "--checkpoint", str(checkpoint), "--dataset", str(cli_dataset), "--split", "val",
+                    "--out", str(tmp_path / "metrics.json"))  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "overall" in evaluated.stdout and "mIoU" in evaluated.stdout and "Cropland" in evaluated.stdout
+    document = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0 <= document["overall"]["miou"] <= 1
+    assert set(document["bins"]) <= {"0-10%", "10-30%", "30-60%", "60-90%", "90-100%"} and document["bins"]
+
+
+def test_bad_training_config_names_the_keys(tmp_path: Path):
+    result = run("train", "dataset=x", "epocs=3", "crop_size=100")
+    assert result.returncode == 2
+    assert "epocs: Extra inputs are not permitted" in result.stderr and "crop_size" in result.stderr

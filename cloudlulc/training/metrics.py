@@ -41,11 +41,15 @@ class SegmentationMetrics:
     pixels: int
 
     def as_dict(self) -> dict[str, object]:
-        """Plain dict with class names for JSON and MLflow."""
-        values = asdict(self)
-        values["iou"] = dict(zip(schema.CLASS_NAMES, self.iou, strict=False))
-        values["f1"] = dict(zip(schema.CLASS_NAMES, self.f1, strict=False))
+        """Plain dict with class names for JSON and MLflow; undefined scores (NaN) become None."""
+        values: dict[str, object] = {k: _defined(v) for k, v in asdict(self).items() if k not in {"iou", "f1"}}
+        values["iou"] = {name: _defined(v) for name, v in zip(schema.CLASS_NAMES, self.iou, strict=False)}
+        values["f1"] = {name: _defined(v) for name, v in zip(schema.CLASS_NAMES, self.f1, strict=False)}
         return values
+
+
+def _defined(value: float | int) -> float | int | None:
+    return None if isinstance(value, float) and np.isnan(value) else value
 
 
 def scores(matrix: np.ndarray) -> SegmentationMetrics:

@@ -1,0 +1,90 @@
+"""Run a model over a split and score it with the evaluation protocol (overall and per cloud bin)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.utils.data import DataLoader
+
+from cloudlulc import schema
+from cloudlulc.data.dataset import CloudLULCDataset
+from cloudlulc.data.layout import Split
+from cloudlulc.data.metadata import read_metadata
+from cloudlulc.models.networks import SegmentationNetwork
+from cloudlulc.training.metrics import MetricAccumulator, SegmentationMetrics
+
+
+def cloud_cover_by_name(dataset: CloudLULCDataset) -> dict[str, float]:
+    """Cloud cover of each sample from the dataset's metadata table (empty when it has none)."""
+    metadata = read_metadata(dataset.layout)
+    if metadata is None or "cloud_cover" not in metadata:
+        return {}
+    return {
+        str(n): float(c) for n, c in zip(metadata["name"], metadata["cloud_cover"], strict=True) if not math.isnan(c)
+    }
+
+
+@torch.no_grad()
+def evaluate_model(model: SegmentationNetwork, dataset: CloudLULCDataset, *, batch_size: int = 4,
+                   device: torch.device | None = None) -> dict[str, object]:  # fmt: skip
+    """Metrics of ``model`` on every sample of ``dataset`` (deterministic path, full patches)."""
+    device = device or torch.device("cpu")
+    covers = cloud_cover_by_name(dataset)
+    accumulator = MetricAccumulator(model.config.num_classes)
+    was_training = model.training
+    model.eval()
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        logits = model(batch["optical"].to(device), batch["sar"].to(device))
+        names = list(batch["name"])
+        cover = [covers[n] for n in names] if all(n in covers for n in names) else None
+        accumulator.update(logits.argmax(dim=1).cpu(), batch["label"], cover)
+    model.train(was_training)
+    return accumulator.result()
+
+
+def evaluation_dataset(root: str, split: Split, exclude: tuple[str, ...] = ()) -> CloudLULCDataset:
+    """The deterministic dataset the protocol evaluates on."""
+    return CloudLULCDataset(root, split, exclude=exclude)
+
+
+def load_trained_model(checkpoint: str) -> SegmentationNetwork:
+    """The network saved in a training checkpoint, in eval mode."""
+    from pathlib import Path
+
+    from cloudlulc.models.config import ModelConfig
+    from cloudlulc.models.networks import build_model
+    from cloudlulc.training.checkpoints import load_checkpoint
+
+    state = load_checkpoint(Path(checkpoint))
+    model = build_model(ModelConfig.model_validate(state["network"]))
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def evaluation_document(result: dict[str, object]) -> dict[str, object]:
+    """The protocol's result as plain JSON-ready values."""
+    overall = result["overall"]
+    bins = result["bins"]
+    assert isinstance(overall, SegmentationMetrics) and isinstance(bins, dict)
+    return {
+        "overall": overall.as_dict(),
+        "bins": {label: metrics.as_dict() for label, metrics in bins.items()},
+        "confusion": result["confusion"],
+    }
+
+
+def evaluation_table(result: dict[str, object]) -> str:
+    """OA / macro F1 / mIoU overall and per cloud bin, then per-class IoU and F1, as aligned text."""
+    overall = result["overall"]
+    bins = result["bins"]
+    assert isinstance(overall, SegmentationMetrics) and isinstance(bins, dict)
+    lines = [f"{'subset':<10} {'pixels':>10} {'OA':>7} {'F1':>7} {'mIoU':>7}"]
+    for label, metrics in [("overall", overall), *bins.items()]:
+        lines.append(f"{label:<10} {metrics.pixels:>10} {metrics.overall_accuracy:>7.2%} {metrics.macro_f1:>7.2%} "
+                     f"{metrics.miou:>7.2%}")  # fmt: skip
+    lines.append("")
+    lines.append(f"{'class':<14} {'IoU':>7} {'F1':>7}")
+    for name, iou, f1 in zip(schema.CLASS_NAMES, overall.iou, overall.f1, strict=False):
+        lines.append(f"{name:<14} {iou:>7.2%} {f1:>7.2%}")
+    return "\n".join(lines)

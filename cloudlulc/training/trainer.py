@@ -1,0 +1,161 @@
+"""The training loop: AdamW, warm-up + cosine, bf16 on GPU, gradient clipping, exact resume.
+
+Exact resume: every epoch reseeds the shuffling and augmentation from (seed, epoch), and a checkpoint
+after each epoch holds model, optimizer and scheduler states, so a run killed at any point and
+restarted ends with the same weights as an uninterrupted run (on the same device and threads).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from cloudlulc.data.dataset import CloudLULCDataset
+from cloudlulc.data.layout import DatasetLayout
+from cloudlulc.errors import DataError
+from cloudlulc.io.storage import staged_output
+from cloudlulc.models.networks import SegmentationNetwork, build_model
+from cloudlulc.training.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
+from cloudlulc.training.config import TrainConfig
+from cloudlulc.training.evaluation import evaluate_model, evaluation_dataset
+from cloudlulc.training.losses import CloudLULCLoss
+from cloudlulc.training.metrics import SegmentationMetrics
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class TrainResult:
+    """What a finished run leaves behind."""
+
+    model: SegmentationNetwork
+    history: list[dict[str, float]] = field(default_factory=list)
+    checkpoint: Path | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Learning-rate factor: linear warm-up, then cosine decay to zero."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def _read_exclude(path: str | None) -> tuple[str, ...]:
+    if not path:
+        return ()
+    try:
+        return tuple(line.strip() for line in Path(path).read_text().splitlines() if line.strip())
+    except OSError as error:
+        raise DataError(path, f"cannot read the exclude list ({error.strerror})") from error
+
+
+def _summary(metrics: SegmentationMetrics) -> dict[str, float]:
+    return {"val_oa": metrics.overall_accuracy, "val_miou": metrics.miou, "val_macro_f1": metrics.macro_f1}
+
+
+def train(config: TrainConfig, *, progress: bool = True, on_epoch_end: EpochCallback | None = None) -> TrainResult:
+    """Train (or resume) the run described by ``config``; checkpoints land in ``config.output_dir``."""
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    exclude = _read_exclude(config.exclude_file)
+    network_config = config.network()
+    model = build_model(network_config).to(device)
+    loss_function = CloudLULCLoss(config.loss, network_config.num_classes)
+    needs_clear = network_config.architecture == "reconstruction_first"
+    has_masks = all(r.cloud_mask for r in DatasetLayout(config.dataset).read_records(("train",)))
+    train_set = CloudLULCDataset(config.dataset, "train", crop_size=config.crop_size, augment=True,
+                                 return_clear=needs_clear, return_cloud_mask=has_masks, exclude=exclude)  # fmt: skip
+    val_set = evaluation_dataset(config.dataset, "val", exclude)
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    if config.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(config.warmup_steps, steps_per_epoch * config.epochs)
+    )
+    output_dir = Path(config.output_dir)
+    history: list[dict[str, float]] = []
+    start_epoch = 1
+    existing = list_checkpoints(output_dir)
+    if existing:
+        state = load_checkpoint(existing[-1])
+        if state.get("config") != config.model_dump(mode="json"):
+            raise DataError(str(existing[-1]), "checkpoint was written by a run with another config; "
+                            "use another output_dir")  # fmt: skip
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history = state["history"]
+        start_epoch = state["epoch"] + 1
+    autocast = device.type == "cuda" and config.mixed_precision
+    checkpoint = existing[-1] if existing else None
+    for epoch in range(start_epoch, config.epochs + 1):
+        seed_everything(config.seed * 100_003 + epoch)  # shuffling and augmentation of this epoch only
+        loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=False,
+                            num_workers=config.num_workers,
+                            generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))  # fmt: skip
+        model.train()
+        totals: dict[str, float] = {}
+        steps = 0
+        bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", disable=not progress)
+        for batch in bar:
+            if steps >= steps_per_epoch:
+                break
+            optical, sar, labels = batch["optical"].to(device), batch["sar"].to(device), batch["label"].to(device)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+                output = model.forward_features(optical, sar)
+                terms = loss_function(output, labels, clear=batch["clear"].to(device) if needs_clear else None,
+                                      cloud_mask=batch["cloud_mask"].to(device) if has_masks else None)  # fmt: skip
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            for name, value in terms.items():
+                totals[name] = totals.get(name, 0.0) + float(value.detach())
+            steps += 1
+            bar.set_postfix(loss=f"{totals['total'] / steps:.3f}")
+        record = {f"train_{name}": value / max(steps, 1) for name, value in totals.items()}
+        record["epoch"] = float(epoch)
+        record["learning_rate"] = float(scheduler.get_last_lr()[0])
+        record.update(_summary(evaluate_model(model, val_set, device=device)["overall"]))  # type: ignore[arg-type]
+        history.append(record)
+        checkpoint = save_checkpoint(output_dir, epoch, {
+            "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "history": history, "config": config.model_dump(mode="json"),
+            "network": network_config.model_dump(mode="json"),
+        })  # fmt: skip
+        with staged_output(str(output_dir / "history.json")) as temp_path:
+            temp_path.write_text(json.dumps(history, indent=2) + "\n")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+    return TrainResult(model=model, history=history, checkpoint=checkpoint)
