@@ -148,32 +148,109 @@ def demo(out_dir: str, n: int, size: int, seed: int, workers: int) -> None:
 
 @cli.command()
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="YAML training config.")
+@click.option("--track/--no-track", default=True, show_default=True,
+              help="Log the run to MLflow and register the model as challenger.")  # fmt: skip
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
+              help="MLflow tracking URI [default: a local SQLite store under outputs/mlflow].")  # fmt: skip
 @click.argument("overrides", nargs=-1)
-def train(config_file: str | None, overrides: tuple[str, ...]) -> None:
+def train(config_file: str | None, track: bool, tracking_uri: str | None, overrides: tuple[str, ...]) -> None:
     """Train or resume CloudLULC-Net or a baseline: a YAML config plus key=value OVERRIDES.
 
     Example: cloudlulc train dataset=data/set epochs=20 architecture=sar_only loss.anchor=0
     """
     from cloudlulc.training.config import load_train_config
-    from cloudlulc.training.trainer import train as run_training
 
     config = load_train_config(config_file, overrides)
-    result = run_training(config)
-    last = result.history[-1]
-    click.echo(
-        f"trained {config.architecture}/{config.size} for {len(result.history)} epochs: "
-        f"loss {last['train_total']:.3f}, val mIoU {last['val_miou']:.2%}"
-    )
-    click.echo(f"checkpoint: {result.checkpoint}")
+    if not track:
+        from cloudlulc.training.trainer import train as run_training
+
+        result = run_training(config)
+        click.echo(f"trained {config.architecture}/{config.size} for {len(result.history)} epochs; "
+                   f"checkpoint: {result.checkpoint}")  # fmt: skip
+        return
+    from cloudlulc.tracking import TrackingSettings, run_train_stage
+
+    settings = TrackingSettings(tracking_uri=tracking_uri) if tracking_uri else TrackingSettings()
+    stage = run_train_stage(config, settings)
+    click.echo(f"trained {config.architecture}/{config.size}: test mIoU {stage.test_metrics['test_miou']:.2%}, "
+               f"OA {stage.test_metrics['test_oa']:.2%}")  # fmt: skip
+    click.echo(f"MLflow run {stage.run_id} at {settings.tracking_uri}")
+    click.echo(f"registered {settings.registered_model} version {stage.version} as challenger ({stage.model_uri})")
 
 
 @cli.command()
-@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False), help="Training checkpoint.")
 @click.option("--dataset", required=True, help="Any dataset in the CloudLULC-Set layout (folder or s3://).")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), help="Training checkpoint to score.")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
 @click.option("--out", "out_json", default="evaluation.json", show_default=True, help="Metrics as JSON.")
-def evaluate(checkpoint: str, dataset: str, split: str, out_json: str) -> None:
-    """Score a model with the evaluation protocol: OA, F1, mIoU, per class and per cloud-cover bin."""
+@click.option(
+    "--gate",
+    "gate_mode",
+    is_flag=True,
+    help="Compare the registered challenger with the champion on the test split; move champion if better.",
+)
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, help="MLflow tracking URI (with --gate).")
+@click.option(
+    "--min-gain",
+    type=click.FloatRange(0, 1),
+    default=0.005,
+    show_default=True,
+    help="Test mIoU gain the challenger needs over the champion.",
+)
+@click.option(
+    "--max-bin-regression",
+    type=click.FloatRange(0, 1),
+    default=0.02,
+    show_default=True,
+    help="Largest mIoU drop allowed in any cloud bin.",
+)
+@click.option(
+    "--first-min-oa",
+    type=click.FloatRange(0, 1),
+    default=0.4,
+    show_default=True,
+    help="Test OA a first champion needs.",
+)
+@click.option(
+    "--first-min-miou",
+    type=click.FloatRange(0, 1),
+    default=0.2,
+    show_default=True,
+    help="Test mIoU a first champion needs.",
+)
+def evaluate(
+    dataset: str,
+    checkpoint: str | None,
+    split: str,
+    out_json: str,
+    gate_mode: bool,
+    tracking_uri: str | None,
+    min_gain: float,
+    max_bin_regression: float,
+    first_min_miou: float,
+    first_min_oa: float,
+) -> None:
+    """Score a model with the evaluation protocol, or (--gate) decide a promotion in the registry.
+
+    The protocol: OA, macro F1, mIoU, per-class IoU and F1, overall and per cloud-cover bin. With
+    --gate the exit code is 0 whether the challenger is promoted or refused; the decision is printed
+    and recorded as tags on the challenger version.
+    """
+    if gate_mode:
+        from cloudlulc.tracking import GateConfig, TrackingSettings, run_gate_stage
+
+        settings = TrackingSettings(tracking_uri=tracking_uri) if tracking_uri else TrackingSettings()
+        limits = GateConfig(
+            min_miou_gain=min_gain,
+            max_bin_regression=max_bin_regression,
+            first_min_miou=first_min_miou,
+            first_min_oa=first_min_oa,
+        )
+        decision = run_gate_stage(dataset, settings, limits)
+        click.echo(f"{'PROMOTED' if decision.promote else 'REFUSED'}: {decision.reason}")
+        return
+    if checkpoint is None:
+        raise click.UsageError("give --checkpoint to score a model, or --gate to compare challenger and champion")
     import json
 
     from cloudlulc.io.storage import staged_output

@@ -89,9 +89,15 @@ def test_version_and_help():
 def test_train_then_evaluate_from_the_command_line(cli_dataset: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
     trained = run("train", f"dataset={cli_dataset}", f"output_dir={run_dir}", "epochs=1", "batch_size=4",
-                  "crop_size=64", "max_steps_per_epoch=3")  # fmt: skip
+                  "crop_size=64", "max_steps_per_epoch=3", cwd=tmp_path)  # fmt: skip
     assert trained.returncode == 0, trained.stderr
-    assert "trained cloudlulc_net/tiny for 1 epochs" in trained.stdout
+    assert "trained cloudlulc_net/tiny: test mIoU" in trained.stdout
+    assert "registered cloudlulc version 1 as challenger" in trained.stdout
+    assert (tmp_path / "outputs" / "mlflow" / "mlflow.db").exists(), "embedded default: a local SQLite store"
+    gated = run("evaluate", "--gate", "--dataset", str(cli_dataset), "--first-min-miou", "0", "--first-min-oa", "0",
+                cwd=tmp_path)  # fmt: skip
+    assert gated.returncode == 0, gated.stderr
+    assert gated.stdout.startswith("PROMOTED: first champion")
     checkpoint = run_dir / "checkpoints" / "epoch_0001.pt"
     evaluated = run("evaluate", "--checkpoint", str(checkpoint), "--dataset", str(cli_dataset), "--split", "val",
                     "--out", str(tmp_path / "metrics.json"))  # fmt: skip
@@ -100,6 +106,11 @@ def test_train_then_evaluate_from_the_command_line(cli_dataset: Path, tmp_path: 
     document = json.loads((tmp_path / "metrics.json").read_text())
     assert 0 <= document["overall"]["miou"] <= 1
     assert set(document["bins"]) <= {"0-10%", "10-30%", "30-60%", "60-90%", "90-100%"} and document["bins"]
+
+
+def test_evaluate_needs_a_checkpoint_or_the_gate(tmp_path: Path):
+    result = run("evaluate", "--dataset", str(tmp_path))
+    assert result.returncode == 2 and "--checkpoint" in result.stderr
 
 
 def test_bad_training_config_names_the_keys(tmp_path: Path):

@@ -1,0 +1,31 @@
+"""The form in which networks are logged to MLflow.
+
+MLflow's pytorch flavour feeds a model one tensor, so the logged model takes the 14 stacked input
+channels (12 optical bands, then VV and VH) and returns class probabilities; ``network`` is the
+two-input network that export and serving use.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from cloudlulc.models.networks import OPTICAL_CHANNELS, SegmentationNetwork
+
+
+class PackedInputModel(nn.Module):
+    """``[B,14,H,W] -> probabilities [B,K,H,W]`` around a two-input network."""
+
+    def __init__(self, network: SegmentationNetwork) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, packed: torch.Tensor) -> torch.Tensor:
+        """Split the stacked channels, run the network, return softmax probabilities."""
+        return self.network(packed[:, :OPTICAL_CHANNELS], packed[:, OPTICAL_CHANNELS:]).softmax(dim=1)
+
+
+def pack_inputs(optical: np.ndarray, sar: np.ndarray) -> np.ndarray:
+    """Stack optical [B,12,H,W] and SAR [B,2,H,W] into the logged model's input."""
+    return np.concatenate([optical, sar], axis=1).astype(np.float32)

@@ -1,0 +1,164 @@
+"""MLflow runs of the training stage: config, data version, per-epoch metrics, charts and the model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+
+from cloudlulc import schema
+from cloudlulc.data.layout import SPLITS, DatasetLayout
+from cloudlulc.models.networks import SegmentationNetwork
+from cloudlulc.tracking.model_wrapper import PackedInputModel
+from cloudlulc.tracking.settings import TrackingError, TrackingSettings, ensure_reachable
+from cloudlulc.training.metrics import SegmentationMetrics
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def data_version(dataset: str) -> str:
+    """SHA-256 (first 16 hex digits) of the dataset's split files: what a model was trained on."""
+    layout = DatasetLayout(dataset)
+    digest = hashlib.sha256()
+    for split in SPLITS:
+        key = layout.split_key(split)
+        if layout.storage.exists(key):
+            digest.update(split.encode() + b"\0" + layout.storage.read_bytes(key))
+    return digest.hexdigest()[:16]
+
+
+def _flatten(prefix: str, metrics: SegmentationMetrics) -> dict[str, float]:
+    values = {
+        f"{prefix}oa": metrics.overall_accuracy,
+        f"{prefix}macro_f1": metrics.macro_f1,
+        f"{prefix}miou": metrics.miou,
+    }
+    for name, iou in zip(schema.CLASS_NAMES, metrics.iou, strict=False):
+        if not np.isnan(iou):
+            values[f"{prefix}iou_{name.lower().replace(' ', '_').replace('-', '_')}"] = iou
+    return {k: float(v) for k, v in values.items() if not np.isnan(v)}
+
+
+def evaluation_metrics(result: dict[str, Any], prefix: str = "test_") -> dict[str, float]:
+    """Flat MLflow metrics of an evaluation: overall, then ``<prefix>bin_<low>_<high>_miou`` per cloud bin."""
+    values = _flatten(prefix, result["overall"])
+    for label, metrics in result["bins"].items():
+        values[f"{prefix}bin_{label.rstrip('%').replace('-', '_')}_miou"] = float(metrics.miou)
+    return values
+
+
+def confusion_figure(confusion: list[list[int]]) -> Any:
+    """A row-normalised confusion matrix as a matplotlib figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.asarray(confusion, dtype=float)
+    normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    figure, axis = plt.subplots(figsize=(6, 5))
+    image = axis.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    axis.set(xticks=range(len(matrix)), yticks=range(len(matrix)), xlabel="prediction", ylabel="reference",
+             title="Confusion matrix (row-normalised)")  # fmt: skip
+    axis.set_xticklabels(schema.CLASS_NAMES, rotation=45, ha="right")
+    axis.set_yticklabels(schema.CLASS_NAMES)
+    for (row, col), value in np.ndenumerate(normalised):
+        axis.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=8, color="w" if value > 0.5 else "k")
+    figure.colorbar(image)
+    figure.tight_layout()
+    return figure
+
+
+def cloud_bin_figure(result: dict[str, Any]) -> Any:
+    """MIoU per cloud-cover bin as a bar chart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(result["bins"])
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    axis.bar(labels, [100 * result["bins"][label].miou for label in labels], color="#4a7ab5", edgecolor="k")
+    axis.set(xlabel="cloud cover", ylabel="mIoU (%)", ylim=(0, 100), title="mIoU per cloud-cover bin")
+    figure.tight_layout()
+    return figure
+
+
+class RunLogger:
+    """Logs one training run; created by :func:`tracked_run`."""
+
+    def __init__(self, mlflow_module: Any, run_id: str) -> None:
+        self.mlflow = mlflow_module
+        self.run_id = run_id
+
+    def log_epoch(self, epoch: int, record: dict[str, float]) -> None:
+        """Per-epoch losses and validation metrics."""
+        self.mlflow.log_metrics({k: v for k, v in record.items() if k != "epoch" and not np.isnan(v)}, step=epoch)
+
+    def log_evaluation(self, result: dict[str, Any], prefix: str = "test_") -> dict[str, float]:
+        """Test metrics, the confusion matrix and the per-cloud-bin chart."""
+        import matplotlib.pyplot as plt
+
+        metrics = evaluation_metrics(result, prefix)
+        self.mlflow.log_metrics(metrics)
+        for name, figure in (("confusion_matrix.png", confusion_figure(result["confusion"])),
+                             ("miou_per_cloud_bin.png", cloud_bin_figure(result))):  # fmt: skip
+            self.mlflow.log_figure(figure, f"plots/{name}")
+            plt.close(figure)
+        self.mlflow.log_dict({"confusion": result["confusion"]}, "metrics/confusion.json")
+        return metrics
+
+    def log_model(self, network: SegmentationNetwork, size: int = 64) -> str:
+        """Log the network (MLflow 3 ``name=`` API) with an input example and signature; return its URI.
+
+        MLflow stores it as a ``pt2`` program (torch.export: loading runs no pickled code); the network
+        config travels in the model metadata so the two-input network can be rebuilt for fine-tuning
+        and export. The example has batch 2 so that the batch dimension stays dynamic.
+        """
+        from mlflow.models import infer_signature
+
+        wrapped = PackedInputModel(network).eval()
+        example = np.random.default_rng(0).random((2, 14, size, size), dtype=np.float32)
+        with torch.no_grad():
+            output = wrapped(torch.from_numpy(example)).numpy()
+        signature = infer_signature(example, output)
+        info = self.mlflow.pytorch.log_model(
+            wrapped,
+            name="model",
+            input_example=example,
+            signature=signature,
+            serialization_format="pt2",
+            metadata={"network": json.dumps(network.config.model_dump(mode="json"))},
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "cloudlulc"],
+        )
+        return str(info.model_uri)
+
+
+@contextmanager
+def tracked_run(
+    settings: TrackingSettings, run_name: str, params: dict[str, Any], tags: dict[str, str]
+) -> Iterator[RunLogger]:
+    """Start an MLflow run (system metrics on), log params and tags, end it FAILED if the block raises."""
+    ensure_reachable(settings.tracking_uri)
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    try:
+        experiment = mlflow.get_experiment_by_name(settings.experiment)
+        if experiment is None:
+            mlflow.create_experiment(settings.experiment, artifact_location=settings.artifact_location())
+        mlflow.set_experiment(settings.experiment)
+    except Exception as error:  # MLflow raises MlflowException, requests errors, SQLAlchemy errors...
+        raise TrackingError(
+            f"MLflow at {settings.tracking_uri}: cannot open experiment {settings.experiment!r}: {error}"
+        ) from error
+    with mlflow.start_run(run_name=run_name, log_system_metrics=True) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.set_tags(tags)
+        yield RunLogger(mlflow, run.info.run_id)

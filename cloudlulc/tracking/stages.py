@@ -1,0 +1,85 @@
+"""The train and gate stages as library functions (the CLI, components and DVC call these)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from cloudlulc.models.config import ModelConfig
+from cloudlulc.models.networks import SegmentationNetwork, build_model
+from cloudlulc.tracking.registry import CHALLENGER, CHAMPION, GateConfig, GateDecision, Registry
+from cloudlulc.tracking.runs import data_version, tracked_run
+from cloudlulc.tracking.settings import TrackingError, TrackingSettings, ensure_reachable
+from cloudlulc.training.config import TrainConfig
+from cloudlulc.training.evaluation import evaluate_model, evaluation_dataset
+from cloudlulc.training.trainer import train
+
+
+@dataclass(frozen=True)
+class TrainStageResult:
+    """What the train stage produced."""
+
+    run_id: str
+    model_uri: str
+    version: str
+    test_metrics: dict[str, float]
+
+
+def run_train_stage(config: TrainConfig, settings: TrackingSettings, *, progress: bool = True) -> TrainStageResult:
+    """Train, evaluate on the test split, log everything to MLflow, register as ``challenger``.
+
+    The model version is registered only after the run's model is fully logged; a failure before
+    that leaves a FAILED run and no new version.
+    """
+    params: dict[str, Any] = config.model_dump(mode="json")
+    params.update({f"network.{k}": v for k, v in config.network().model_dump(mode="json").items()})
+    tags = {"data_version": data_version(config.dataset), "architecture": config.architecture, "size": config.size}
+    with tracked_run(settings, f"{config.architecture}-{config.size}", params, tags) as logger:
+        logger.mlflow.log_param("data_version", tags["data_version"])
+        result = train(config, progress=progress, on_epoch_end=logger.log_epoch)
+        test = evaluate_model(result.model, evaluation_dataset(config.dataset, "test"))
+        metrics = logger.log_evaluation(test)
+        model_uri = logger.log_model(result.model.cpu())
+        version = Registry(settings.tracking_uri, settings.registered_model).register_challenger(
+            model_uri, logger.run_id
+        )
+    return TrainStageResult(logger.run_id, model_uri, version, metrics)
+
+
+def load_registered_network(settings: TrackingSettings, alias: str) -> SegmentationNetwork:
+    """The two-input network behind ``models:/<name>@<alias>``, rebuilt from its config and weights."""
+    import json
+
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    uri = f"models:/{settings.registered_model}@{alias}"
+    try:
+        metadata = mlflow.models.get_model_info(uri).metadata or {}
+        program = mlflow.pytorch.load_model(uri, map_location="cpu")
+    except Exception as error:  # MlflowException, OSError, torch load errors
+        raise TrackingError(f"cannot load {uri} from {settings.tracking_uri}: {error}") from error
+    if "network" not in metadata:
+        raise TrackingError(f"{uri} carries no network config in its metadata; was it logged by cloudlulc?")
+    network = build_model(ModelConfig.model_validate(json.loads(metadata["network"])))
+    weights = {k.removeprefix("network."): v for k, v in program.state_dict().items()}
+    network.load_state_dict(weights)
+    return network.eval()
+
+
+def run_gate_stage(dataset: str, settings: TrackingSettings, config: GateConfig | None = None) -> GateDecision:
+    """Evaluate challenger and champion on the test split of ``dataset`` and apply the gate."""
+    ensure_reachable(settings.tracking_uri)
+    registry = Registry(settings.tracking_uri, settings.registered_model)
+    challenger_version = registry.alias_version(CHALLENGER)
+    if challenger_version is None:
+        raise TrackingError(f"{settings.registered_model} has no {CHALLENGER} version at {settings.tracking_uri}")
+    champion_version = registry.alias_version(CHAMPION)
+    test_set = evaluation_dataset(dataset, "test")
+    with torch.no_grad():
+        challenger = evaluate_model(load_registered_network(settings, CHALLENGER), test_set)
+        champion = evaluate_model(load_registered_network(settings, CHAMPION), test_set) if champion_version else None
+    return registry.apply_gate(challenger_version, challenger, champion_version, champion, config or GateConfig())
