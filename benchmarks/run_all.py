@@ -6,6 +6,6 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 
-for script in ("model_sizes.py", "bench_synth.py", "bench_dataset.py", "bench_validate.py"):
+for script in ("model_sizes.py", "bench_synth.py", "bench_dataset.py", "bench_validate.py", "bench_train.py"):
     print(f"== {script}", flush=True)
     subprocess.run([sys.executable, str(HERE / script)], check=True)

@@ -7,6 +7,7 @@ unreachable or not writable.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -18,6 +19,11 @@ from cloudlulc.errors import CloudLULCError
 def _fail(error: CloudLULCError) -> None:
     click.echo(f"error: {error}", err=True)
     sys.exit(error.exit_code)
+
+
+def _fraction_option(flag: str, default: float, text: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """A --flag taking a fraction in [0, 1] (the gate's thresholds; defaults mirror GateConfig)."""
+    return click.option(flag, type=click.FloatRange(0, 1), default=default, show_default=True, help=text)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -190,34 +196,10 @@ def train(config_file: str | None, track: bool, tracking_uri: str | None, overri
     help="Compare the registered challenger with the champion on the test split; move champion if better.",
 )
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, help="MLflow tracking URI (with --gate).")
-@click.option(
-    "--min-gain",
-    type=click.FloatRange(0, 1),
-    default=0.005,
-    show_default=True,
-    help="Test mIoU gain the challenger needs over the champion.",
-)
-@click.option(
-    "--max-bin-regression",
-    type=click.FloatRange(0, 1),
-    default=0.02,
-    show_default=True,
-    help="Largest mIoU drop allowed in any cloud bin.",
-)
-@click.option(
-    "--first-min-oa",
-    type=click.FloatRange(0, 1),
-    default=0.4,
-    show_default=True,
-    help="Test OA a first champion needs.",
-)
-@click.option(
-    "--first-min-miou",
-    type=click.FloatRange(0, 1),
-    default=0.2,
-    show_default=True,
-    help="Test mIoU a first champion needs.",
-)
+@_fraction_option("--min-gain", 0.005, "Test mIoU gain the challenger needs over the champion.")
+@_fraction_option("--max-bin-regression", 0.02, "Largest mIoU drop allowed in any cloud bin.")
+@_fraction_option("--first-min-oa", 0.4, "Test OA a first champion needs.")
+@_fraction_option("--first-min-miou", 0.2, "Test mIoU a first champion needs.")
 def evaluate(
     dataset: str,
     checkpoint: str | None,

@@ -107,3 +107,13 @@ def test_embedded_default_local_sqlite_store(tracked_set: Path, tmp_path: Path):
     result = run_train_stage(_config(tracked_set, tmp_path / "run"), settings, progress=False)
     assert result.version == "1"
     assert (store / "artifacts").is_dir(), "artifacts land beside the local store"
+
+
+def test_cli_gate_defaults_mirror_gate_config():
+    from cloudlulc.cli import evaluate
+
+    defaults = {p.name: p.default for p in evaluate.params}
+    config = GateConfig()
+    assert defaults["min_gain"] == config.min_miou_gain
+    assert defaults["max_bin_regression"] == config.max_bin_regression
+    assert (defaults["first_min_miou"], defaults["first_min_oa"]) == (config.first_min_miou, config.first_min_oa)
