@@ -117,3 +117,23 @@ def test_cli_gate_defaults_mirror_gate_config():
     assert defaults["min_gain"] == config.min_miou_gain
     assert defaults["max_bin_regression"] == config.max_bin_regression
     assert (defaults["first_min_miou"], defaults["first_min_oa"]) == (config.first_min_miou, config.first_min_oa)
+
+
+def test_fine_tune_from_a_registered_model(mlflow_server: str, tracked_set: Path, tmp_path: Path):
+    import torch
+
+    from cloudlulc.tracking import load_registered_network
+
+    settings = TrackingSettings(tracking_uri=mlflow_server, experiment="finetune", registered_model="cloudlulc-ft")
+    run_train_stage(_config(tracked_set, tmp_path / "first"), settings, progress=False)
+    source = load_registered_network(settings, "challenger").state_dict()
+    config = load_train_config(None, [f"dataset={tracked_set}", f"output_dir={tmp_path / 'tuned'}", "epochs=1",
+                                      "batch_size=4", "crop_size=64", "max_steps_per_epoch=2",
+                                      "init=models:/cloudlulc-ft/1", "freeze_encoders=true"])  # fmt: skip
+    tuned = run_train_stage(config, settings, progress=False)
+    assert tuned.version == "2"
+    weights = load_registered_network(settings, "challenger").state_dict()
+    assert torch.equal(
+        weights["optical_encoder.stages.0.0.0.0.weight"], source["optical_encoder.stages.0.0.0.0.weight"]
+    )
+    assert not torch.equal(weights["decoder.classify.weight"], source["decoder.classify.weight"])

@@ -100,3 +100,19 @@ def test_config_errors_list_every_bad_key(tmp_path: Path):
 def test_warmup_cosine_schedule():
     factor = warmup_cosine(warmup_steps=4, total_steps=14)
     assert [round(factor(s), 3) for s in (0, 3, 4, 9, 14)] == [0.25, 1.0, 1.0, 0.5, 0.0]
+
+
+def test_fine_tune_from_checkpoint_with_frozen_encoders(train_set: Path, tmp_path: Path):
+    base = train(_config(train_set, tmp_path / "base", "epochs=1", "max_steps_per_epoch=2"), progress=False)
+    start = {k: v.clone() for k, v in base.model.state_dict().items()}
+    checkpoint = list_checkpoints(tmp_path / "base")[-1]
+    tuned = train(_config(train_set, tmp_path / "tuned", "epochs=1", "max_steps_per_epoch=2", f"init={checkpoint}",
+                          "freeze_encoders=true"), progress=False).model.state_dict()  # fmt: skip
+    encoder_weights = [k for k in start if "encoder" in k and k.endswith("weight") and "bn" not in k]
+    assert encoder_weights and all(torch.equal(tuned[k], start[k]) for k in encoder_weights)
+    assert not torch.equal(tuned["decoder.classify.weight"], start["decoder.classify.weight"])
+    with pytest.raises(DataError, match="weights do not fit sar_only"):
+        train(_config(train_set, tmp_path / "wrong", "epochs=1", f"init={checkpoint}", "architecture=sar_only"),
+              progress=False)  # fmt: skip
+    with pytest.raises(DataError, match="init checkpoint not found"):
+        train(_config(train_set, tmp_path / "missing", "epochs=1", f"init={tmp_path / 'nope.pt'}"), progress=False)

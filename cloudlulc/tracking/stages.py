@@ -38,7 +38,11 @@ def run_train_stage(config: TrainConfig, settings: TrackingSettings, *, progress
     tags = {"data_version": data_version(config.dataset), "architecture": config.architecture, "size": config.size}
     with tracked_run(settings, f"{config.architecture}-{config.size}", params, tags) as logger:
         logger.mlflow.log_param("data_version", tags["data_version"])
-        result = train(config, progress=progress, on_epoch_end=logger.log_epoch)
+        init_state = None
+        if config.init and config.init.startswith("models:/"):
+            init_state = load_network(settings, config.init).state_dict()
+            logger.mlflow.set_tag("init_model", config.init)
+        result = train(config, progress=progress, on_epoch_end=logger.log_epoch, init_state=init_state)
         test = evaluate_model(result.model, evaluation_dataset(config.dataset, "test"))
         metrics = logger.log_evaluation(test)
         model_uri = logger.log_model(result.model.cpu())
@@ -49,14 +53,18 @@ def run_train_stage(config: TrainConfig, settings: TrackingSettings, *, progress
 
 
 def load_registered_network(settings: TrackingSettings, alias: str) -> SegmentationNetwork:
-    """The two-input network behind ``models:/<name>@<alias>``, rebuilt from its config and weights."""
+    """The two-input network behind ``models:/<name>@<alias>``."""
+    return load_network(settings, f"models:/{settings.registered_model}@{alias}")
+
+
+def load_network(settings: TrackingSettings, uri: str) -> SegmentationNetwork:
+    """The two-input network behind a ``models:/`` URI, rebuilt from its config and weights."""
     import json
 
     import mlflow
 
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
-    uri = f"models:/{settings.registered_model}@{alias}"
     try:
         metadata = mlflow.models.get_model_info(uri).metadata or {}
         program = mlflow.pytorch.load_model(uri, map_location="cpu")

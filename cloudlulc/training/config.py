@@ -43,6 +43,8 @@ class TrainConfig(BaseModel):
     mixed_precision: bool = Field(True, description="bf16 autocast on CUDA; ignored on CPU.")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     exclude_file: str | None = Field(None, description="Sample names to skip (a validation quarantine list).")
+    init: str | None = Field(None, description="Start from these weights: a checkpoint path or models:/name@alias.")
+    freeze_encoders: bool = Field(False, description="Fine-tune with the encoders frozen.")
 
     @field_validator("crop_size")
     @classmethod

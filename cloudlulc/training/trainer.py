@@ -81,14 +81,55 @@ def _summary(metrics: SegmentationMetrics) -> dict[str, float]:
     return {"val_oa": metrics.overall_accuracy, "val_miou": metrics.miou, "val_macro_f1": metrics.macro_f1}
 
 
-def train(config: TrainConfig, *, progress: bool = True, on_epoch_end: EpochCallback | None = None) -> TrainResult:
-    """Train (or resume) the run described by ``config``; checkpoints land in ``config.output_dir``."""
+def initial_weights(config: TrainConfig) -> dict[str, torch.Tensor] | None:
+    """Weights of ``config.init`` when it is a checkpoint file (registry URIs are resolved by the tracking stage)."""
+    if config.init is None:
+        return None
+    if config.init.startswith("models:/"):
+        raise DataError(config.init, "registered models are loaded by the tracked train stage (cloudlulc train "
+                        "with tracking on), not by the bare training loop")  # fmt: skip
+    from cloudlulc.training.checkpoints import load_checkpoint
+
+    path = Path(config.init)
+    if not path.is_file():
+        raise DataError(config.init, "init checkpoint not found")
+    return load_checkpoint(path)["model"]
+
+
+def freeze_encoders(model: SegmentationNetwork) -> int:
+    """Stop gradients in every encoder (modules named ``*encoder``); return the parameters frozen."""
+    frozen = 0
+    for name, module in model.named_modules():
+        if name.endswith("encoder"):
+            for parameter in module.parameters():
+                parameter.requires_grad_(False)
+                frozen += parameter.numel()
+    return frozen
+
+
+def train(config: TrainConfig, *, progress: bool = True, on_epoch_end: EpochCallback | None = None,
+          init_state: dict[str, torch.Tensor] | None = None) -> TrainResult:  # fmt: skip
+    """Train (or resume) the run described by ``config``; checkpoints land in ``config.output_dir``.
+
+    ``init_state`` (weights of a registered model, resolved by the caller) or ``config.init`` (a
+    checkpoint) starts a fresh run from those weights; a resumed run ignores both.
+    """
     device = resolve_device(config.device)
     seed_everything(config.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     exclude = _read_exclude(config.exclude_file)
     network_config = config.network()
-    model = build_model(network_config).to(device)
+    model = build_model(network_config)
+    start_weights = init_state if init_state is not None else initial_weights(config)
+    if start_weights is not None:
+        try:
+            model.load_state_dict(start_weights)
+        except RuntimeError as error:
+            raise DataError(config.init or "init", f"weights do not fit {network_config.architecture}/"
+                            f"{config.size}: {str(error).splitlines()[0]}") from error  # fmt: skip
+    if config.freeze_encoders:
+        freeze_encoders(model)
+    model = model.to(device)
     loss_function = CloudLULCLoss(config.loss, network_config.num_classes)
     needs_clear = network_config.architecture == "reconstruction_first"
     has_masks = all(r.cloud_mask for r in DatasetLayout(config.dataset).read_records(("train",)))
@@ -98,7 +139,8 @@ def train(config: TrainConfig, *, progress: bool = True, on_epoch_end: EpochCall
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(config.warmup_steps, steps_per_epoch * config.epochs)
     )
@@ -137,7 +179,7 @@ def train(config: TrainConfig, *, progress: bool = True, on_epoch_end: EpochCall
                                       cloud_mask=batch["cloud_mask"].to(device) if has_masks else None)  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
             optimizer.step()
             scheduler.step()
             for name, value in terms.items():
