@@ -137,12 +137,14 @@ class DatasetLayout:
 
     def read_split(self, split: Split) -> list[SampleRecord]:
         """Records of one split (empty when its file is absent), with cloud masks where present."""
+        return self._read_split(split, set(self.storage.list(CLOUD_MASK_DIR)))
+
+    def _read_split(self, split: Split, mask_keys: set[str]) -> list[SampleRecord]:
         key = self.split_key(split)
         if not self.storage.exists(key):
             return []
         text = self.storage.read_bytes(key).decode("utf-8", errors="replace")
         records = parse_split_file(text, self.uri(key))
-        mask_keys = set(self.storage.list(CLOUD_MASK_DIR))
         return [
             replace(r, cloud_mask=f"{CLOUD_MASK_DIR}/{r.name}.tif")
             if f"{CLOUD_MASK_DIR}/{r.name}.tif" in mask_keys
@@ -152,7 +154,8 @@ class DatasetLayout:
 
     def read_records(self, splits: tuple[Split, ...] = SPLITS) -> list[SampleRecord]:
         """Records of the given splits; an empty or split-less dataset is an error naming the root."""
-        records = [record for split in splits for record in self.read_split(split)]
+        mask_keys = set(self.storage.list(CLOUD_MASK_DIR))  # one listing for all splits
+        records = [record for split in splits for record in self._read_split(split, mask_keys)]
         if not records:
             present = self.storage.list(SPLIT_DIR)
             detail = f"split files present: {', '.join(present)}" if present else "no split/*.csv files"

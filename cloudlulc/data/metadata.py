@@ -16,7 +16,7 @@ import pandas as pd
 from cloudlulc import schema
 from cloudlulc.data.layout import METADATA_FILE, DatasetLayout, SampleRecord
 from cloudlulc.errors import DataError
-from cloudlulc.io.rasters import check_same_grid, info_of, open_raster, read_window
+from cloudlulc.io.rasters import check_same_grid, info_of, open_raster, read_raster, read_window
 
 DATE_TAG = "ACQUISITION_DATE"
 CLOUD_DIFF_THRESHOLD = 0.05
@@ -93,16 +93,16 @@ def compute_sample_metadata(layout: DatasetLayout, record: SampleRecord) -> Samp
     nodata = np.all(cloudy == schema.S2_NODATA_DN, axis=0) | ~np.isfinite(vv)
     cover = opaque = shadow = float("nan")
     if record.cloud_mask:
-        cover, opaque, shadow = cloud_fractions(read_window_path(layout.uri(record.cloud_mask)))
+        cover, opaque, shadow = cloud_fractions(read_raster(layout.uri(record.cloud_mask)))
     elif record.opt_clear:
-        clear = read_window_path(layout.uri(record.opt_clear))
+        clear = read_raster(layout.uri(record.opt_clear))
         if clear.shape != cloudy.shape:
             raise DataError(
                 layout.uri(record.opt_clear), f"shape {clear.shape} differs from Opt_S2_cloudy {cloudy.shape}"
             )
         difference = np.abs(cloudy.astype(np.float32) - clear.astype(np.float32)).mean(axis=0)
         cover = float(np.mean(difference > CLOUD_DIFF_THRESHOLD * schema.S2_DN_SCALE))
-    fractions = class_fractions(read_window_path(layout.uri(record.label))[0]) if record.label else {}
+    fractions = class_fractions(read_raster(layout.uri(record.label))[0]) if record.label else {}
     return SampleMetadata(
         name=record.name,
         split=record.split,
@@ -118,12 +118,6 @@ def compute_sample_metadata(layout: DatasetLayout, record: SampleRecord) -> Samp
         nodata_fraction=float(nodata.mean()),
         class_fractions=fractions,
     )
-
-
-def read_window_path(path: str) -> np.ndarray:
-    """All bands of a file."""
-    with open_raster(path) as dataset:
-        return read_window(dataset)
 
 
 def metadata_frame(rows: list[SampleMetadata]) -> pd.DataFrame:

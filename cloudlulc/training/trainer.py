@@ -88,8 +88,6 @@ def initial_weights(config: TrainConfig) -> dict[str, torch.Tensor] | None:
     if config.init.startswith("models:/"):
         raise DataError(config.init, "registered models are loaded by the tracked train stage (cloudlulc train "
                         "with tracking on), not by the bare training loop")  # fmt: skip
-    from cloudlulc.training.checkpoints import load_checkpoint
-
     path = Path(config.init)
     if not path.is_file():
         raise DataError(config.init, "init checkpoint not found")
