@@ -158,20 +158,36 @@ def demo(out_dir: str, n: int, size: int, seed: int, workers: int) -> None:
               help="Log the run to MLflow and register the model as challenger.")  # fmt: skip
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
               help="MLflow tracking URI [default: a local SQLite store under outputs/mlflow].")  # fmt: skip
+@click.option("--processes", default="auto", show_default=True,
+              help="Data-parallel processes (torchrun/DDP); auto = one per GPU when there are several.")  # fmt: skip
 @click.argument("overrides", nargs=-1)
-def train(config_file: str | None, track: bool, tracking_uri: str | None, overrides: tuple[str, ...]) -> None:
+def train(config_file: str | None, track: bool, tracking_uri: str | None, processes: str,
+          overrides: tuple[str, ...]) -> None:  # fmt: skip
     """Train or resume CloudLULC-Net or a baseline: a YAML config plus key=value OVERRIDES.
 
     Example: cloudlulc train dataset=data/set epochs=20 architecture=sar_only loss.anchor=0
+
+    Several GPUs are used through torchrun; the same command also runs under
+    `torchrun --nproc_per_node N -m cloudlulc train ...` (batch_size is per process).
     """
     from cloudlulc.training.config import load_train_config
+    from cloudlulc.training.distributed import process_count, relaunch_under_torchrun, replica_from_environment
 
     config = load_train_config(config_file, overrides)
-    if not track:
+    replica = replica_from_environment()
+    try:
+        count = process_count(processes, config.device)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--processes") from None
+    if count > 1 and not replica.distributed:
+        click.echo(f"training with {count} data-parallel processes (torchrun)", err=True)
+        sys.exit(relaunch_under_torchrun(count, sys.argv[1:]))
+    if not track or not replica.is_main:
         from cloudlulc.training.trainer import train as run_training
 
         result = run_training(config)
-        click.echo(f"trained {config.architecture}/{config.size} for {len(result.history)} epochs; "
+        if replica.is_main:
+            click.echo(f"trained {config.architecture}/{config.size} for {len(result.history)} epochs; "
                    f"checkpoint: {result.checkpoint}")  # fmt: skip
         return
     from cloudlulc.tracking import TrackingSettings, run_train_stage

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,24 @@ def realdata() -> Path:
     if not (REALDATA / "README.md").exists():
         raise FileNotFoundError(f"real sample folder not found at {REALDATA}; set CLOUDLULC_REALDATA")
     return REALDATA
+
+
+SyntheticSetFactory = Callable[[int, int], Path]
+
+
+@pytest.fixture(scope="session")
+def synthetic_set(tmp_path_factory: pytest.TempPathFactory) -> SyntheticSetFactory:
+    """Read-only synthetic sets of 64 px patches, made once per (n, seed) in a session."""
+    made: dict[tuple[int, int], Path] = {}
+
+    def make(n: int, seed: int) -> Path:
+        if (n, seed) not in made:
+            root = tmp_path_factory.mktemp(f"set-{n}-{seed}") / "set"
+            generate_dataset(str(root), SynthConfig(n=n, size=64, seed=seed), progress=False)
+            made[n, seed] = root
+        return made[n, seed]
+
+    return make
 
 
 @pytest.fixture(scope="session")

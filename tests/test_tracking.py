@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cloudlulc.data.synthetic import SynthConfig, generate_dataset
 from cloudlulc.tracking import (
     GateConfig,
     Registry,
@@ -43,10 +42,8 @@ def test_gate_decisions():
 
 
 @pytest.fixture(scope="module")
-def tracked_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("tracked") / "set"
-    generate_dataset(str(root), SynthConfig(n=16, size=64, seed=4), progress=False)
-    return root
+def tracked_set(synthetic_set) -> Path:
+    return synthetic_set(16, 4)
 
 
 def _config(dataset: Path, output: Path):

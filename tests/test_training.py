@@ -3,7 +3,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from cloudlulc.data.synthetic import SynthConfig, generate_dataset
 from cloudlulc.errors import DataError
 from cloudlulc.training.checkpoints import list_checkpoints
 from cloudlulc.training.config import ConfigError, load_train_config
@@ -11,10 +10,8 @@ from cloudlulc.training.trainer import train, warmup_cosine
 
 
 @pytest.fixture(scope="module")
-def train_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("train") / "set"
-    generate_dataset(str(root), SynthConfig(n=24, size=64, seed=3), progress=False)
-    return root
+def train_set(synthetic_set) -> Path:
+    return synthetic_set(24, 3)
 
 
 def _config(dataset: Path, output: Path, *extra: str):

@@ -1,8 +1,11 @@
-"""The training loop: AdamW, warm-up + cosine, bf16 on GPU, gradient clipping, exact resume.
+"""The training loop: AdamW, warm-up + cosine, bf16 on GPU, gradient clipping, exact resume, DDP.
 
 Exact resume: every epoch reseeds the shuffling and augmentation from (seed, epoch), and a checkpoint
 after each epoch holds model, optimizer and scheduler states, so a run killed at any point and
 restarted ends with the same weights as an uninterrupted run (on the same device and threads).
+
+Under torchrun every replica trains on its own shard of each epoch (``batch_size`` is per replica);
+rank 0 alone validates, checkpoints, writes the history and calls ``on_epoch_end``.
 """
 
 from __future__ import annotations
@@ -16,16 +19,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from cloudlulc.data.dataset import CloudLULCDataset
 from cloudlulc.data.layout import DatasetLayout
 from cloudlulc.errors import DataError
 from cloudlulc.io.storage import staged_output
-from cloudlulc.models.networks import SegmentationNetwork, build_model
+from cloudlulc.models.networks import ModelOutput, SegmentationNetwork, build_model
 from cloudlulc.training.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
 from cloudlulc.training.config import TrainConfig
+from cloudlulc.training.distributed import (
+    Replica,
+    barrier,
+    process_group,
+    replica_device,
+    replica_from_environment,
+    sum_across,
+)
 from cloudlulc.training.evaluation import evaluate_model, evaluation_dataset
 from cloudlulc.training.losses import CloudLULCLoss
 from cloudlulc.training.metrics import SegmentationMetrics
@@ -40,13 +52,6 @@ class TrainResult:
     model: SegmentationNetwork
     history: list[dict[str, float]] = field(default_factory=list)
     checkpoint: Path | None = None
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -105,20 +110,41 @@ def freeze_encoders(model: SegmentationNetwork) -> int:
     return frozen
 
 
+class _Features(torch.nn.Module):
+    """The training forward (all heads) as ``forward``, which is the method DDP synchronises."""
+
+    def __init__(self, network: SegmentationNetwork) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> ModelOutput:
+        return self.network.forward_features(optical, sar)
+
+
 def train(config: TrainConfig, *, progress: bool = True, on_epoch_end: EpochCallback | None = None,
           init_state: dict[str, torch.Tensor] | None = None) -> TrainResult:  # fmt: skip
     """Train (or resume) the run described by ``config``; checkpoints land in ``config.output_dir``.
 
     ``init_state`` (weights of a registered model, resolved by the caller) or ``config.init`` (a
-    checkpoint) starts a fresh run from those weights; a resumed run ignores both.
+    checkpoint) starts a fresh run from those weights; a resumed run ignores both. Started by
+    torchrun, this process is one replica of a DDP run (see the module docstring).
     """
-    device = resolve_device(config.device)
+    replica = replica_from_environment()
+    device = replica_device(replica, config.device)
+    with process_group(replica, device):
+        return _train(config, replica, device, progress=progress and replica.is_main,
+                      on_epoch_end=on_epoch_end, init_state=init_state)  # fmt: skip
+
+
+def _train(config: TrainConfig, replica: Replica, device: torch.device, *, progress: bool,
+           on_epoch_end: EpochCallback | None, init_state: dict[str, torch.Tensor] | None) -> TrainResult:  # fmt: skip
     seed_everything(config.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     exclude = _read_exclude(config.exclude_file)
     network_config = config.network()
     model = build_model(network_config)
-    start_weights = init_state if init_state is not None else initial_weights(config)
+    # Under DDP the other replicas receive rank 0's weights when the model is wrapped.
+    start_weights = init_state if init_state is not None else initial_weights(config) if replica.is_main else None
     if start_weights is not None:
         try:
             model.load_state_dict(start_weights)
@@ -134,7 +160,8 @@ def train(config: TrainConfig, *, progress: bool = True, on_epoch_end: EpochCall
     train_set = CloudLULCDataset(config.dataset, "train", crop_size=config.crop_size, augment=True,
                                  return_clear=needs_clear, return_cloud_mask=has_masks, exclude=exclude)  # fmt: skip
     val_set = evaluation_dataset(config.dataset, "val", exclude)
-    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    shard_size = math.ceil(len(train_set) / replica.world_size)
+    steps_per_epoch = math.ceil(shard_size / config.batch_size)
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -156,23 +183,36 @@ def train(config: TrainConfig, *, progress: bool = True, on_epoch_end: EpochCall
         scheduler.load_state_dict(state["scheduler"])
         history = state["history"]
         start_epoch = state["epoch"] + 1
+    replicated: torch.nn.Module = _Features(model)
+    if replica.distributed:
+        if device.type == "cuda":
+            replicated = torch.nn.SyncBatchNorm.convert_sync_batchnorm(replicated)
+        replicated = DistributedDataParallel(replicated, device_ids=[device.index] if device.type == "cuda" else None)
     autocast = device.type == "cuda" and config.mixed_precision
     checkpoint = existing[-1] if existing else None
     for epoch in range(start_epoch, config.epochs + 1):
-        seed_everything(config.seed * 100_003 + epoch)  # shuffling and augmentation of this epoch only
-        loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=False,
-                            num_workers=config.num_workers,
-                            generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))  # fmt: skip
-        model.train()
+        epoch_seed = config.seed * 100_003 + epoch
+        seed_everything(epoch_seed + 1_000_003 * replica.rank)  # augmentation of this epoch and replica only
+        if replica.distributed:
+            sampler: DistributedSampler[dict[str, torch.Tensor]] = DistributedSampler(
+                train_set, replica.world_size, replica.rank, shuffle=True, seed=epoch_seed
+            )
+            loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler,
+                                num_workers=config.num_workers)  # fmt: skip
+        else:
+            shuffle_order = torch.Generator().manual_seed(epoch_seed)
+            loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=False,
+                                num_workers=config.num_workers, generator=shuffle_order)  # fmt: skip
+        replicated.train()
         totals: dict[str, float] = {}
-        steps = 0
+        steps = samples = 0
         bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", disable=not progress)
         for batch in bar:
             if steps >= steps_per_epoch:
                 break
             optical, sar, labels = batch["optical"].to(device), batch["sar"].to(device), batch["label"].to(device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
-                output = model.forward_features(optical, sar)
+                output = replicated(optical, sar)
                 terms = loss_function(output, labels, clear=batch["clear"].to(device) if needs_clear else None,
                                       cloud_mask=batch["cloud_mask"].to(device) if has_masks else None)  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
@@ -183,19 +223,26 @@ def train(config: TrainConfig, *, progress: bool = True, on_epoch_end: EpochCall
             for name, value in terms.items():
                 totals[name] = totals.get(name, 0.0) + float(value.detach())
             steps += 1
+            samples += len(labels)
             bar.set_postfix(loss=f"{totals['total'] / steps:.3f}")
-        record = {f"train_{name}": value / max(steps, 1) for name, value in totals.items()}
+        names = sorted(totals)
+        summed = sum_across(replica, [totals[name] for name in names] + [float(steps), float(samples)])
+        all_steps, all_samples = summed[-2], summed[-1]
+        record = {f"train_{name}": value / max(all_steps, 1) for name, value in zip(names, summed, strict=False)}
+        record["train_samples"] = all_samples
         record["epoch"] = float(epoch)
         record["learning_rate"] = float(scheduler.get_last_lr()[0])
-        record.update(_summary(evaluate_model(model, val_set, device=device)["overall"]))  # type: ignore[arg-type]
-        history.append(record)
-        checkpoint = save_checkpoint(output_dir, epoch, {
-            "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "history": history, "config": config.model_dump(mode="json"),
-            "network": network_config.model_dump(mode="json"),
-        })  # fmt: skip
-        with staged_output(str(output_dir / "history.json")) as temp_path:
-            temp_path.write_text(json.dumps(history, indent=2) + "\n")
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, record)
+        if replica.is_main:
+            record.update(_summary(evaluate_model(model, val_set, device=device)["overall"]))  # type: ignore[arg-type]
+            history.append(record)
+            checkpoint = save_checkpoint(output_dir, epoch, {
+                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "history": history, "config": config.model_dump(mode="json"),
+                "network": network_config.model_dump(mode="json"),
+            })  # fmt: skip
+            with staged_output(str(output_dir / "history.json")) as temp_path:
+                temp_path.write_text(json.dumps(history, indent=2) + "\n")
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, record)
+        barrier(replica)
     return TrainResult(model=model, history=history, checkpoint=checkpoint)

@@ -1,0 +1,5 @@
+"""``python -m cloudlulc``: the console command, also how torchrun starts training replicas."""
+
+from cloudlulc.cli import main
+
+main()
