@@ -268,6 +268,107 @@ def evaluate(
     click.echo(f"\nmetrics: {out_json}")
 
 
+@cli.group()
+def export() -> None:
+    """Export a trained model for serving: ONNX (any machine), TensorRT (GPU)."""
+
+
+@export.command("onnx")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), help="Training checkpoint to export.")
+@click.option("--model-uri", help="Registered model to export, e.g. models:/cloudlulc@champion.")
+@click.option(
+    "--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, help="MLflow tracking URI (with --model-uri)."
+)
+@click.option("--dataset", required=True, help="CloudLULC-Set whose test split supplies the parity samples.")
+@click.option("--out", "out_path", default="model.onnx", show_default=True, help="ONNX file to write.")
+@click.option("--samples", default=8, show_default=True, type=click.IntRange(1), help="Parity samples.")
+def export_onnx_command(checkpoint: str | None, model_uri: str | None, tracking_uri: str | None, dataset: str,
+                        out_path: str, samples: int) -> None:  # fmt: skip
+    """Export to ONNX (dynamic batch and size); refused unless it matches PyTorch on real samples."""
+    from cloudlulc.export import export_onnx
+
+    if (checkpoint is None) == (model_uri is None):
+        raise click.UsageError("give exactly one of --checkpoint or --model-uri")
+    if checkpoint is not None:
+        from cloudlulc.training.evaluation import load_trained_model
+
+        network = load_trained_model(checkpoint)
+        source = checkpoint
+    else:
+        from cloudlulc.tracking import TrackingSettings
+        from cloudlulc.tracking.stages import load_network
+
+        settings = TrackingSettings(tracking_uri=tracking_uri) if tracking_uri else TrackingSettings()
+        network, source = load_network(settings, model_uri or ""), model_uri or ""
+    report = export_onnx(network, out_path, dataset, parity_count=samples, metadata={"source": source})
+    click.echo(f"wrote {out_path} (parity: {report.summary()})")
+
+
+@export.command("tensorrt")
+@click.option("--onnx", "onnx_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--dataset", required=True, help="CloudLULC-Set whose test split supplies the parity samples.")
+@click.option("--out", "out_path", default="model.plan", show_default=True, help="Engine file to write.")
+@click.option("--max-batch", default=8, show_default=True, type=click.IntRange(1))
+@click.option("--tile", default=512, show_default=True, type=click.IntRange(32), help="Tile side mapping uses.")
+def export_tensorrt_command(onnx_path: str, dataset: str, out_path: str, max_batch: int, tile: int) -> None:
+    """Compile an FP16 TensorRT engine on this machine's GPU, parity-checked; needs CUDA and TensorRT."""
+    from cloudlulc.export import EngineProfile, build_engine
+
+    profile = EngineProfile(opt_batch=max(1, max_batch // 2), max_batch=max_batch, min_tile=min(256, tile),
+                            opt_tile=tile, max_tile=tile)  # fmt: skip
+    report = build_engine(onnx_path, out_path, dataset, profile=profile)
+    click.echo(f"wrote {out_path} (parity: {report.summary()}); GPU facts in {out_path}.json")
+
+
+@cli.command()
+@click.option("--onnx", "onnx_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--version", "model_version", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--grpc-port", default=8001, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--http-port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--metrics-port", default=8002, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--threads", default=0, show_default=True, type=click.IntRange(0), help="ONNX Runtime threads.")
+def serve(onnx_path: str, model_version: int, grpc_port: int, http_port: int, metrics_port: int, threads: int) -> None:
+    """Serve an ONNX export as model `cloudlulc` on a local Triton (loopback) until SIGTERM or Ctrl-C."""
+    from cloudlulc.serving import free_port, serve_onnx
+
+    ports = [free_port(port) for port in (grpc_port, http_port, metrics_port)]
+    click.echo(f"local Triton: gRPC 127.0.0.1:{ports[0]}, HTTP {ports[1]}, metrics {ports[2]}", err=True)
+    serve_onnx(onnx_path, version=model_version, grpc_port=ports[0], http_port=ports[1], metrics_port=ports[2],
+               threads=threads)  # fmt: skip
+
+
+@cli.command()
+@click.option("--repository", required=True, help="Triton model repository: a folder or s3:// URI.")
+@click.option("--dataset", required=True, help="CloudLULC-Set for the parity samples and the golden sample.")
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, help="MLflow tracking URI.")
+@click.option("--triton-url", default=None,
+              help="Production Triton host:port (explicit model control); default: the local Triton.")  # fmt: skip
+@click.option("--tensorrt/--onnx", "tensorrt", default=True, show_default=True,
+              help="With --triton-url: serve the TensorRT plan (GPU) or the ONNX twin.")  # fmt: skip
+@click.option("--local-dir", default="outputs/triton", show_default=True, help="State folder of the local Triton.")
+def promote(repository: str, dataset: str, tracking_uri: str | None, triton_url: str | None, tensorrt: bool,
+            local_dir: str) -> None:  # fmt: skip
+    """Serve the MLflow champion: export, publish a new version, load, check a golden sample, keep or roll back."""
+    from cloudlulc.serving import LocalTarget, ModelRepository, RepositoryTarget
+    from cloudlulc.serving import promote as run_promotion
+    from cloudlulc.serving.model_config import ONNX_MODEL, TENSORRT_MODEL
+    from cloudlulc.serving.promotion import ServingTarget
+    from cloudlulc.tracking import TrackingSettings
+
+    settings = TrackingSettings(tracking_uri=tracking_uri) if tracking_uri else TrackingSettings()
+    target: ServingTarget
+    if triton_url:
+        model = TENSORRT_MODEL if tensorrt else ONNX_MODEL
+        target = RepositoryTarget(triton_url, served_model=model, repository_model=model)
+    else:
+        target = LocalTarget(Path(local_dir))
+    result = run_promotion(settings, ModelRepository(repository), dataset, target)
+    click.echo(f"PROMOTED: {settings.registered_model} v{result.registered_version} serves as "
+               f"{result.served_model} version {result.served_version} at {result.grpc_url}")  # fmt: skip
+    click.echo(f"export parity: {result.export_parity.summary()}")
+    click.echo(f"golden sample: {result.golden_parity.summary()}")
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and an exit code, not a traceback."""
     try:

@@ -27,3 +27,15 @@ class StorageError(CloudLULCError):
     """An object store or folder cannot be reached, listed or written."""
 
     exit_code = 4
+
+
+class ExportError(CloudLULCError):
+    """A model cannot be exported or compiled, or the export fails its parity check."""
+
+    exit_code = 5
+
+
+class ServingError(CloudLULCError):
+    """A Triton server is unreachable, refuses a request, or serves a model that fails its check."""
+
+    exit_code = 6

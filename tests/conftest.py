@@ -49,6 +49,23 @@ def synthetic_set(tmp_path_factory: pytest.TempPathFactory) -> SyntheticSetFacto
 
 
 @pytest.fixture(scope="session")
+def trained_checkpoint(
+    synthetic_set: SyntheticSetFactory, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
+    """(checkpoint, dataset): a tiny CloudLULC-Net trained for two epochs, for export and serving tests."""
+    from cloudlulc.training.config import load_train_config
+    from cloudlulc.training.trainer import train
+
+    dataset = synthetic_set(16, 4)
+    output = tmp_path_factory.mktemp("trained")
+    config = load_train_config(None, [f"dataset={dataset}", f"output_dir={output}", "epochs=2", "batch_size=4",
+                                      "crop_size=64", "learning_rate=0.003"])  # fmt: skip
+    result = train(config, progress=False)
+    assert result.checkpoint is not None
+    return result.checkpoint, dataset
+
+
+@pytest.fixture(scope="session")
 def synthetic_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic CloudLULC-Set made once per session; copy it before modifying."""
     root = tmp_path_factory.mktemp("synthetic") / "CloudLULC-Set"

@@ -58,6 +58,10 @@ class Storage(Protocol):
         """Sorted keys under ``prefix``, recursively; temporary files are never listed."""
         ...
 
+    def delete(self, key: str) -> None:
+        """Remove ``key``; a missing key is not an error (deletes are retried after crashes)."""
+        ...
+
 
 def is_s3_uri(uri: str) -> bool:
     """Whether ``uri`` names an S3 location."""
@@ -166,6 +170,21 @@ class LocalStorage:
             return [prefix]
         keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
         return sorted(k for k in keys if not is_temporary(k))
+
+    def delete(self, key: str) -> None:
+        path = self.root / key
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as error:
+            raise StorageError(f"{path}: cannot delete ({error.strerror})") from error
+        # Like an object store, leave no empty folders behind (a model server would read one as a version).
+        for parent in path.parents:
+            if parent == self.root or not parent.is_relative_to(self.root):
+                break
+            if parent.exists():
+                if any(parent.iterdir()):
+                    break
+                parent.rmdir()
 
 
 def s3_endpoint_url(explicit: str | None = None) -> str | None:
@@ -286,6 +305,14 @@ class S3Storage:
         except (ClientError, BotoCoreError) as error:
             raise self._fail(prefix, "list", error) from error
         return sorted(k for k in keys if not is_temporary(k))
+
+    def delete(self, key: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except (ClientError, BotoCoreError) as error:
+            raise self._fail(key, "delete", error) from error
 
 
 @contextmanager

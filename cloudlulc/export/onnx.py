@@ -1,0 +1,107 @@
+"""ONNX export of a trained network under the serving contract, refused unless it matches PyTorch.
+
+The contract (ARCHITECTURE.md): inputs ``optical`` [B,12,H,W] and ``sar`` [B,2,H,W], output ``probs``
+[B,6,H,W], batch and spatial size dynamic (H and W multiples of 32). torch's exporter built on
+``torch.export`` is used: it keeps the transformer's sequence length symbolic, which the older
+tracing exporter baked in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from cloudlulc import schema
+from cloudlulc.errors import ExportError
+from cloudlulc.export.parity import ParityReport, Runner, check_parity, parity_samples, torch_runner
+from cloudlulc.io.storage import atomic_local_path
+from cloudlulc.models.networks import OPTICAL_CHANNELS, SAR_CHANNELS, SIZE_MULTIPLE, SegmentationNetwork
+
+INPUT_NAMES = ("optical", "sar")
+OUTPUT_NAME = "probs"
+OPSET = 18
+MAX_SIDE = 8192
+"""Largest tile side the exported graph accepts (a shape bound the exporter needs)."""
+
+
+class ServingModel(nn.Module):
+    """The network with the serving contract's output: class probabilities, not logits."""
+
+    def __init__(self, network: SegmentationNetwork) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
+        """Probabilities [B,6,H,W]."""
+        return torch.softmax(self.network(optical, sar), dim=1)
+
+
+def onnxruntime_runner(path: str | Path, threads: int = 0) -> Runner:
+    """An ONNX Runtime CPU session as a runner (``threads`` 0 lets ONNX Runtime choose)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(optical: np.ndarray, sar: np.ndarray) -> np.ndarray:
+        return session.run([OUTPUT_NAME], {"optical": optical, "sar": sar})[0]
+
+    return run
+
+
+def _export_graph(network: SegmentationNetwork, path: Path) -> None:
+    serving = ServingModel(network.eval().cpu())
+    side = 2 * SIZE_MULTIPLE
+    example = (torch.zeros(2, OPTICAL_CHANNELS, side, side), torch.zeros(2, SAR_CHANNELS, side, side))
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    rows = torch.export.Dim("rows", min=1, max=MAX_SIDE // SIZE_MULTIPLE)
+    cols = torch.export.Dim("cols", min=1, max=MAX_SIDE // SIZE_MULTIPLE)
+    spatial = {0: batch, 2: SIZE_MULTIPLE * rows, 3: SIZE_MULTIPLE * cols}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not the user's concern
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        try:
+            program = torch.onnx.export(serving, example, None, dynamo=True, opset_version=OPSET,
+                                        input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
+                                        dynamic_shapes={"optical": spatial, "sar": spatial}, verbose=False)  # fmt: skip
+        except Exception as error:  # the exporter raises many types; all mean "this graph does not export"
+            raise ExportError(f"ONNX export of {type(network).__name__} failed: {error}") from error
+    if program is None:
+        raise ExportError("the ONNX exporter returned no program")
+    program.save(str(path), external_data=False)
+
+
+def export_onnx(network: SegmentationNetwork, out_path: str | Path, parity_dataset: str, *,
+                parity_count: int = 8, max_abs_diff: float = 1e-4, min_agreement: float = 0.999,
+                metadata: dict[str, object] | None = None) -> ParityReport:  # fmt: skip
+    """Export ``network`` to ``out_path`` and check it on samples of ``parity_dataset``; refuse on failure.
+
+    The ONNX file and its ``.json`` sidecar (network config, parity figures, ``metadata``) appear
+    only when the check passes; a failed export leaves no file behind.
+    """
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_local_path(out) as temp_path:
+        _export_graph(network, temp_path)
+        report = check_parity(torch_runner(network), onnxruntime_runner(temp_path),
+                              parity_samples(parity_dataset, parity_count),
+                              max_abs_diff=max_abs_diff, min_agreement=min_agreement)  # fmt: skip
+        if not report.passed:
+            raise ExportError(f"{out}: ONNX export refused, parity check failed: {report.summary()}")
+    sidecar = {
+        "contract": {"inputs": {"optical": [-1, OPTICAL_CHANNELS, -1, -1], "sar": [-1, SAR_CHANNELS, -1, -1]},
+                     "output": {OUTPUT_NAME: [-1, len(schema.CLASSES), -1, -1]}, "size_multiple": SIZE_MULTIPLE},
+        "network": network.config.model_dump(mode="json") if hasattr(network, "config") else None,
+        "parity": json.loads(report.to_json()),
+        **(metadata or {}),
+    }  # fmt: skip
+    with atomic_local_path(out.with_suffix(out.suffix + ".json")) as temp_path:
+        temp_path.write_text(json.dumps(sidecar, indent=2) + "\n")
+    return report

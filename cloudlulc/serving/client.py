@@ -1,0 +1,168 @@
+"""The Triton gRPC client the product uses for production and local servers alike.
+
+It checks the served model's metadata against the serving contract before the first request,
+retries transient failures (server unavailable, deadline exceeded, overloaded) with exponential
+backoff inside an overall deadline, and turns every failure into a ServingError naming the server,
+model and version. It also drives the repository API (load / unload) of explicit model control.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+import numpy as np
+
+from cloudlulc import schema
+from cloudlulc.errors import ServingError
+from cloudlulc.export.onnx import OUTPUT_NAME
+from cloudlulc.models.networks import OPTICAL_CHANNELS, SAR_CHANNELS
+
+T = TypeVar("T")
+TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED")
+CONTRACT = {"optical": ("FP32", OPTICAL_CHANNELS), "sar": ("FP32", SAR_CHANNELS), OUTPUT_NAME: ("FP32", 6)}
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff for transient failures: ``base_s`` doubling up to ``max_delay_s``, within ``deadline_s``."""
+
+    attempts: int = 5
+    base_s: float = 0.2
+    max_delay_s: float = 5.0
+    deadline_s: float = 120.0
+    request_timeout_s: float = 60.0
+
+
+def _status(error: Exception) -> str:
+    status = getattr(error, "status", None)
+    return str(status() if callable(status) else status or "")
+
+
+class TritonClient:
+    """A context-managed gRPC client bound to one server URL (``host:port``)."""
+
+    def __init__(self, url: str, *, retry: RetryPolicy | None = None) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self.url = url.removeprefix("grpc://")
+        self.retry = retry or RetryPolicy()
+        self._grpc = grpcclient
+        self._client = grpcclient.InferenceServerClient(url=self.url)
+
+    def __enter__(self) -> TritonClient:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the gRPC channel."""
+        self._client.close()
+
+    def _call(self, what: str, call: Callable[[], T]) -> T:
+        """Run ``call`` with retries on transient gRPC statuses; ServingError otherwise."""
+        from tritonclient.utils import InferenceServerException
+
+        started = time.monotonic()
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                return call()
+            except InferenceServerException as error:
+                status = _status(error)
+                elapsed = time.monotonic() - started
+                transient = any(code in status for code in TRANSIENT) or "failed to connect" in str(error).lower()
+                if not transient or attempt == self.retry.attempts or elapsed >= self.retry.deadline_s:
+                    raise ServingError(f"Triton at {self.url}: {what} failed after {attempt} attempt(s): "
+                                       f"{error.message() or status}") from error  # fmt: skip
+                delay = min(self.retry.max_delay_s, self.retry.base_s * 2 ** (attempt - 1))
+                time.sleep(min(delay * (0.5 + random.random() / 2), self.retry.deadline_s - elapsed))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def server_ready(self) -> bool:
+        """Whether the server answers and is ready (no retries: for polling)."""
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return bool(self._client.is_server_ready(client_timeout=2.0))
+        except InferenceServerException:
+            return False
+
+    def wait_ready(self, model: str, version: str = "", timeout_s: float = 60.0) -> None:
+        """Block until the server and ``model`` are ready; ServingError after ``timeout_s``."""
+        from tritonclient.utils import InferenceServerException
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if self._client.is_server_ready(client_timeout=2.0) and self._client.is_model_ready(
+                    model, version, client_timeout=2.0
+                ):
+                    return
+            except InferenceServerException:
+                pass
+            time.sleep(0.2)
+        raise ServingError(f"Triton at {self.url}: model {model!r} version {version or 'latest'} not ready "
+                           f"after {timeout_s:.0f} s")  # fmt: skip
+
+    def check_contract(self, model: str, version: str = "") -> dict[str, Any]:
+        """The model's metadata, after checking its tensors against the serving contract."""
+        metadata = self._call(f"metadata of {model!r}",
+                              lambda: self._client.get_model_metadata(model, version, as_json=True))  # fmt: skip
+        tensors = {t["name"]: t for t in [*metadata.get("inputs", []), *metadata.get("outputs", [])]}
+        problems = []
+        for name, (datatype, channels) in CONTRACT.items():
+            tensor = tensors.get(name)
+            if tensor is None:
+                problems.append(f"tensor {name!r} missing")
+                continue
+            shape = [int(s) for s in tensor["shape"]]
+            if tensor["datatype"] != datatype or len(shape) != 4 or shape[1] != channels:
+                problems.append(f"{name} is {tensor['datatype']} {shape}, expected {datatype} [-1,{channels},-1,-1]")
+        if problems:
+            raise ServingError(f"Triton at {self.url}: model {model!r} breaks the serving contract: "
+                               + "; ".join(problems))  # fmt: skip
+        return metadata
+
+    def infer(self, model: str, optical: np.ndarray, sar: np.ndarray, version: str = "") -> np.ndarray:
+        """Class probabilities [B,6,H,W] for one batch."""
+        inputs = []
+        for name, array in (("optical", optical), ("sar", sar)):
+            tensor = self._grpc.InferInput(name, list(array.shape), "FP32")
+            tensor.set_data_from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+            inputs.append(tensor)
+        outputs = [self._grpc.InferRequestedOutput(OUTPUT_NAME)]
+        timeout = self.retry.request_timeout_s
+        result = self._call(f"inference on {model!r}", lambda: self._client.infer(
+            model, inputs, model_version=version, outputs=outputs, client_timeout=timeout))  # fmt: skip
+        probs = result.as_numpy(OUTPUT_NAME)
+        expected = (optical.shape[0], schema.NUM_CLASSES, *optical.shape[2:])
+        if probs is None or probs.shape != expected:
+            shape = None if probs is None else probs.shape
+            raise ServingError(f"Triton at {self.url}: {model!r} returned {OUTPUT_NAME} {shape}, expected {expected}")
+        return probs
+
+    def predictor(self, model: str, version: str = "") -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        """``infer`` as a plain function of (optical, sar), after one contract check (thread-safe)."""
+        self.check_contract(model, version)
+        return lambda optical, sar: self.infer(model, optical, sar, version)
+
+    def load_model(self, model: str, config: dict[str, Any] | None = None) -> None:
+        """Ask the server (explicit model control) to (re)load ``model``, optionally overriding its config."""
+        text = json.dumps(config) if config else None
+        self._call(f"loading {model!r}", lambda: self._client.load_model(model, config=text))
+
+    def unload_model(self, model: str) -> None:
+        """Ask the server to unload ``model``."""
+        self._call(f"unloading {model!r}", lambda: self._client.unload_model(model))
+
+    def ready_versions(self, model: str) -> list[int]:
+        """Versions of ``model`` the server reports READY (repository index)."""
+        index = self._call("repository index", lambda: self._client.get_model_repository_index(as_json=True))
+        entries = [e for e in index.get("models", []) if e.get("name") == model and e.get("version")]
+        return sorted(int(entry["version"]) for entry in entries if entry.get("state") == "READY")
