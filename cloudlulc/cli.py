@@ -369,6 +369,59 @@ def promote(repository: str, dataset: str, tracking_uri: str | None, triton_url:
     click.echo(f"golden sample: {result.golden_parity.summary()}")
 
 
+@cli.command("map")
+@click.option("--optical", required=True, help="Sentinel-2 L2A scene GeoTIFF (12 bands); folder path or s3://.")
+@click.option("--sar", required=True, help="Sentinel-1 VV/VH GeoTIFF, any CRS; resampled onto the optical grid.")
+@click.option("--out", "out_uri", required=True, help="Class map COG (.tif), local or s3://; sidecars beside it.")
+@click.option("--triton-url", default=None, help="Triton gRPC host:port [default: the running local Triton].")
+@click.option("--model", "model_name", default="cloudlulc", show_default=True, help="Served model name.")
+@click.option("--model-version", default="", help="Served model version [default: the server's latest].")
+@click.option("--onnx", "onnx_path", type=click.Path(exists=True, dir_okay=False),
+              help="Predict in-process with ONNX Runtime instead of Triton.")  # fmt: skip
+@click.option("--local-dir", default="outputs/triton", show_default=True, help="State folder of the local Triton.")
+@click.option("--tile", default=512, show_default=True, type=click.IntRange(32), help="Tile side (multiple of 32).")
+@click.option("--overlap", default=64, show_default=True, type=click.IntRange(0))
+@click.option("--batch", "batch_size", default=4, show_default=True, type=click.IntRange(1), help="Tiles per request.")
+@click.option("--in-flight", default=2, show_default=True, type=click.IntRange(1), help="Requests in flight.")
+@click.option("--confidence", is_flag=True, help="Also write the blended top-class probability as a COG.")
+def map_command(optical: str, sar: str, out_uri: str, triton_url: str | None, model_name: str, model_version: str,
+                onnx_path: str | None, local_dir: str, tile: int, overlap: int, batch_size: int, in_flight: int,
+                confidence: bool) -> None:  # fmt: skip
+    """Map a scene through Triton over gRPC into a COG, with class areas (km2) and a quicklook; resumable."""
+    from cloudlulc.mapping import map_scene
+
+    if tile % 32:
+        raise click.BadParameter("must be a multiple of 32", param_hint="--tile")
+    if onnx_path is not None:
+        from cloudlulc.export import onnxruntime_runner
+
+        result = map_scene(optical, sar, out_uri, onnxruntime_runner(onnx_path), tile=tile, overlap=overlap,
+                           batch_size=batch_size, in_flight=in_flight, confidence=confidence,
+                           model_id=f"onnx:{onnx_path}")  # fmt: skip
+    else:
+        from cloudlulc.errors import ServingError
+        from cloudlulc.serving import LocalTriton, TritonClient
+
+        if triton_url is None:
+            state = LocalTriton(local_dir).state()
+            if state is None:
+                raise ServingError(f"no --triton-url and no local Triton running (state in {local_dir}); "
+                                   "start one with `cloudlulc promote` or `cloudlulc serve`")  # fmt: skip
+            triton_url = state.grpc_url
+        with TritonClient(triton_url) as client:
+            predictor = client.predictor(model_name, model_version)
+            served = model_version or ",".join(client.check_contract(model_name).get("versions", []))
+            result = map_scene(optical, sar, out_uri, predictor, tile=tile, overlap=overlap, batch_size=batch_size,
+                               in_flight=in_flight, confidence=confidence,
+                               model_id=f"triton:{model_name}:{served}")  # fmt: skip
+    click.echo(f"map:       {result.map_uri} ({result.width} x {result.height} px, {result.tiles} tiles, "
+               f"{result.tiles_predicted} predicted now, {result.seconds:.1f} s)")  # fmt: skip
+    if result.confidence_uri:
+        click.echo(f"confidence: {result.confidence_uri}")
+    click.echo(f"areas:     {result.areas_uri}")
+    click.echo(f"quicklook: {result.quicklook_uri}")
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and an exit code, not a traceback."""
     try:

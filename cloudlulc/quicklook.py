@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from cloudlulc import schema
-from cloudlulc.data.dataset import CloudLULCDataset
-from cloudlulc.data.layout import Split
 from cloudlulc.io.storage import staged_output
+
+if TYPE_CHECKING:
+    from cloudlulc.data.layout import Split
 
 TRUE_COLOUR_GAIN = 3.5
 """Reflectance 0-0.29 spans the display range, the usual stretch for Sentinel-2 true colour."""
@@ -44,6 +47,8 @@ def dataset_quicklook(root: str, out_png: str, *, count: int = 4, split: Split =
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
+
+    from cloudlulc.data.dataset import CloudLULCDataset  # torch: only for dataset quicklooks, not map quicklooks
 
     dataset = CloudLULCDataset(root, split, return_clear=True, return_cloud_mask=True)
     picks = np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int)

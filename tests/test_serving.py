@@ -180,3 +180,58 @@ def test_promotion_serves_the_champion_and_rolls_back_a_bad_version(trained_chec
                                        reference(golden.optical, golden.sar), atol=1e-4)  # fmt: skip
     finally:
         LocalTriton(tmp_path / "triton").stop()
+
+
+def _scene(folder: Path) -> tuple[Path, Path]:
+    """A small seeded Sentinel-2 / Sentinel-1 pair on one UTM grid (the mapping tests cover other CRSs)."""
+    import rasterio
+    from rasterio.crs import CRS
+    from rasterio.transform import from_origin
+
+    from cloudlulc import schema
+    from cloudlulc.io.rasters import RasterProfile, write_raster
+
+    rng = np.random.default_rng(11)
+    crs, transform = CRS.from_epsg(32632), from_origin(700_000.0, 5_000_000.0, 10, 10)
+    optical = folder / "s2.tif"
+    dn = (1000 + 2000 * rng.random((12, 200, 260))).astype(np.uint16)
+    write_raster(str(optical), dn, RasterProfile(crs, transform, nodata=0, descriptions=schema.S2_BANDS))
+    sar = folder / "s1.tif"
+    with rasterio.open(sar, "w", driver="GTiff", width=260, height=200, count=2, dtype="float32", crs=crs,
+                       transform=transform, nodata=float("nan")) as dataset:  # fmt: skip
+        dataset.write((-15 + 3 * rng.standard_normal((2, 200, 260))).astype(np.float32))
+        dataset.descriptions = schema.S1_POLARISATIONS
+        dataset.units = ("dB", "dB")
+    return optical, sar
+
+
+def test_map_command_through_the_local_triton_equals_in_process(onnx_export: Path, tmp_path: Path):
+    import subprocess
+    import sys
+
+    from cloudlulc.io.rasters import read_raster
+
+    cli = [str(Path(sys.executable).with_name("cloudlulc"))]
+    optical, sar = _scene(tmp_path)
+    common = ["map", "--optical", str(optical), "--sar", str(sar), "--tile", "128", "--overlap", "32"]
+    with LocalTriton(tmp_path / "triton") as server:
+        server.start(str(onnx_export), 1)
+        served = subprocess.run([*cli, *common, "--out", str(tmp_path / "triton_map.tif"), "--local-dir",
+                                 str(tmp_path / "triton")], capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert served.returncode == 0, served.stderr[-2000:]
+    assert "quicklook:" in served.stdout and (tmp_path / "triton_map_quicklook.png").exists()
+    assert json.loads((tmp_path / "triton_map_areas.json").read_text())
+    local = subprocess.run([*cli, *common, "--out", str(tmp_path / "onnx_map.tif"), "--onnx", str(onnx_export)],
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert local.returncode == 0, local.stderr[-2000:]
+    through_triton, in_process = (
+        read_raster(str(tmp_path / "triton_map.tif")),
+        read_raster(str(tmp_path / "onnx_map.tif")),
+    )
+    assert np.mean(through_triton == in_process) >= 0.999
+
+    # No server: a one-line error naming where it looked, exit 6, no map written.
+    missing = subprocess.run([*cli, *common, "--out", str(tmp_path / "none.tif"), "--local-dir", str(tmp_path / "x")],
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert missing.returncode == 6 and "no local Triton running" in missing.stderr and "Traceback" not in missing.stderr
+    assert not (tmp_path / "none.tif").exists()

@@ -21,7 +21,7 @@ from cloudlulc.data.layout import SPLITS, DatasetLayout, SampleRecord, Split
 from cloudlulc.errors import DataError
 from cloudlulc.io.gdal_env import rasterio_env
 from cloudlulc.io.rasters import expect_band_count, grid_mismatch, info_of, open_raster, read_window
-
+from cloudlulc.io.sentinel import read_reflectance, scale_sar
 
 
 class Sample(TypedDict, total=False):
@@ -34,17 +34,9 @@ class Sample(TypedDict, total=False):
     clear: torch.Tensor  # float32 [12,H,W], only with return_clear
     cloud_mask: torch.Tensor  # uint8 [H,W] schema.CLOUD_* codes, only with return_cloud_mask
 
+
 _VALID_LABEL = np.zeros(256, bool)
 _VALID_LABEL[list(schema.VALID_LABEL_VALUES)] = True
-
-
-def boa_add_offset(dataset: DatasetReader) -> float:
-    """The L2A offset of an optical file: band tag, then dataset tag ``BOA_ADD_OFFSET``, else 0."""
-    value = dataset.tags(1).get("BOA_ADD_OFFSET", dataset.tags().get("BOA_ADD_OFFSET", "0"))
-    try:
-        return float(value)
-    except ValueError:
-        raise DataError(dataset.name, f"BOA_ADD_OFFSET tag is not a number: {value!r}") from None
 
 
 class CloudLULCDataset(Dataset[Sample]):
@@ -106,12 +98,14 @@ class CloudLULCDataset(Dataset[Sample]):
                     raise DataError(info.path, problem)
                 return dataset
 
-            optical = self._reflectance(optical_file, window)
-            sar = np.stack(
-                [
-                    schema.scale_sar_db(read_window(open_checked(path, 1, f"SAR {pol}"), window)[0], pol)
-                    for path, pol in ((record.sar_vv, "VV"), (record.sar_vh, "VH"))
-                ]
+            optical = read_reflectance(optical_file, window)
+            sar = scale_sar(
+                np.stack(
+                    [
+                        read_window(open_checked(path, 1, f"SAR {pol}"), window)[0]
+                        for path, pol in ((record.sar_vv, "VV"), (record.sar_vh, "VH"))
+                    ]
+                )
             )
             arrays: dict[str, np.ndarray] = {"optical": optical, "sar": sar}
             if record.label:
@@ -120,7 +114,7 @@ class CloudLULCDataset(Dataset[Sample]):
                 arrays["label"] = np.full(optical.shape[1:], schema.IGNORE_INDEX, np.uint8)
             if self.return_clear and record.opt_clear:
                 clear_file = open_checked(record.opt_clear, len(schema.S2_BANDS), "Opt_S2_clear")
-                arrays["clear"] = self._reflectance(clear_file, window)
+                arrays["clear"] = read_reflectance(clear_file, window)
             if self.return_cloud_mask:
                 if not record.cloud_mask:
                     raise DataError(self.layout.uri(record.opt_cloudy), "return_cloud_mask=True but no CloudMask file")
@@ -134,12 +128,6 @@ class CloudLULCDataset(Dataset[Sample]):
         if "cloud_mask" in tensors:
             sample["cloud_mask"] = tensors["cloud_mask"]
         return sample
-
-    @staticmethod
-    def _reflectance(dataset: DatasetReader, window: Window | None) -> np.ndarray:
-        """Optical file to reflectance, converted to float32 by GDAL during the read."""
-        values = read_window(dataset, window, out_dtype="float32")
-        return schema.s2_dn_to_reflectance(values, boa_add_offset(dataset), in_place=True)
 
     def _window(self, height: int, width: int) -> Window | None:
         if self.crop_size is None:

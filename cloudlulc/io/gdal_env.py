@@ -20,6 +20,16 @@ GDAL_OPTIONS: dict[str, str | bool] = {
     "GDAL_HTTP_RETRY_DELAY": "1",
 }
 
+STREAMING_CACHE_MB = 128
+"""GDAL block cache of long streaming jobs (scene mapping): GDAL's default, 5 % of RAM, fills up with
+blocks of the whole scene, so a job's memory would grow with the scene instead of staying flat."""
+
+
+def bounded_block_cache(megabytes: int = STREAMING_CACHE_MB) -> rasterio.Env:
+    """An environment in which GDAL caches at most ``megabytes`` of raster blocks."""
+    # In bytes: rasterio hands an integer to GDAL as bytes (128 would mean a 128-byte cache).
+    return rasterio.Env(GDAL_CACHEMAX=megabytes * 2**20)
+
 
 def _s3_session_and_options() -> tuple[AWSSession, dict[str, str]]:
     import boto3

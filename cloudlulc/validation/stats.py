@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 
 from cloudlulc import schema
-from cloudlulc.data.dataset import boa_add_offset
 from cloudlulc.data.layout import DatasetLayout, SampleRecord
 from cloudlulc.errors import DataError
 from cloudlulc.io.rasters import RasterInfo, grid_mismatch, info_of, open_raster, read_window
+from cloudlulc.io.sentinel import boa_add_offset
 
 PERCENTILE_STRIDE = 4
 """Percentiles use every 4th pixel per axis: exact enough for range rules, 16x cheaper."""

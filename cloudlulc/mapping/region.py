@@ -1,0 +1,309 @@
+"""Map a whole scene with any prediction function: tiles in, blended class map (COG) out, resumable.
+
+The scene is processed in horizontal bands of tile rows. Only one band of weighted probabilities is
+held (``classes x tile x width`` floats), so memory does not grow with the scene's height. Batches of
+tiles go to the predictor through a small thread pool (``in_flight`` at a time) while the next batch
+is read; results are accumulated strictly in submission order, so the floating-point sums, and hence
+the map, are the same whatever the timing. Batches are a fixed partition of the row-major tile list,
+so a resumed run sends the predictor exactly the batches an uninterrupted run would have.
+
+Resume: rows are final once no later tile row touches them; whole block rows of them are written to
+the temporary GeoTIFF and recorded (``writer.PartialMap``). A rerun with the same inputs and
+parameters restarts at the first tile row that reaches past the rows already written, recomputing the
+overlap it needs, and produces the same pixels as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rasterio.windows import Window
+from tqdm import tqdm
+
+from cloudlulc import schema
+from cloudlulc.errors import DataError
+from cloudlulc.io.gdal_env import bounded_block_cache
+from cloudlulc.mapping.areas import ClassAreas, class_areas, write_class_areas
+from cloudlulc.mapping.quicklook import write_quicklook
+from cloudlulc.mapping.scene import SarUnits, SceneReader
+from cloudlulc.mapping.tiling import TileGrid, blend_weights, pad_to_tile
+from cloudlulc.mapping.writer import CONFIDENCE_NODATA, PartialMap, publish_cog, work_paths
+
+log = logging.getLogger(__name__)
+
+Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""``predictor(optical [B,12,T,T], sar [B,2,T,T]) -> probabilities [B,6,T,T]``, all float32, inputs scaled
+as the training dataset scales them (``cloudlulc.io.sentinel``)."""
+
+TileRef = tuple[int, int, int]  # (tile row, scene row, scene col)
+
+
+@dataclass(frozen=True)
+class MapResult:
+    """What a mapping run produced, and how much of it this run computed."""
+
+    map_uri: str
+    confidence_uri: str | None
+    areas_uri: str
+    quicklook_uri: str
+    width: int
+    height: int
+    tiles: int
+    tiles_predicted: int
+    resumed_from_row: int
+    areas: ClassAreas
+    seconds: float
+
+
+def sidecar_uris(out_uri: str) -> dict[str, str]:
+    """URIs of the files written beside the map ``<stem>.tif``: confidence COG, areas JSON, quicklook PNG."""
+    base = out_uri[: -len(".tif")] if out_uri.lower().endswith(".tif") else out_uri
+    return {
+        "confidence": f"{base}_confidence.tif",
+        "areas": f"{base}_areas.json",
+        "quicklook": f"{base}_quicklook.png",
+    }
+
+
+class BandAccumulator:
+    """Weighted class probabilities of the scene rows ``[top, top + capacity)``, full width.
+
+    Rows leave from the top (:meth:`pop`) once final; the rest moves up, so the buffer never holds more
+    than one tile row of rows.
+    """
+
+    def __init__(self, width: int, capacity: int, top: int) -> None:
+        self.top = top
+        self.sums = np.zeros((schema.NUM_CLASSES, capacity, width), np.float32)
+        self.weights = np.zeros((capacity, width), np.float32)
+        self.valid = np.zeros((capacity, width), bool)
+
+    def add(self, row: int, col: int, probabilities: np.ndarray, weights: np.ndarray, valid: np.ndarray) -> None:
+        """Add one tile's probabilities [6,h,w] with its blending weights [h,w]; rows above ``top`` are dropped."""
+        skip = max(0, self.top - row)
+        rows = probabilities.shape[1] - skip
+        if rows <= 0:
+            return
+        first = row + skip - self.top
+        if first + rows > self.weights.shape[0]:
+            raise ValueError(f"tile at row {row} reaches past the accumulator (top {self.top})")
+        cols = slice(col, col + probabilities.shape[2])
+        self.sums[:, first : first + rows, cols] += probabilities[:, skip:] * weights[skip:]
+        self.weights[first : first + rows, cols] += weights[skip:]
+        self.valid[first : first + rows, cols] = valid[skip:]
+
+    def pop(self, until: int, *, confidence: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Classes (uint8, 255 where inputs have no data) and optional confidence of rows ``[top, until)``."""
+        count = until - self.top
+        sums, weights, valid = self.sums[:, :count], self.weights[:count], self.valid[:count]
+        classes = np.argmax(sums, axis=0).astype(np.uint8)
+        classes[~valid] = schema.IGNORE_INDEX
+        scores = None
+        if confidence:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                best = np.where(valid, sums.max(axis=0) / weights, 0.0)
+            scores = np.clip(np.rint(best * 255.0), 1, 255).astype(np.uint8)
+            scores[~valid] = CONFIDENCE_NODATA
+        for array in (self.sums, self.weights, self.valid):  # move the remaining rows up, clear the tail
+            array[..., : array.shape[-2] - count, :] = array[..., count:, :]
+            array[..., array.shape[-2] - count :, :] = 0
+        self.top = until
+        return classes, scores
+
+
+def _check_probabilities(result: np.ndarray, count: int, tile: int) -> np.ndarray:
+    expected = (count, schema.NUM_CLASSES, tile, tile)
+    array = np.asarray(result)
+    if array.shape != expected:
+        raise ValueError(f"predictor returned shape {array.shape}, expected {expected} (class probabilities)")
+    return array.astype(np.float32, copy=False)
+
+
+def map_scene(
+    optical_uri: str,
+    sar_uri: str,
+    out_uri: str,
+    predictor: Predictor,
+    *,
+    tile: int = 512,
+    overlap: int = 64,
+    batch_size: int = 4,
+    in_flight: int = 2,
+    confidence: bool = False,
+    progress: bool = True,
+    sar_units: SarUnits = "auto",
+    model_id: str | None = None,
+    work_dir: str | Path | None = None,
+) -> MapResult:
+    """Map a Sentinel-2 scene and its Sentinel-1 pair into a class COG, with areas and a quicklook beside it.
+
+    Args:
+        optical_uri: Sentinel-2 L2A GeoTIFF (12 bands, DN); defines the output grid. Local or ``s3://``.
+        sar_uri: Sentinel-1 GeoTIFF (VV, VH; dB or linear power) in any CRS, resolution and extent.
+        out_uri: the class map COG (``.tif``), local or ``s3://``. Beside it: ``<stem>_areas.json``,
+            ``<stem>_quicklook.png`` and, with ``confidence``, ``<stem>_confidence.tif``.
+        predictor: class probabilities for batches of tiles (see :data:`Predictor`).
+        tile: tile size T, a multiple of 32.
+        overlap: minimum overlap of neighbouring tiles, blended with tapered weights.
+        batch_size: tiles per predictor call.
+        in_flight: predictor calls running at once (threads); does not change the result.
+        confidence: also write the blended maximum probability, scaled to 1-255 (0 = nodata), as a
+            separate single-band COG (its overviews average, the class map's take the mode).
+        progress: show a progress bar over tiles.
+        sar_units: how the SAR file stores sigma0; ``"auto"`` decides from metadata or values.
+        model_id: name/version of the model behind ``predictor``; recorded, and checked on resume.
+        work_dir: folder for the temporary map and progress record; default beside a local output, or a
+            per-output folder under the system's temporary directory for ``s3://``.
+
+    Returns:
+        Where everything was written, class areas, and how many tiles this run predicted.
+
+    Raises:
+        DataError: unreadable, malformed or non-overlapping inputs, a scene without data, or an
+            unfinished run of other inputs or parameters at the same output.
+    """
+    started = time.perf_counter()
+    if batch_size < 1 or in_flight < 1:
+        raise ValueError(f"batch_size and in_flight must be >= 1, got {batch_size} and {in_flight}")
+    if not out_uri.lower().endswith(".tif"):
+        raise ValueError(f"out_uri must name a .tif file, got {out_uri}")
+    sidecars = sidecar_uris(out_uri)
+    with bounded_block_cache(), SceneReader(optical_uri, sar_uri, sar_units=sar_units) as scene:
+        grid = TileGrid(scene.grid.height, scene.grid.width, tile, overlap)
+        identity = {
+            "inputs": scene.fingerprint(),
+            "grid": {"width": scene.grid.width, "height": scene.grid.height},
+            "parameters": {"tile": tile, "overlap": overlap, "batch_size": batch_size, "confidence": confidence},
+            "model_id": model_id,
+        }
+        tags = {
+            "CLOUDLULC_CLASSES": ";".join(f"{c.id}={c.name}" for c in schema.CLASSES),
+            "CLOUDLULC_NODATA": str(schema.IGNORE_INDEX),
+            "CLOUDLULC_OPTICAL": optical_uri,
+            "CLOUDLULC_SAR": sar_uri,
+            "CLOUDLULC_MODEL": model_id or "",
+            "CLOUDLULC_TILING": f"tile={tile} overlap={overlap}",
+        }
+        paths = work_paths(out_uri, work_dir)
+        partial = PartialMap.open(paths, scene.grid, identity, confidence=confidence, tags=tags)
+        resumed_from = partial.rows_written
+        if resumed_from:
+            log.info("%s: resuming at row %d of %d", out_uri, resumed_from, scene.grid.height)
+        predicted = 0
+        if not partial.complete:
+            predicted = _predict_rows(scene, grid, partial, predictor, batch_size, in_flight, confidence, progress)
+        areas = class_areas(str(paths.classes))
+        if areas.mapped_pixels == 0:
+            partial.remove()
+            raise DataError(sar_uri, f"no pixel of {optical_uri} has both optical and SAR data: nothing to map")
+        publish_cog(paths.classes, out_uri, overview_resampling="mode")
+        if confidence:
+            publish_cog(paths.confidence, sidecars["confidence"], overview_resampling="average")
+        write_class_areas(areas, sidecars["areas"])
+        write_quicklook(scene, out_uri, sidecars["quicklook"])
+        partial.remove()
+    return MapResult(
+        map_uri=out_uri,
+        confidence_uri=sidecars["confidence"] if confidence else None,
+        areas_uri=sidecars["areas"],
+        quicklook_uri=sidecars["quicklook"],
+        width=scene.grid.width,
+        height=scene.grid.height,
+        tiles=grid.tile_count,
+        tiles_predicted=predicted,
+        resumed_from_row=resumed_from,
+        areas=areas,
+        seconds=time.perf_counter() - started,
+    )
+
+
+@dataclass
+class _Batch:
+    tiles: list[TileRef]
+    valid: list[np.ndarray]  # per tile, [h,w] inside the scene
+    future: Future[np.ndarray] | None  # None when every tile of the batch is nodata
+
+
+def _predict_rows(
+    scene: SceneReader,
+    grid: TileGrid,
+    partial: PartialMap,
+    predictor: Predictor,
+    batch_size: int,
+    in_flight: int,
+    confidence: bool,
+    progress: bool,
+) -> int:
+    """Predict, blend and write every tile row from the first one the partial map still needs; tiles predicted."""
+    tiles = grid.tiles()
+    first_row = grid.first_tile_row_reaching(partial.rows_written)
+    first_tile = first_row * len(grid.col_origins)
+    first_batch = first_tile // batch_size
+    weights = blend_weights(grid.tile, grid.overlap)
+    accumulator = BandAccumulator(scene.grid.width, min(grid.tile, scene.grid.height), grid.row_origins[first_row])
+    state = {"tile_row": first_row, "predicted": 0}
+    bar = tqdm(total=len(tiles), initial=first_batch * batch_size, desc="mapping", unit="tile", disable=not progress)
+
+    def consume(batch: _Batch) -> None:
+        probabilities = None
+        if batch.future is not None:
+            probabilities = _check_probabilities(batch.future.result(), len(batch.tiles), grid.tile)
+            state["predicted"] += len(batch.tiles)
+        for index, ((tile_row, row, col), valid) in enumerate(zip(batch.tiles, batch.valid, strict=True)):
+            bar.update(1)
+            if tile_row < first_row:
+                continue  # recomputed only to keep batches identical; its rows are all written
+            if tile_row > state["tile_row"]:
+                _flush(accumulator, partial, grid.row_origins[tile_row], confidence)
+                state["tile_row"] = tile_row
+            if probabilities is None:
+                continue  # nodata tile: its pixels stay invalid in the accumulator
+            rows, cols = valid.shape
+            accumulator.add(row, col, probabilities[index, :, :rows, :cols], weights[:rows, :cols], valid)
+
+    pool = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="predictor")
+    pending: deque[_Batch] = deque()
+    try:
+        for start in range(first_batch * batch_size, len(tiles), batch_size):
+            pending.append(_submit(scene, grid, tiles[start : start + batch_size], predictor, pool))
+            while len(pending) > in_flight:
+                consume(pending.popleft())
+        while pending:
+            consume(pending.popleft())
+        _flush(accumulator, partial, scene.grid.height, confidence)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+    return state["predicted"]
+
+
+def _submit(
+    scene: SceneReader, grid: TileGrid, tiles: list[TileRef], predictor: Predictor, pool: ThreadPoolExecutor
+) -> _Batch:
+    """Read a batch of tiles (in this thread: GDAL handles are not shared) and start its prediction."""
+    optical, sar, valid = [], [], []
+    for _, row, col in tiles:
+        rows, cols = grid.tile_shape(row, col)
+        inputs = scene.read(Window(col, row, cols, rows))
+        optical.append(pad_to_tile(inputs.optical, grid.tile))
+        sar.append(pad_to_tile(inputs.sar, grid.tile))
+        valid.append(inputs.valid)
+    if not any(v.any() for v in valid):
+        return _Batch(tiles, valid, None)
+    return _Batch(tiles, valid, pool.submit(predictor, np.stack(optical), np.stack(sar)))
+
+
+def _flush(accumulator: BandAccumulator, partial: PartialMap, until: int, confidence: bool) -> None:
+    """Hand the final rows ``[top, until)`` to the writer."""
+    if until <= accumulator.top:
+        return
+    first = accumulator.top
+    classes, scores = accumulator.pop(until, confidence=confidence)
+    partial.append(first, classes, scores)

@@ -1,0 +1,357 @@
+"""A Sentinel-2 scene and its Sentinel-1 pair, read window by window as model inputs on the optical grid.
+
+The optical file defines the output grid. The SAR file may be in any CRS, resolution and extent: it
+is resampled onto the optical grid by a GDAL warped VRT, window by window, in linear power (averaging
+dB values would bias dark areas), then converted to dB and scaled exactly like the training dataset
+(``cloudlulc.io.sentinel``). A SAR stored in dB is turned into linear power by a derived VRT band
+(GDAL pixel function ``dB2pow``) under the warp, so no step ever reads the whole scene.
+
+Nodata: an optical pixel with 0 DN in all bands (or the file's declared nodata) and a SAR pixel that
+is NaN, infinite, the file's nodata or outside the SAR footprint make the pixel invalid.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal
+from xml.sax.saxutils import escape
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.io import DatasetReader
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+
+from cloudlulc import schema
+from cloudlulc.errors import DataError
+from cloudlulc.io.gdal_env import rasterio_env
+from cloudlulc.io.rasters import RasterInfo, expect_band_count, grid_mismatch, info_of, open_raster, read_window
+from cloudlulc.io.sentinel import dn_to_reflectance, scale_sar
+from cloudlulc.io.storage import is_s3_uri
+
+SarUnits = Literal["auto", "db", "linear"]
+SAR_RESAMPLING = Resampling.bilinear
+"""Resampling of SAR power onto the optical grid (GDAL widens the kernel when downsampling)."""
+NODATA_SCAN_BYTES = 1 << 25
+"""Memory per strip when scanning a scene for any valid pixel (32 MiB)."""
+
+
+@dataclass(frozen=True)
+class SceneGrid:
+    """The output grid: the optical file's CRS, transform and size."""
+
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class SceneWindow:
+    """Model inputs of one window and where they are valid."""
+
+    optical: np.ndarray  # float32 [12,h,w] reflectance in [0, 1]
+    sar: np.ndarray  # float32 [2,h,w] VV, VH scaled to [0, 1]
+    valid: np.ndarray  # bool [h,w]: optical and both SAR channels hold data
+
+
+def optical_valid(dn: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Pixels [h,w] of optical digital numbers [bands,h,w] that hold data.
+
+    A pixel is nodata when every band is 0 DN (the L2A convention), or when any band equals the
+    file's declared nodata value (if that is not 0) or is NaN.
+    """
+    valid = np.any(dn != schema.S2_NODATA_DN, axis=0)
+    if nodata is not None and nodata != schema.S2_NODATA_DN:
+        declared = np.isnan(dn) if math.isnan(nodata) else dn == nodata
+        valid &= ~np.any(declared, axis=0)
+    if np.issubdtype(dn.dtype, np.floating):
+        valid &= ~np.any(np.isnan(dn), axis=0)
+    return valid
+
+
+def gdal_path(uri: str) -> str:
+    """The path GDAL opens for ``uri`` inside a VRT (``/vsis3/`` for S3, absolute for local files)."""
+    if is_s3_uri(uri):
+        return "/vsis3/" + uri.removeprefix("s3://")
+    return os.path.abspath(uri)
+
+
+def _read(dataset: DatasetReader | WarpedVRT, uri: str, **kwargs: Any) -> np.ndarray:
+    """``dataset.read`` with GDAL failures turned into a DataError naming ``uri``."""
+    try:
+        return dataset.read(**kwargs)
+    except RasterioError as error:
+        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        raise DataError(uri, f"cannot read pixels, file truncated or corrupt ({reason})") from error
+
+
+class SceneReader:
+    """Open an optical scene and its SAR pair; read model inputs on the optical grid, window by window.
+
+    Use as a context manager. Reads are not thread-safe (GDAL handles): call them from one thread.
+
+    Args:
+        optical_uri: Sentinel-2 L2A GeoTIFF, 12 bands in ``schema.S2_BANDS`` order, uint16 DN; local
+            path or ``s3://`` URI.
+        sar_uri: Sentinel-1 GeoTIFF with 2 bands, VV then VH (band descriptions ``VV``/``VH`` may
+            reorder them), float sigma0 in dB or linear power, in any CRS, resolution and extent.
+        sar_units: ``"db"``, ``"linear"``, or ``"auto"``: the bands' unit metadata if set, else dB
+            when most sampled values are negative (the rule the dataset validation applies).
+    """
+
+    def __init__(self, optical_uri: str, sar_uri: str, *, sar_units: SarUnits = "auto") -> None:
+        if sar_units not in ("auto", "db", "linear"):
+            raise ValueError(f"sar_units must be 'auto', 'db' or 'linear', got {sar_units!r}")
+        self.optical_uri = optical_uri
+        self.sar_uri = sar_uri
+        self.requested_sar_units: SarUnits = sar_units
+        self._stack = ExitStack()
+        self._power_vrt: DatasetReader | None = None
+
+    # --- opening -------------------------------------------------------------------------------
+
+    def __enter__(self) -> SceneReader:
+        try:
+            self._open()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self._stack.close()
+
+    def _open(self) -> None:
+        stack = self._stack
+        stack.enter_context(rasterio_env(self.optical_uri))
+        if is_s3_uri(self.sar_uri) and not is_s3_uri(self.optical_uri):
+            stack.enter_context(rasterio_env(self.sar_uri))
+        self.optical: DatasetReader = stack.enter_context(open_raster(self.optical_uri))
+        self.optical_info: RasterInfo = info_of(self.optical)
+        expect_band_count(self.optical_info, len(schema.S2_BANDS), "Sentinel-2 scene")
+        crs = _expect_georeferenced(self.optical_info)
+        self.sar: DatasetReader = stack.enter_context(open_raster(self.sar_uri))
+        self.sar_info: RasterInfo = info_of(self.sar)
+        expect_band_count(self.sar_info, len(schema.S1_POLARISATIONS), "Sentinel-1 file (VV, VH)")
+        _expect_georeferenced(self.sar_info)
+        if not np.issubdtype(np.dtype(self.sar_info.dtype), np.floating):
+            raise DataError(
+                self.sar_uri, f"SAR must hold floating-point sigma0 (dB or linear), found {self.sar_info.dtype}"
+            )
+        self.grid = SceneGrid(crs, self.optical_info.transform, self.optical_info.width, self.optical_info.height)
+        self.sar_indexes = _polarisation_indexes(self.sar_info)
+        self._check_overlap()
+        self.sar_units: Literal["db", "linear"] = self._resolve_units()
+        self.same_grid = grid_mismatch(self.optical_info, self.sar_info) is None
+        self._warped: WarpedVRT | None = None if self.same_grid else self._warp_to(self.grid, SAR_RESAMPLING)
+        self._check_not_empty()
+
+    def _check_overlap(self) -> None:
+        optical_bounds = self.optical.bounds
+        try:
+            left, bottom, right, top = transform_bounds(
+                self.sar_info.crs, self.grid.crs, *self.sar.bounds, densify_pts=21
+            )
+        except (RasterioError, ValueError) as error:  # far outside the optical CRS's area of use
+            raise DataError(self.sar_uri, f"footprint cannot be placed in the optical CRS ({error})") from error
+        finite = all(math.isfinite(v) for v in (left, bottom, right, top))
+        if (
+            not finite
+            or left >= optical_bounds.right
+            or right <= optical_bounds.left
+            or bottom >= optical_bounds.top
+            or top <= optical_bounds.bottom
+        ):
+            raise DataError(
+                self.sar_uri,
+                f"SAR footprint {tuple(round(v, 3) for v in self.sar.bounds)} ({_crs_name(self.sar_info.crs)}) does "
+                f"not overlap the optical scene {self.optical_uri} {tuple(round(v, 3) for v in optical_bounds)} "
+                f"({_crs_name(self.grid.crs)})",
+            )
+
+    def _resolve_units(self) -> Literal["db", "linear"]:
+        if self.requested_sar_units != "auto":
+            return self.requested_sar_units
+        units = {str(unit or "").strip().lower() for unit in self.sar.units}
+        if units and units <= {"db", "decibel", "decibels"}:
+            return "db"
+        if units and units <= {"linear", "power", "linear power"}:
+            return "linear"
+        sample = self._decimated_sar_sample()
+        if sample.size == 0:
+            raise DataError(self.sar_uri, "SAR holds no valid value (all NaN, infinite or nodata)")
+        return "db" if float(np.mean(sample < 0)) >= 0.5 else "linear"
+
+    def _decimated_sar_sample(self, side: int = 256) -> np.ndarray:
+        shape = (min(side, self.sar_info.height), min(side, self.sar_info.width))
+        values = _read(self.sar, self.sar_uri, indexes=list(self.sar_indexes), out_shape=(2, *shape))
+        finite = values[np.isfinite(values)]
+        if self.sar_info.nodata is not None and not math.isnan(self.sar_info.nodata):
+            finite = finite[finite != self.sar_info.nodata]
+        return finite
+
+    def _linear_source(self) -> DatasetReader:
+        """The SAR in linear power: the file itself, or a derived VRT applying ``dB2pow`` to it (opened once)."""
+        if self.sar_units == "linear":
+            return self.sar
+        if self._power_vrt is None:
+            self._power_vrt = self._stack.enter_context(rasterio.open(self._db2pow_vrt()))
+        return self._power_vrt
+
+    def _db2pow_vrt(self) -> str:
+        info = self.sar_info
+        nodata = info.nodata
+        source_nodata = "" if nodata is None or math.isnan(nodata) else f"<NODATA>{nodata!r}</NODATA>"
+        bands = "".join(
+            f'<VRTRasterBand dataType="Float32" band="{band}" subClass="VRTDerivedRasterBand">'
+            "<NoDataValue>nan</NoDataValue><PixelFunctionType>dB2pow</PixelFunctionType>"
+            f'<ComplexSource><SourceFilename relativeToVRT="0">{escape(gdal_path(self.sar_uri))}</SourceFilename>'
+            f"<SourceBand>{band}</SourceBand>{source_nodata}</ComplexSource></VRTRasterBand>"
+            for band in range(1, info.count + 1)
+        )
+        geotransform = ",".join(repr(v) for v in info.transform.to_gdal())
+        crs = escape(info.crs.to_wkt()) if info.crs else ""
+        return (
+            f'<VRTDataset rasterXSize="{info.width}" rasterYSize="{info.height}"><SRS>{crs}</SRS>'
+            f"<GeoTransform>{geotransform}</GeoTransform>{bands}</VRTDataset>"
+        )
+
+    def _warp_to(self, grid: SceneGrid, resampling: Resampling) -> WarpedVRT:
+        """A warped view of the SAR power on ``grid``: NaN outside the footprint and where SAR has no data."""
+        source = self._linear_source()
+        source_nodata = float("nan") if self.sar_units == "db" or source.nodata is None else source.nodata
+        return self._stack.enter_context(
+            WarpedVRT(
+                source,
+                crs=grid.crs,
+                transform=grid.transform,
+                width=grid.width,
+                height=grid.height,
+                resampling=resampling,
+                src_nodata=source_nodata,
+                nodata=float("nan"),
+                dtype="float32",
+            )
+        )
+
+    def _check_not_empty(self) -> None:
+        """Raise when no optical pixel holds data: a decimated look first, a strip scan only if it finds none."""
+        shape = (min(256, self.grid.height), min(256, self.grid.width))
+        decimated = _read(self.optical, self.optical_uri, out_shape=(len(schema.S2_BANDS), *shape))
+        if optical_valid(decimated, self.optical_info.nodata).any():
+            return
+        for window in self.strips():
+            if optical_valid(read_window(self.optical, window), self.optical_info.nodata).any():
+                return
+        raise DataError(self.optical_uri, "the scene holds no data: every pixel is nodata (0 DN in all bands)")
+
+    def strips(self) -> Iterator[Window]:
+        """Full-width windows of a few rows each, covering the scene top to bottom."""
+        bytes_per_row = self.grid.width * len(schema.S2_BANDS) * np.dtype(self.optical_info.dtype).itemsize
+        rows = max(1, NODATA_SCAN_BYTES // bytes_per_row)
+        for row in range(0, self.grid.height, rows):
+            yield Window(0, row, self.grid.width, min(rows, self.grid.height - row))
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def sar_db(self, window: Window) -> np.ndarray:
+        """SAR sigma0 in dB [2,h,w] (VV, VH) on the optical grid; NaN where SAR has no data."""
+        if self._warped is None:  # already on the optical grid: read as stored, as the dataset does
+            values = _read(self.sar, self.sar_uri, indexes=list(self.sar_indexes), window=window, out_dtype="float32")
+            nodata = self.sar_info.nodata
+            if nodata is not None and not math.isnan(nodata):
+                values[values == nodata] = np.nan
+            return schema.linear_to_db(values) if self.sar_units == "linear" else values
+        power = _read(self._warped, self.sar_uri, indexes=list(self.sar_indexes), window=window)
+        return schema.linear_to_db(power)
+
+    def read(self, window: Window) -> SceneWindow:
+        """Model inputs of ``window`` (inside the scene) and the pixels where both sensors hold data."""
+        dn = read_window(self.optical, window, out_dtype="float32")
+        valid = optical_valid(dn, self.optical_info.nodata)
+        optical = dn_to_reflectance(self.optical, dn)
+        db = self.sar_db(window)
+        valid &= np.isfinite(db).all(axis=0)
+        return SceneWindow(optical, scale_sar(db), valid)
+
+    def overview(self, max_side: int) -> tuple[SceneGrid, SceneWindow]:
+        """The whole scene decimated to at most ``max_side`` pixels a side, for quicklooks.
+
+        Optics are read through overviews where the file has them (nearest); SAR power is averaged by
+        the warp straight onto the coarse grid, so neither reads the scene at full resolution into memory.
+        """
+        scale = max(1.0, max(self.grid.width, self.grid.height) / max_side)
+        width, height = max(1, round(self.grid.width / scale)), max(1, round(self.grid.height / scale))
+        transform = self.grid.transform @ Affine.scale(self.grid.width / width, self.grid.height / height)
+        coarse = SceneGrid(self.grid.crs, transform, width, height)
+        dn = _read(self.optical, self.optical_uri, out_shape=(len(schema.S2_BANDS), height, width), out_dtype="float32")
+        valid = optical_valid(dn, self.optical_info.nodata)
+        optical = dn_to_reflectance(self.optical, dn)
+        warped = self._warp_to(coarse, Resampling.average)
+        db = schema.linear_to_db(_read(warped, self.sar_uri, indexes=list(self.sar_indexes)))
+        valid &= np.isfinite(db).all(axis=0)
+        return coarse, SceneWindow(optical, scale_sar(db), valid)
+
+    def fingerprint(self) -> dict[str, object]:
+        """What identifies the inputs of a run (headers, and size and modification time of local files)."""
+        return {
+            "optical": _file_fingerprint(self.optical_uri, self.optical_info),
+            "sar": _file_fingerprint(self.sar_uri, self.sar_info),
+            "sar_units": self.sar_units,
+        }
+
+
+def _expect_georeferenced(info: RasterInfo) -> CRS:
+    """The file's CRS; a DataError when it has none or no geotransform (e.g. radar geometry with GCPs)."""
+    if info.crs is None or info.transform == Affine.identity():
+        raise DataError(
+            info.path,
+            "has no CRS or geotransform (radar geometry with GCPs?); terrain-correct / georeference it first",
+        )
+    return info.crs
+
+
+def _polarisation_indexes(info: RasterInfo) -> tuple[int, int]:
+    """1-based band indexes of VV and VH: from band descriptions when they name both, else bands 1, 2."""
+    names = [str(d or "").strip().upper() for d in info.descriptions]
+    if sorted(names) == sorted(schema.S1_POLARISATIONS):
+        vv, vh = (names.index(p) + 1 for p in schema.S1_POLARISATIONS)
+        return vv, vh
+    return 1, 2
+
+
+def _crs_name(crs: CRS | None) -> str:
+    if crs is None:
+        return "no CRS"
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_string()
+
+
+def _file_fingerprint(uri: str, info: RasterInfo) -> dict[str, object]:
+    facts: dict[str, object] = {
+        "uri": uri,
+        "width": info.width,
+        "height": info.height,
+        "count": info.count,
+        "dtype": info.dtype,
+        "crs": info.crs.to_string() if info.crs else None,
+        "transform": [float(v) for v in tuple(info.transform)[:6]],
+        "nodata": None if info.nodata is None or math.isnan(info.nodata) else float(info.nodata),
+    }
+    if not is_s3_uri(uri):
+        stat = os.stat(uri)
+        facts.update(bytes=stat.st_size, mtime_ns=stat.st_mtime_ns)
+    return facts

@@ -1,0 +1,267 @@
+"""Writing a map as it is computed, surviving a kill at any point, and publishing it as a COG.
+
+Rows are streamed into a tiled GeoTIFF under a temporary name beside the output. Only whole block
+rows are written, each block exactly once, and after every write the file is closed (flushed) and a
+small progress record beside it is replaced atomically. A killed run therefore leaves a GeoTIFF whose
+first ``rows_written`` rows are final, and a record that says so and names the inputs and parameters
+they came from. The finished GeoTIFF is turned into a Cloud-Optimized GeoTIFF by GDAL's COG driver
+under a temporary name, validated, then renamed (or uploaded whole to ``s3://``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from cloudlulc import schema
+from cloudlulc.errors import DataError
+from cloudlulc.io.rasters import validate_cog
+from cloudlulc.io.storage import TEMP_MARKER, atomic_local_path, is_s3_uri, staged_output
+from cloudlulc.mapping.scene import SceneGrid
+
+log = logging.getLogger(__name__)
+
+PARTIAL_BLOCK = 128
+"""Block size of the temporary GeoTIFF: the granularity of resume (rows are written a block row at a time)."""
+RECORD_FORMAT = 1
+CONFIDENCE_NODATA = 0
+"""Confidence of nodata pixels; a mapped pixel has at least 1/6 probability, so never 0."""
+COG_BLOCK = 512
+
+
+@dataclass(frozen=True)
+class WorkPaths:
+    """Temporary files of one output: the partial class map, partial confidence and the progress record."""
+
+    classes: Path
+    confidence: Path
+    record: Path
+
+
+def work_paths(out_uri: str, work_dir: str | Path | None = None) -> WorkPaths:
+    """Where the temporary files of ``out_uri`` live: beside a local output, else in ``work_dir``.
+
+    For an ``s3://`` output without ``work_dir`` they go to a folder of the system's temporary
+    directory named after the output URI, so a rerun on the same machine finds them again.
+    """
+    name = out_uri.rstrip("/").rsplit("/", 1)[-1]
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    if work_dir is not None:
+        folder = Path(work_dir)
+    elif is_s3_uri(out_uri):
+        digest = hashlib.sha256(out_uri.encode()).hexdigest()[:16]
+        folder = Path(tempfile.gettempdir()) / "cloudlulc-mapping" / digest
+    else:
+        folder = Path(out_uri).parent
+    prefix = f".{stem}{TEMP_MARKER}"
+    return WorkPaths(
+        classes=folder / f"{prefix}partial.tif",
+        confidence=folder / f"{prefix}partial-confidence.tif",
+        record=folder / f"{prefix}progress.json",
+    )
+
+
+def _describe_difference(stored: Any, current: Any, path: str = "") -> list[str]:
+    """Human-readable differences between two JSON-like values."""
+    if isinstance(stored, dict) and isinstance(current, dict):
+        differences = []
+        for key in sorted(set(stored) | set(current)):
+            differences += _describe_difference(stored.get(key), current.get(key), f"{path}.{key}" if path else key)
+        return differences
+    return [] if stored == current else [f"{path}: {stored!r} then, {current!r} now"]
+
+
+class PartialMap:
+    """The map being written: class (and confidence) GeoTIFFs under temporary names, and their progress.
+
+    Open with :meth:`open`, which resumes when a matching record exists. Feed final rows in order with
+    :meth:`append`; rows before :attr:`rows_written` are ignored, so a resumed run may recompute them.
+    """
+
+    def __init__(self, paths: WorkPaths, grid: SceneGrid, identity: dict[str, Any], *, confidence: bool) -> None:
+        self.paths = paths
+        self.grid = grid
+        self.identity = identity
+        self.confidence = confidence
+        self.rows_written = 0
+        self._pending_classes = np.empty((0, grid.width), np.uint8)
+        self._pending_confidence = np.empty((0, grid.width), np.uint8)
+
+    @classmethod
+    def open(
+        cls,
+        paths: WorkPaths,
+        grid: SceneGrid,
+        identity: dict[str, Any],
+        *,
+        confidence: bool,
+        tags: dict[str, str],
+    ) -> PartialMap:
+        """Resume the run recorded at ``paths.record`` or start a new one.
+
+        Raises:
+            DataError: the record belongs to other inputs or parameters (naming the record and what differs).
+        """
+        partial = cls(paths, grid, identity, confidence=confidence)
+        identity = json.loads(json.dumps(identity))  # the form it has once stored
+        if paths.record.exists():
+            try:
+                record = json.loads(paths.record.read_text())
+            except (OSError, ValueError) as error:
+                raise DataError(
+                    str(paths.record), f"unreadable progress record ({error}); delete it to start over"
+                ) from error
+            differences = _describe_difference(record.get("identity"), identity)
+            if record.get("format") != RECORD_FORMAT or differences:
+                raise DataError(
+                    str(paths.record),
+                    "an unfinished run with other inputs or parameters is in progress here ("
+                    + "; ".join(differences or [f"record format {record.get('format')}"])
+                    + f"); rerun with the same inputs and parameters to resume it, or delete {paths.record}, "
+                    f"{paths.classes} and {paths.confidence} to start over",
+                )
+            if partial._partials_intact():
+                partial.rows_written = int(record["rows_written"])
+                return partial
+            log.warning("%s: partial map missing or damaged; starting over", paths.classes)
+        partial._create(tags)
+        return partial
+
+    def _partials_intact(self) -> bool:
+        files = [self.paths.classes] + ([self.paths.confidence] if self.confidence else [])
+        try:
+            for path in files:
+                with rasterio.open(path) as dataset:
+                    if (dataset.width, dataset.height) != (self.grid.width, self.grid.height):
+                        return False
+        except RasterioError:
+            return False
+        return True
+
+    def _create(self, tags: dict[str, str]) -> None:
+        self.paths.record.parent.mkdir(parents=True, exist_ok=True)
+        self.paths.record.unlink(missing_ok=True)  # a record never describes a file it did not see made
+        _create_gtiff(self.paths.classes, self.grid, schema.IGNORE_INDEX, "class", tags, schema.colour_table())
+        if self.confidence:
+            _create_gtiff(self.paths.confidence, self.grid, CONFIDENCE_NODATA, "confidence", tags, None)
+        self.rows_written = 0
+        self._save_record()
+
+    def _save_record(self) -> None:
+        record = {"format": RECORD_FORMAT, "identity": self.identity, "rows_written": self.rows_written}
+        with atomic_local_path(self.paths.record) as temp_path:
+            temp_path.write_text(json.dumps(record, indent=1) + "\n")
+
+    def append(self, first_row: int, classes: np.ndarray, confidence: np.ndarray | None) -> None:
+        """Final rows ``[first_row, first_row + len(classes))``; whole block rows are written as they fill."""
+        end = first_row + classes.shape[0]
+        pending_end = self.rows_written + self._pending_classes.shape[0]
+        if end <= pending_end:
+            return
+        if first_row > pending_end:
+            raise ValueError(f"rows {pending_end}-{first_row} were skipped: rows must be appended in order")
+        skip = pending_end - first_row
+        self._pending_classes = np.concatenate([self._pending_classes, classes[skip:]])
+        if self.confidence:
+            if confidence is None:
+                raise ValueError("this map has a confidence band: pass confidence rows")
+            self._pending_confidence = np.concatenate([self._pending_confidence, confidence[skip:]])
+        self._write_ready()
+
+    def _write_ready(self) -> None:
+        pending = self._pending_classes.shape[0]
+        at_end = self.rows_written + pending == self.grid.height
+        count = pending if at_end else pending // PARTIAL_BLOCK * PARTIAL_BLOCK
+        if count == 0:
+            return
+        window = Window(0, self.rows_written, self.grid.width, count)
+        with rasterio.open(self.paths.classes, "r+") as dataset:
+            dataset.write(self._pending_classes[:count], 1, window=window)
+        if self.confidence:
+            with rasterio.open(self.paths.confidence, "r+") as dataset:
+                dataset.write(self._pending_confidence[:count], 1, window=window)
+            self._pending_confidence = self._pending_confidence[count:].copy()
+        self._pending_classes = self._pending_classes[count:].copy()
+        self.rows_written += count
+        self._save_record()  # only after the files are closed: the record never runs ahead of the data
+
+    @property
+    def complete(self) -> bool:
+        """Whether every row has been written."""
+        return self.rows_written == self.grid.height
+
+    def remove(self) -> None:
+        """Delete the temporary files (after publishing); the record goes first so no run resumes from half."""
+        for path in (self.paths.record, self.paths.classes, self.paths.confidence):
+            path.unlink(missing_ok=True)
+            Path(f"{path}.aux.xml").unlink(missing_ok=True)
+
+
+def _create_gtiff(
+    path: Path,
+    grid: SceneGrid,
+    nodata: int,
+    description: str,
+    tags: dict[str, str],
+    colormap: dict[int, tuple[int, int, int, int]] | None,
+) -> None:
+    """An empty tiled uint8 GeoTIFF on ``grid``; blocks not yet written read as ``nodata`` (sparse file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=grid.width,
+        height=grid.height,
+        count=1,
+        dtype="uint8",
+        crs=grid.crs,
+        transform=grid.transform,
+        nodata=nodata,
+        tiled=True,
+        blockxsize=PARTIAL_BLOCK,
+        blockysize=PARTIAL_BLOCK,
+        compress="deflate",
+        sparse_ok=True,
+        bigtiff="if_safer",
+    ) as dataset:
+        dataset.set_band_description(1, description)
+        dataset.update_tags(**tags)
+        if colormap:
+            dataset.write_colormap(1, colormap)
+
+
+def publish_cog(partial: Path, out_uri: str, *, overview_resampling: str) -> None:
+    """Turn a finished GeoTIFF into a validated COG at ``out_uri`` (local path or ``s3://``), atomically.
+
+    GDAL's COG driver writes the file and its overviews beside a temporary name in the output's folder
+    (or a local temporary folder for S3); the result is validated before it is renamed or uploaded.
+
+    Raises:
+        RuntimeError: GDAL produced a file that fails strict COG validation (a bug, not a user error).
+    """
+    with staged_output(out_uri) as temp_path:
+        with rasterio.open(partial) as source:
+            rasterio.shutil.copy(
+                source,
+                str(temp_path),
+                driver="COG",
+                compress="DEFLATE",
+                blocksize=COG_BLOCK,
+                overview_resampling=overview_resampling,
+                bigtiff="IF_SAFER",
+            )
+        problems = validate_cog(str(temp_path))
+        if problems:
+            raise RuntimeError(f"{out_uri}: GDAL wrote an invalid COG: {'; '.join(problems)}")
