@@ -399,6 +399,8 @@ def map_command(optical: str, sar: str, out_uri: str, triton_url: str | None, mo
                            batch_size=batch_size, in_flight=in_flight, confidence=confidence,
                            model_id=f"onnx:{onnx_path}")  # fmt: skip
     else:
+        import functools
+
         from cloudlulc.errors import ServingError
         from cloudlulc.serving import LocalTriton, TritonClient
 
@@ -409,8 +411,9 @@ def map_command(optical: str, sar: str, out_uri: str, triton_url: str | None, mo
                                    "start one with `cloudlulc promote` or `cloudlulc serve`")  # fmt: skip
             triton_url = state.grpc_url
         with TritonClient(triton_url) as client:
-            predictor = client.predictor(model_name, model_version)
-            served = model_version or ",".join(client.check_contract(model_name).get("versions", []))
+            metadata = client.check_contract(model_name, model_version)
+            served = model_version or ",".join(metadata.get("versions", []))
+            predictor = functools.partial(client.infer, model_name, version=model_version)
             result = map_scene(optical, sar, out_uri, predictor, tile=tile, overlap=overlap, batch_size=batch_size,
                                in_flight=in_flight, confidence=confidence,
                                model_id=f"triton:{model_name}:{served}")  # fmt: skip

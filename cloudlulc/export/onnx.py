@@ -56,7 +56,8 @@ def onnxruntime_runner(path: str | Path, threads: int = 0) -> Runner:
     return run
 
 
-def _export_graph(network: SegmentationNetwork, path: Path) -> None:
+def write_onnx_graph(network: SegmentationNetwork, path: Path) -> None:
+    """Export without the parity check (``export_onnx`` adds it); for benchmarks and tools that check later."""
     serving = ServingModel(network.eval().cpu())
     side = 2 * SIZE_MULTIPLE
     example = (torch.zeros(2, OPTICAL_CHANNELS, side, side), torch.zeros(2, SAR_CHANNELS, side, side))
@@ -89,7 +90,7 @@ def export_onnx(network: SegmentationNetwork, out_path: str | Path, parity_datas
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_local_path(out) as temp_path:
-        _export_graph(network, temp_path)
+        write_onnx_graph(network, temp_path)
         report = check_parity(torch_runner(network), onnxruntime_runner(temp_path),
                               parity_samples(parity_dataset, parity_count),
                               max_abs_diff=max_abs_diff, min_agreement=min_agreement)  # fmt: skip

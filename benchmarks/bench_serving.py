@@ -1,0 +1,68 @@
+"""Serving overhead: one synthetic scene mapped through the local Triton over gRPC and in-process ONNX Runtime.
+
+Both paths run the same ONNX export, tiles, batches and requests in flight, one after the other in one
+run, alternating over rounds; the figure is Mpx/s of each and the ratio Triton / in-process (goal >= 0.8).
+
+Usage: python benchmarks/bench_serving.py [--size 4096] [--tile 512] [--rounds 2] [--onnx model.onnx]
+(without --onnx an untrained tiny CloudLULC-Net is exported: throughput does not depend on the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from bench_mapping import write_large_inputs
+from common import save
+
+from cloudlulc.export import onnxruntime_runner
+from cloudlulc.export.onnx import write_onnx_graph
+from cloudlulc.mapping import map_scene
+from cloudlulc.models.config import model_config
+from cloudlulc.models.networks import build_model
+from cloudlulc.serving import LocalTriton, TritonClient
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--in-flight", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--onnx", default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as folder_name:
+        folder = Path(folder_name)
+        optical, sar = write_large_inputs(folder, args.size)
+        onnx_path = Path(args.onnx) if args.onnx else folder / "model.onnx"
+        if not args.onnx:
+            write_onnx_graph(build_model(model_config("cloudlulc_net", "tiny")), onnx_path)
+        seconds: dict[str, list[float]] = {"in_process": [], "triton": []}
+        with LocalTriton(folder / "triton") as server:
+            state = server.start(str(onnx_path), 1)
+            with TritonClient(state.grpc_url) as client:
+                client.check_contract("cloudlulc", "1")
+                runners = {
+                    "in_process": onnxruntime_runner(onnx_path),
+                    "triton": lambda o, s: client.infer("cloudlulc", o, s, "1"),
+                }
+                for round_index in range(args.rounds):
+                    for name, runner in runners.items():
+                        out = folder / f"{name}_{round_index}.tif"
+                        started = time.perf_counter()
+                        map_scene(str(optical), str(sar), str(out), runner, tile=args.tile, batch_size=args.batch,
+                                  in_flight=args.in_flight, progress=False)  # fmt: skip
+                        seconds[name].append(time.perf_counter() - started)
+    megapixels = args.size * args.size / 1e6
+    rates = {name: megapixels / min(values) for name, values in seconds.items()}
+    save("serving_overhead", {
+        "size": args.size, "tile": args.tile, "batch": args.batch, "in_flight": args.in_flight,
+        "seconds": seconds, "mpx_per_s": rates, "triton_over_in_process": rates["triton"] / rates["in_process"],
+    })  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
