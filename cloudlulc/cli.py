@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -423,6 +424,162 @@ def map_command(optical: str, sar: str, out_uri: str, triton_url: str | None, mo
         click.echo(f"confidence: {result.confidence_uri}")
     click.echo(f"areas:     {result.areas_uri}")
     click.echo(f"quicklook: {result.quicklook_uri}")
+
+
+# --- ingest ---------------------------------------------------------------------------------------
+
+
+def _search_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options shared by ``ingest search`` and ``ingest run``: where, when, how cloudy, which catalog."""
+    from cloudlulc.ingest.stac import (
+        DEFAULT_CATALOG,
+        DEFAULT_PAIR_WINDOW_DAYS,
+        DEFAULT_S1_COLLECTION,
+        DEFAULT_S2_COLLECTION,
+    )
+
+    options = [
+        click.option("--catalog", default=DEFAULT_CATALOG, show_default=True,
+                     help="STAC API URL, or a static catalog: catalog.json or its folder, local, s3:// or http(s)."),
+        click.option("--aoi", type=click.Path(exists=True, dir_okay=False), help="Area of interest: GeoJSON file."),
+        click.option("--bbox", help="Area of interest as west,south,east,north in degrees (instead of --aoi)."),
+        click.option("--start", required=True, type=click.DateTime(["%Y-%m-%d"]), help="First day (YYYY-MM-DD)."),
+        click.option("--end", required=True, type=click.DateTime(["%Y-%m-%d"]), help="Last day, included."),
+        click.option("--max-cloud", type=click.FloatRange(0, 100), default=100.0, show_default=True,
+                     help="Largest Sentinel-2 scene cloud cover, percent."),
+        click.option("--s2-collection", default=DEFAULT_S2_COLLECTION, show_default=True),
+        click.option("--s1-collection", default=DEFAULT_S1_COLLECTION, show_default=True,
+                     help="Sentinel-1 collection; ingest run needs calibrated, geocoded backscatter."),
+        click.option("--window-days", type=click.IntRange(0, 60), default=DEFAULT_PAIR_WINDOW_DAYS, show_default=True,
+                     help="Largest S1/S2 time gap paired."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _query(catalog: str, aoi: str | None, bbox: str | None, start: Any, end: Any, max_cloud: float,
+           s2_collection: str, s1_collection: str, window_days: int) -> Any:  # fmt: skip
+    from cloudlulc.ingest.stac import SearchQuery, load_aoi, parse_bbox
+
+    if (aoi is None) == (bbox is None):
+        raise click.UsageError("give the area of interest with exactly one of --aoi FILE or --bbox W,S,E,N")
+    area = load_aoi(aoi) if aoi else parse_bbox(str(bbox))
+    return SearchQuery(area, start.date(), end.date(), max_cloud, catalog, s2_collection, s1_collection, window_days)
+
+
+@cli.group()
+def ingest() -> None:
+    """Find new Sentinel-1/2 acquisitions, pair them, and write chips or scene stacks."""
+
+
+@ingest.command("search")
+@_search_options
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write pairs and unpaired as JSON.")
+def ingest_search(json_out: str | None, **query_options: Any) -> None:
+    """Search the catalog and show how acquisitions pair (nothing is written but --json)."""
+    import json
+
+    from cloudlulc.ingest.pairing import pair_acquisitions
+    from cloudlulc.ingest.stac import search
+
+    query = _query(**query_options)
+    found = search(query)
+    pairing = pair_acquisitions(found, query.aoi, query.pair_window_days)
+    click.echo(f"found {len(found.s2)} Sentinel-2 and {len(found.s1)} Sentinel-1 acquisitions in {query.catalog}")
+    for pair in pairing.pairs:
+        click.echo(f"pair      {pair.s2.id} ({pair.s2.when:%Y-%m-%d}, cloud {pair.s2.cloud_cover}) + {pair.s1.id} "
+                   f"(gap {pair.gap_days:+.1f} d, covers {pair.coverage:.0%} of the scene's AOI)")  # fmt: skip
+    for unpaired in pairing.unpaired:
+        click.echo(f"unpaired  {unpaired.s2.id}: {unpaired.reason}")
+    if json_out:
+        document = {
+            "pairs": [{"s2": p.s2.summary(), "s1": p.s1.summary(), "gap_days": p.gap_days, "coverage": p.coverage}
+                      for p in pairing.pairs],
+            "unpaired": [{"s2": u.s2.summary(), "reason": u.reason} for u in pairing.unpaired],
+        }  # fmt: skip
+        Path(json_out).write_text(json.dumps(document, indent=1))
+        click.echo(f"written   {json_out}")
+
+
+@ingest.command("run")
+@_search_options
+@click.option("--out", "out", required=True, help="Output folder or s3:// prefix.")
+@click.option(
+    "--mode",
+    type=click.Choice(["chips", "scenes"]),
+    default="chips",
+    show_default=True,
+    help="CloudLULC-Set chips (training refresh) or one aligned scene stack per pair (mapping).",
+)
+@click.option("--chip-size", type=click.IntRange(64, 4096), default=512, show_default=True)
+@click.option(
+    "--min-valid",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.95,
+    show_default=True,
+    help="Smallest share of pixels with both sensors' data for a chip to be kept.",
+)
+@click.option("--labels", "label_source", help="Reference land-cover raster (local, s3:// or http) to label chips.")
+@click.option(
+    "--label-table",
+    default="worldcover",
+    show_default=True,
+    help="Remap table of --labels: a built-in name or a CSV of source,target rows.",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(1, 20),
+    default=4,
+    show_default=True,
+    help="Attempts per remote asset (exponential backoff from 1 s).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(1, 600),
+    default=30.0,
+    show_default=True,
+    help="Seconds before a remote request counts as failed.",
+)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def ingest_run(out: str, mode: str, chip_size: int, min_valid: float, label_source: str | None, label_table: str,
+               retries: int, timeout: float, progress: bool, **query_options: Any) -> None:  # fmt: skip
+    """Ingest every new pair into OUT; already ingested pairs are skipped. Exit 3 when a pair failed."""
+    from cloudlulc.ingest.assets import RetryPolicy
+    from cloudlulc.ingest.outputs import ChipOptions
+    from cloudlulc.ingest.run import IngestOptions, ingest
+
+    query = _query(**query_options)
+    options = IngestOptions(
+        out=out, mode=mode,  # type: ignore[arg-type]
+        chips=ChipOptions(chip_size=chip_size, min_valid_fraction=min_valid),
+        label_source=label_source, label_table=label_table,
+        retry=RetryPolicy(attempts=retries, timeout_s=timeout),
+    )  # fmt: skip
+    report = ingest(query, options, progress=progress)
+    click.echo(report.summary())
+    if report.failed:
+        click.echo(
+            f"error: {len(report.failed)} pair(s) failed; fix the cause and rerun (done pairs are kept)", err=True
+        )
+        sys.exit(3)
+
+
+@ingest.command("synthetic")
+@click.option("--out", "out", required=True, help="Folder or s3:// prefix for the static catalog.")
+@click.option("--size", type=click.IntRange(min=128), default=1024, show_default=True, help="Scene side, pixels.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def ingest_synthetic(out: str, size: int, seed: int) -> None:
+    """Write a static STAC catalog of synthetic Sentinel-2 L2A / Sentinel-1 acquisitions (demos, tests)."""
+    from cloudlulc.ingest.synthetic import SyntheticCatalogConfig, write_synthetic_catalog
+
+    catalog = write_synthetic_catalog(out, SyntheticCatalogConfig(size=size, seed=seed), progress=True)
+    west, south, east, north = catalog.bbox_wgs84
+    click.echo(f"catalog:   {catalog.catalog_href}")
+    click.echo(f"items:     {', '.join(catalog.s2_ids + catalog.s1_ids)}")
+    click.echo(f"bbox:      {west:.5f},{south:.5f},{east:.5f},{north:.5f}")
+    if catalog.landcover_uri:
+        click.echo(f"labels:    {catalog.landcover_uri} (ESA WorldCover codes)")
 
 
 def main() -> None:

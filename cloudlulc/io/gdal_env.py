@@ -33,9 +33,17 @@ def bounded_block_cache(megabytes: int = STREAMING_CACHE_MB) -> rasterio.Env:
 
 def _s3_session_and_options() -> tuple[AWSSession, dict[str, str]]:
     import boto3
+    from botocore.exceptions import BotoCoreError
 
     session = boto3.session.Session()
-    if session.get_credentials() is None:
+    try:
+        credentials = session.get_credentials()
+    except BotoCoreError as error:  # e.g. AWS_PROFILE names a profile that does not exist
+        raise StorageError(
+            f"cannot load S3 credentials for GDAL ({error}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or a valid AWS_PROFILE), and CLOUDLULC_S3_ENDPOINT_URL for a non-AWS endpoint"
+        ) from error
+    if credentials is None:
         raise StorageError(
             "no S3 credentials found for GDAL; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
             "(or AWS_PROFILE), and CLOUDLULC_S3_ENDPOINT_URL for a non-AWS endpoint"

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
@@ -23,6 +25,8 @@ from cloudlulc.errors import DataError
 from cloudlulc.io.gdal_env import rasterio_env
 from cloudlulc.io.storage import staged_output
 
+COG_BLOCK = 512
+"""Internal tile size of the COGs the product publishes."""
 GRID_TOLERANCE_M = 1e-3
 """Two transforms agree when their coefficients differ by less than this (1 mm)."""
 
@@ -207,10 +211,11 @@ def write_raster(uri: str, array: np.ndarray, profile: RasterProfile, *, cog: bo
         ) as dst,
     ):
         dst.write(data)
-        _write_metadata(dst, profile)
+        apply_profile_metadata(dst, profile)
 
 
-def _write_metadata(dst: Any, profile: RasterProfile) -> None:
+def apply_profile_metadata(dst: Any, profile: RasterProfile) -> None:
+    """Band descriptions, tags, band tags and colour table of ``profile`` on an open writable dataset."""
     if profile.descriptions:
         for index, description in enumerate(profile.descriptions, start=1):
             dst.set_band_description(index, description)
@@ -230,3 +235,28 @@ def validate_cog(path: str) -> list[str]:
     with rasterio_env(path):
         is_valid, errors, warnings = cog_validate(path, strict=True, quiet=True)
     return [] if is_valid else [*errors, *warnings]
+
+
+def publish_cog(partial: Path, out_uri: str, *, overview_resampling: str) -> None:
+    """Turn a finished GeoTIFF into a validated COG at ``out_uri`` (local path or ``s3://``), atomically.
+
+    GDAL's COG driver writes the file and its overviews beside a temporary name in the output's folder
+    (or a local temporary folder for S3); the result is validated before it is renamed or uploaded.
+
+    Raises:
+        RuntimeError: GDAL produced a file that fails strict COG validation (a bug, not a user error).
+    """
+    with staged_output(out_uri) as temp_path:
+        with rasterio.open(partial) as source:
+            rasterio.shutil.copy(
+                source,
+                str(temp_path),
+                driver="COG",
+                compress="DEFLATE",
+                blocksize=COG_BLOCK,
+                overview_resampling=overview_resampling,
+                bigtiff="IF_SAFER",
+            )
+        problems = validate_cog(str(temp_path))
+        if problems:
+            raise RuntimeError(f"{out_uri}: GDAL wrote an invalid COG: {'; '.join(problems)}")

@@ -197,9 +197,15 @@ def s3_endpoint_url(explicit: str | None = None) -> str | None:
 def _s3_client(endpoint_url: str | None, uri: str):
     """A boto3 S3 client, one per endpoint and credentials, reused across Storage objects."""
     import boto3  # lazy: local-only runs never pay for it
+    from botocore.exceptions import BotoCoreError
 
-    session = boto3.session.Session()
-    credentials = session.get_credentials()
+    try:
+        credentials = boto3.session.Session().get_credentials()
+    except BotoCoreError as error:  # e.g. AWS_PROFILE names a profile that does not exist
+        raise StorageError(
+            f"{uri}: cannot load S3 credentials ({error}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or a valid AWS_PROFILE), and CLOUDLULC_S3_ENDPOINT_URL for a non-AWS endpoint"
+        ) from error
     if credentials is None:
         raise StorageError(
             f"{uri}: no S3 credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "

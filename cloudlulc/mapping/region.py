@@ -30,11 +30,12 @@ from tqdm import tqdm
 from cloudlulc import schema
 from cloudlulc.errors import DataError
 from cloudlulc.io.gdal_env import bounded_block_cache
+from cloudlulc.io.rasters import publish_cog
 from cloudlulc.mapping.areas import ClassAreas, class_areas, write_class_areas
 from cloudlulc.mapping.quicklook import write_quicklook
 from cloudlulc.mapping.scene import SarUnits, SceneReader
 from cloudlulc.mapping.tiling import TileGrid, blend_weights, pad_to_tile
-from cloudlulc.mapping.writer import CONFIDENCE_NODATA, PartialMap, publish_cog, work_paths
+from cloudlulc.mapping.writer import CONFIDENCE_NODATA, PartialMap, work_paths
 
 log = logging.getLogger(__name__)
 

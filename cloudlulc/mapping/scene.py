@@ -19,7 +19,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
-from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
@@ -38,6 +37,7 @@ from cloudlulc.io.gdal_env import rasterio_env
 from cloudlulc.io.rasters import RasterInfo, expect_band_count, grid_mismatch, info_of, open_raster, read_window
 from cloudlulc.io.sentinel import dn_to_reflectance, scale_sar
 from cloudlulc.io.storage import is_s3_uri
+from cloudlulc.io.vrt import db_to_power_vrt
 
 SarUnits = Literal["auto", "db", "linear"]
 SAR_RESAMPLING = Resampling.bilinear
@@ -78,13 +78,6 @@ def optical_valid(dn: np.ndarray, nodata: float | None) -> np.ndarray:
     if np.issubdtype(dn.dtype, np.floating):
         valid &= ~np.any(np.isnan(dn), axis=0)
     return valid
-
-
-def gdal_path(uri: str) -> str:
-    """The path GDAL opens for ``uri`` inside a VRT (``/vsis3/`` for S3, absolute for local files)."""
-    if is_s3_uri(uri):
-        return "/vsis3/" + uri.removeprefix("s3://")
-    return os.path.abspath(uri)
 
 
 def _read(dataset: DatasetReader | WarpedVRT, uri: str, **kwargs: Any) -> np.ndarray:
@@ -208,26 +201,8 @@ class SceneReader:
         if self.sar_units == "linear":
             return self.sar
         if self._power_vrt is None:
-            self._power_vrt = self._stack.enter_context(rasterio.open(self._db2pow_vrt()))
+            self._power_vrt = self._stack.enter_context(rasterio.open(db_to_power_vrt(self.sar_uri, self.sar_info)))
         return self._power_vrt
-
-    def _db2pow_vrt(self) -> str:
-        info = self.sar_info
-        nodata = info.nodata
-        source_nodata = "" if nodata is None or math.isnan(nodata) else f"<NODATA>{nodata!r}</NODATA>"
-        bands = "".join(
-            f'<VRTRasterBand dataType="Float32" band="{band}" subClass="VRTDerivedRasterBand">'
-            "<NoDataValue>nan</NoDataValue><PixelFunctionType>dB2pow</PixelFunctionType>"
-            f'<ComplexSource><SourceFilename relativeToVRT="0">{escape(gdal_path(self.sar_uri))}</SourceFilename>'
-            f"<SourceBand>{band}</SourceBand>{source_nodata}</ComplexSource></VRTRasterBand>"
-            for band in range(1, info.count + 1)
-        )
-        geotransform = ",".join(repr(v) for v in info.transform.to_gdal())
-        crs = escape(info.crs.to_wkt()) if info.crs else ""
-        return (
-            f'<VRTDataset rasterXSize="{info.width}" rasterYSize="{info.height}"><SRS>{crs}</SRS>'
-            f"<GeoTransform>{geotransform}</GeoTransform>{bands}</VRTDataset>"
-        )
 
     def _warp_to(self, grid: SceneGrid, resampling: Resampling) -> WarpedVRT:
         """A warped view of the SAR power on ``grid``: NaN outside the footprint and where SAR has no data."""

@@ -20,14 +20,12 @@ from typing import Any
 
 import numpy as np
 import rasterio
-import rasterio.shutil
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from cloudlulc import schema
 from cloudlulc.errors import DataError
-from cloudlulc.io.rasters import validate_cog
-from cloudlulc.io.storage import TEMP_MARKER, atomic_local_path, is_s3_uri, staged_output
+from cloudlulc.io.storage import TEMP_MARKER, atomic_local_path, is_s3_uri
 from cloudlulc.mapping.scene import SceneGrid
 
 log = logging.getLogger(__name__)
@@ -37,7 +35,6 @@ PARTIAL_BLOCK = 128
 RECORD_FORMAT = 1
 CONFIDENCE_NODATA = 0
 """Confidence of nodata pixels; a mapped pixel has at least 1/6 probability, so never 0."""
-COG_BLOCK = 512
 
 
 @dataclass(frozen=True)
@@ -240,28 +237,3 @@ def _create_gtiff(
         dataset.update_tags(**tags)
         if colormap:
             dataset.write_colormap(1, colormap)
-
-
-def publish_cog(partial: Path, out_uri: str, *, overview_resampling: str) -> None:
-    """Turn a finished GeoTIFF into a validated COG at ``out_uri`` (local path or ``s3://``), atomically.
-
-    GDAL's COG driver writes the file and its overviews beside a temporary name in the output's folder
-    (or a local temporary folder for S3); the result is validated before it is renamed or uploaded.
-
-    Raises:
-        RuntimeError: GDAL produced a file that fails strict COG validation (a bug, not a user error).
-    """
-    with staged_output(out_uri) as temp_path:
-        with rasterio.open(partial) as source:
-            rasterio.shutil.copy(
-                source,
-                str(temp_path),
-                driver="COG",
-                compress="DEFLATE",
-                blocksize=COG_BLOCK,
-                overview_resampling=overview_resampling,
-                bigtiff="IF_SAFER",
-            )
-        problems = validate_cog(str(temp_path))
-        if problems:
-            raise RuntimeError(f"{out_uri}: GDAL wrote an invalid COG: {'; '.join(problems)}")
