@@ -43,6 +43,11 @@ def is_remote(href: str) -> bool:
     return href.startswith(("http://", "https://", "s3://"))
 
 
+def policy_for(href: str, policy: RetryPolicy) -> RetryPolicy:
+    """Remote reads get the retry policy; a local file that fails will fail again, so it gets one attempt."""
+    return policy if is_remote(href) else RetryPolicy(attempts=1)
+
+
 @dataclass
 class AssetView:
     """One asset seen through the output grid; ``read`` returns a window of it."""
@@ -54,8 +59,7 @@ class AssetView:
 
     def read(self, window: Window) -> np.ndarray:
         """[rows, cols] of the window: float32 DN (NaN = nodata), uint8 categories, or SAR power (NaN = nodata)."""
-        attempts = self.policy if is_remote(self.asset.href) else RetryPolicy(attempts=1)
-        return with_retries(lambda: self._read_once(window), self.asset.where, attempts)
+        return with_retries(lambda: self._read_once(window), self.asset.where, policy_for(self.asset.href, self.policy))
 
     def _read_once(self, window: Window) -> np.ndarray:
         try:
@@ -95,8 +99,6 @@ class GridReader:
         return AssetView(asset, kind, self._warp(asset, source, kind), self.policy)
 
     def _open_source(self, asset: Asset) -> DatasetReader:
-        attempts = self.policy if is_remote(asset.href) else RetryPolicy(attempts=1)
-
         def open_once() -> DatasetReader:
             try:
                 return rasterio.open(asset.href)
@@ -104,7 +106,7 @@ class GridReader:
                 reason = str(error).strip().splitlines()[0][:300]
                 raise DataError(asset.where, f"cannot open as a raster ({reason})") from error
 
-        source = self._stack.enter_context(with_retries(open_once, asset.where, attempts))
+        source = self._stack.enter_context(with_retries(open_once, asset.where, policy_for(asset.href, self.policy)))
         if source.crs is None or source.transform == rasterio.Affine.identity():
             raise DataError(
                 asset.where, "has no CRS or geotransform (radar geometry with GCPs?); use a geocoded product"

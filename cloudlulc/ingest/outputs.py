@@ -85,7 +85,8 @@ def _optical_profile(views: PairViews, grid: Grid, window: Window) -> RasterProf
 def _sar_profile(views: PairViews, grid: Grid, window: Window, polarisation: str) -> RasterProfile:
     s1 = views.pair.s1
     tags = {DATE_TAG: _date(s1.when.isoformat()), "SOURCE_ITEM": s1.id, "POLARISATION": polarisation, "UNITS": "dB"}
-    return RasterProfile(grid.crs, grid.window_transform(window), float("nan"), (polarisation,), tags)
+    descriptions = tuple(polarisation.split(","))  # "VV" for a chip, "VV,VH" for a scene stack
+    return RasterProfile(grid.crs, grid.window_transform(window), float("nan"), descriptions, tags)
 
 
 def _label_profile(views: PairViews, grid: Grid, window: Window) -> RasterProfile:
@@ -183,7 +184,6 @@ def write_scene(
         "optical": (len(schema.S2_BANDS), "uint16", _optical_profile(views, grid, whole)),
         "sar": (2, "float32", _sar_profile(views, grid, whole, ",".join(schema.S1_POLARISATIONS))),
     }
-    layers["sar"] = (2, "float32", replace(layers["sar"][2], descriptions=schema.S1_POLARISATIONS))
     if views.scl is not None:
         layers["cloud_mask"] = (1, "uint8", _mask_profile(grid, whole))
     if views.label is not None:

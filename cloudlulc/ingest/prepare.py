@@ -90,7 +90,7 @@ def read_window(views: PairViews, window: Window) -> WindowData:
         source = views.label.read(window)
         label = remap(source, views.label_source.lookup)
         nodata = views.label_source.nodata if views.label_source.nodata is not None else views.label.view.nodata
-        silent = (label == schema.IGNORE_INDEX) & (views.label_source.lookup[source] == schema.IGNORE_INDEX)
+        silent = label == schema.IGNORE_INDEX  # the table maps these source values to no class
         if nodata is not None:
             silent &= source != nodata
         unmapped = float(silent.mean())
