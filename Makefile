@@ -1,6 +1,7 @@
 # The README's two commands: `make run` (main job on the embedded defaults) and `make test`.
 # Both build their own virtual environment first: torch==2.13.0 (the local CPU wheel), then the
-# package with every version pinned by constraints.txt.
+# package with every version pinned by constraints.txt, through components/install.sh, the same
+# script both container images run (components/Dockerfile, components/Dockerfile.cuda).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,12 +12,10 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint lint-deploy bench clean
 
-$(STAMP): pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+$(STAMP): pyproject.toml constraints.txt components/install.sh
+	PYTHON=$(PYTHON) sh components/install.sh $(VENV) dev 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -c "import cloudlulc, torch, rasterio, great_expectations, moto" \
 		|| { echo "installation failed"; exit 1; }
 	touch $(STAMP)
@@ -29,8 +28,22 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(STAMP) lint
+test: $(STAMP) lint lint-deploy
 	$(BIN)/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)"; rc=0; fi; exit $$rc
+
+# Deploy linters (hadolint, checkov) from their own pinned venv: checkov's dependencies conflict with constraints.txt.
+LINT_VENV ?= .venv-lint
+LINT_STAMP := $(LINT_VENV)/.installed
+
+$(LINT_STAMP): requirements-lint.txt
+	$(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/pip install -q -r requirements-lint.txt 2>&1 | grep -v "^WARNING: Location" || true
+	$(LINT_VENV)/bin/checkov --version >/dev/null && $(LINT_VENV)/bin/hadolint --version >/dev/null \
+		|| { echo "lint tools installation failed"; exit 1; }
+	touch $(LINT_STAMP)
+
+lint-deploy: $(LINT_STAMP)
+	sh k8s/lint.sh $(LINT_VENV)/bin
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

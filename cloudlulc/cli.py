@@ -6,6 +6,7 @@ unreachable or not writable.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,8 @@ import click
 
 from cloudlulc import __version__
 from cloudlulc.errors import CloudLULCError
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _fail(error: CloudLULCError) -> None:
@@ -73,19 +76,34 @@ def synth(out: str, n: int, size: int, seed: int, workers: int, l2a_offset: bool
     type=click.FloatRange(0, 1),
     default=0.05,
     show_default=True,
-    help="Largest share of nodata pixels allowed in a sample.",
+    help="Largest share of nodata pixels allowed in a sample (or in a scene stack's optical and SAR files).",
 )
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Parallel processes.")
-def validate(dataset: str, report_dir: str, quarantine: bool, max_nodata: float, workers: int) -> None:
-    """Validate a CloudLULC-Set (folder or s3:// URI) with Great Expectations.
+@click.option(
+    "--scenes",
+    is_flag=True,
+    help="Validate the scene stacks of `ingest run --mode scenes` (detected anyway when the ingest output says "
+    "mode=scenes).",
+)
+def validate(dataset: str, report_dir: str, quarantine: bool, max_nodata: float, workers: int, scenes: bool) -> None:
+    """Validate a CloudLULC-Set or ingested scene stacks (folder or s3:// URI) with Great Expectations.
 
-    Exit code 0 when clean (or only quarantined samples failed), 1 when rules failed.
+    Exit code 0 when clean (or only quarantined samples failed), 1 when rules failed (for scene stacks also
+    a missing or empty manifest.csv: the report says "no scenes under ..."), 3 when there is no
+    CloudLULC-Set to validate.
     """
     from cloudlulc.validation import Thresholds, validate_dataset, write_report
+    from cloudlulc.validation.scenes import SceneThresholds, is_scene_layout, validate_scenes
 
-    report = validate_dataset(
-        dataset, thresholds=Thresholds(max_nodata_fraction=max_nodata), quarantine=quarantine, workers=workers
-    )
+    scenes = scenes or is_scene_layout(dataset)
+    if scenes:
+        if quarantine:
+            raise click.UsageError("--quarantine applies to CloudLULC-Set chips, not to scene stacks")
+        report = validate_scenes(dataset, SceneThresholds(max_nodata_fraction=max_nodata), workers=workers)
+    else:
+        report = validate_dataset(
+            dataset, thresholds=Thresholds(max_nodata_fraction=max_nodata), quarantine=quarantine, workers=workers
+        )
     written = write_report(report, report_dir)
     for failure in report.failures[:20]:
         click.echo(f"FAIL {failure.sample}: {failure.rule} observed={failure.observed} {failure.detail}".rstrip())
@@ -93,8 +111,8 @@ def validate(dataset: str, report_dir: str, quarantine: bool, max_nodata: float,
         click.echo(f"... and {len(report.failures) - 20} more failures (see the report)")
     state = "passed" if report.success else "FAILED"
     click.echo(
-        f"validation {state}: {report.sample_count} samples, {len(report.failures)} failure(s), "
-        f"{len(report.quarantined)} quarantined"
+        f"validation {state}: {report.sample_count} {'scene stacks' if scenes else 'samples'}, "
+        f"{len(report.failures)} failure(s), {len(report.quarantined)} quarantined"
     )
     click.echo(f"report: {written['html']} and {written['json']}")
     if "quarantine" in written:
@@ -115,42 +133,25 @@ def quicklook(dataset: str, out_png: str, count: int, split: str) -> None:
 
 
 @cli.command()
-@click.option(
-    "--out",
-    "out_dir",
-    default="outputs/demo",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Folder for everything the job writes.",
-)
-@click.option("--n", "n", type=click.IntRange(min=10), default=60, show_default=True, help="Synthetic samples.")
-@click.option("--size", type=click.IntRange(min=64), default=256, show_default=True, help="Patch side in pixels.")
+@click.option("--out", "out_dir", default="outputs/demo", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for everything the job writes (a rerun adds to it).")  # fmt: skip
+@click.option("--epochs", type=click.IntRange(1, 500), default=20, show_default=True, help="Training epochs.")
+@click.option("--scene-size", type=click.IntRange(256, 4096), default=1024, show_default=True,
+              help="Side of the synthetic scenes, pixels.")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
-def demo(out_dir: str, n: int, size: int, seed: int, workers: int) -> None:
-    """Run the main job on the embedded defaults: synthesize, validate, summarize, draw a quicklook."""
-    from cloudlulc.data.layout import DatasetLayout
-    from cloudlulc.data.metadata import read_metadata, summary_table
-    from cloudlulc.data.synthetic import SynthConfig, generate_dataset
-    from cloudlulc.quicklook import dataset_quicklook
-    from cloudlulc.validation import assert_valid, validate_dataset, write_report
+@click.option("--keep-serving", is_flag=True, help="Leave the local Triton running at the end.")
+def demo(out_dir: str, epochs: int, scene_size: int, seed: int, keep_serving: bool) -> None:
+    """Run the main job on the embedded defaults: both pipelines locally (kfp.local), acquisitions to maps.
 
-    root = Path(out_dir)
-    dataset = str(root / "CloudLULC-Set")
-    click.echo(f"[1/3] synthesizing {n} samples of {size}x{size} px (seed {seed})")
-    generate_dataset(dataset, SynthConfig(n=n, size=size, seed=seed), workers=workers)
-    click.echo("[2/3] validating with Great Expectations")
-    report = validate_dataset(dataset, workers=workers)
-    written = write_report(report, str(root / "validation"))
-    assert_valid(report)
-    click.echo("[3/3] drawing the quicklook")
-    png = dataset_quicklook(dataset, str(root / "quicklook.png"))
-    metadata = read_metadata(DatasetLayout(dataset))
-    assert metadata is not None
-    click.echo("\n" + summary_table(metadata) + "\n")
-    click.echo(f"dataset:    {dataset}")
-    click.echo(f"validation: {written['html']} (passed, {report.sample_count} samples)")
-    click.echo(f"quicklook:  {png}")
+    Synthetic acquisitions -> training pipeline (ingest, validate, train tiny, evaluate and gate, export,
+    promote to the local Triton) -> regional-mapping pipeline (ingest, validate, map through Triton) ->
+    COG, class areas, quicklook and an MLflow run; prints where each result is.
+    """
+    from pipelines.local import MainJobConfig, run_main_job
+
+    result = run_main_job(out_dir, MainJobConfig(epochs=epochs, scene_size=scene_size, seed=seed),
+                          keep_serving=keep_serving, echo=click.echo)  # fmt: skip
+    click.echo("\n" + result.summary())
 
 
 @cli.command()
@@ -207,6 +208,12 @@ def train(config_file: str | None, track: bool, tracking_uri: str | None, proces
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
 @click.option("--out", "out_json", default="evaluation.json", show_default=True, help="Metrics as JSON.")
 @click.option(
+    "--bins-out",
+    "bins_json",
+    help="Also write the scores per cloud-cover bin as a JSON list of records (cloud_bin, miou, oa, macro_f1, "
+    "pixels), the shape plotting tools such as `dvc plots` read.",
+)
+@click.option(
     "--gate",
     "gate_mode",
     is_flag=True,
@@ -222,6 +229,7 @@ def evaluate(
     checkpoint: str | None,
     split: str,
     out_json: str,
+    bins_json: str | None,
     gate_mode: bool,
     tracking_uri: str | None,
     min_gain: float,
@@ -255,6 +263,7 @@ def evaluate(
     from cloudlulc.io.storage import staged_output
     from cloudlulc.training.evaluation import (
         evaluate_model,
+        evaluation_bin_records,
         evaluation_dataset,
         evaluation_document,
         evaluation_table,
@@ -265,8 +274,11 @@ def evaluate(
     result = evaluate_model(model, evaluation_dataset(dataset, split))  # type: ignore[arg-type]
     with staged_output(out_json) as temp_path:
         temp_path.write_text(json.dumps(evaluation_document(result), indent=2, default=float) + "\n")
+    if bins_json:
+        with staged_output(bins_json) as temp_path:
+            temp_path.write_text(json.dumps(evaluation_bin_records(result), indent=2, default=float) + "\n")
     click.echo(evaluation_table(result))
-    click.echo(f"\nmetrics: {out_json}")
+    click.echo(f"\nmetrics: {out_json}" + (f" (per cloud bin: {bins_json})" if bins_json else ""))
 
 
 @cli.group()
@@ -400,24 +412,11 @@ def map_command(optical: str, sar: str, out_uri: str, triton_url: str | None, mo
                            batch_size=batch_size, in_flight=in_flight, confidence=confidence,
                            model_id=f"onnx:{onnx_path}")  # fmt: skip
     else:
-        import functools
+        from cloudlulc.serving.regional import map_with_triton, resolve_grpc_url
 
-        from cloudlulc.errors import ServingError
-        from cloudlulc.serving import LocalTriton, TritonClient
-
-        if triton_url is None:
-            state = LocalTriton(local_dir).state()
-            if state is None:
-                raise ServingError(f"no --triton-url and no local Triton running (state in {local_dir}); "
-                                   "start one with `cloudlulc promote` or `cloudlulc serve`")  # fmt: skip
-            triton_url = state.grpc_url
-        with TritonClient(triton_url) as client:
-            metadata = client.check_contract(model_name, model_version)
-            served = model_version or ",".join(metadata.get("versions", []))
-            predictor = functools.partial(client.infer, model_name, version=model_version)
-            result = map_scene(optical, sar, out_uri, predictor, tile=tile, overlap=overlap, batch_size=batch_size,
-                               in_flight=in_flight, confidence=confidence,
-                               model_id=f"triton:{model_name}:{served}")  # fmt: skip
+        result = map_with_triton(optical, sar, out_uri, resolve_grpc_url(triton_url, local_dir),
+                                 model_name=model_name, model_version=model_version, tile=tile, overlap=overlap,
+                                 batch_size=batch_size, in_flight=in_flight, confidence=confidence)  # fmt: skip
     click.echo(f"map:       {result.map_uri} ({result.width} x {result.height} px, {result.tiles} tiles, "
                f"{result.tiles_predicted} predicted now, {result.seconds:.1f} s)")  # fmt: skip
     if result.confidence_uri:
@@ -582,6 +581,95 @@ def ingest_synthetic(out: str, size: int, seed: int) -> None:
         click.echo(f"labels:    {catalog.landcover_uri} (ESA WorldCover codes)")
 
 
+# --- pipelines --------------------------------------------------------------------------------------
+
+
+def _kfp_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Where the Kubeflow Pipelines API is and how to authenticate (options shared by submit and schedule)."""
+    options = [
+        click.option("--host", help="Kubeflow Pipelines API, e.g. https://kubeflow.example.org/pipeline [KFP_HOST]."),
+        click.option("--namespace", default="kubeflow-user", show_default=True, help="Kubeflow profile namespace."),
+        click.option("--token", help="Bearer token [KF_PIPELINES_TOKEN]."),
+        click.option("--cookies", help="Session cookie, e.g. authservice_session=... [KFP_COOKIES]."),
+        click.option("--insecure", is_flag=True, help="Do not verify the API's TLS certificate."),
+        click.option("--experiment", default="cloudlulc", show_default=True),
+        click.option("--service-account", default="cloudlulc-pipeline-runner", show_default=True,
+                     help="Kubernetes service account the run's pods use (k8s/ grants it least privilege)."),
+        click.option("--param", "params", multiple=True, help="Pipeline parameter name=value (repeatable)."),
+        click.argument("pipeline", type=click.Choice(["training", "regional-mapping"])),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@cli.group()
+def pipelines() -> None:
+    """Compile, submit and schedule the Kubeflow pipelines (training, regional-mapping)."""
+
+
+@pipelines.command("compile")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder [default: pipelines/compiled].")
+def pipelines_compile(out_dir: str | None) -> None:
+    """Compile both pipelines to the YAML the Kubeflow UI uploads (Pipelines > Upload pipeline)."""
+    from pipelines.compile import COMPILED_DIR, compile_all
+
+    for path in compile_all(Path(out_dir) if out_dir else COMPILED_DIR):
+        click.echo(f"compiled {path}")
+
+
+@pipelines.command("submit")
+@_kfp_options
+@click.option("--run-name", help="Name of the run [default: <pipeline>-manual].")
+def pipelines_submit(pipeline: str, host: str | None, namespace: str, token: str | None, cookies: str | None,
+                     insecure: bool, experiment: str, service_account: str, params: tuple[str, ...],
+                     run_name: str | None) -> None:  # fmt: skip
+    """Start one run of PIPELINE on Kubeflow (parameters are checked before anything is sent)."""
+    from pipelines.submit import connection_from, parse_params, submit
+
+    values = parse_params(pipeline, params)
+    connection = connection_from(host, namespace, token, cookies, insecure)
+    run_id = submit(connection, pipeline, values, experiment=experiment, run_name=run_name,
+                    service_account=service_account)  # fmt: skip
+    click.echo(f"started {pipeline} run {run_id} in experiment {experiment!r} at {connection.host}")
+
+
+@pipelines.command("schedule")
+@_kfp_options
+@click.option("--name", "job_name", required=True, help="Recurring run name, e.g. mapping-lyon-weekly.")
+@click.option("--cron", required=True, help="Six-field cron, seconds first: '0 0 6 * * 1' = Mondays 06:00 UTC.")
+@click.option("--max-concurrency", type=click.IntRange(1, 10), default=1, show_default=True)
+@click.option("--catchup/--no-catchup", default=False, show_default=True, help="Backfill runs missed while paused.")
+def pipelines_schedule(pipeline: str, host: str | None, namespace: str, token: str | None, cookies: str | None,
+                       insecure: bool, experiment: str, service_account: str, params: tuple[str, ...],
+                       job_name: str, cron: str, max_concurrency: int, catchup: bool) -> None:  # fmt: skip
+    """Create a recurring run of PIPELINE, e.g. the regional-mapping of one region every week."""
+    from pipelines.submit import connection_from, parse_params, schedule
+
+    values = parse_params(pipeline, params)
+    connection = connection_from(host, namespace, token, cookies, insecure)
+    job_id = schedule(connection, pipeline, values, name=job_name, cron=cron, experiment=experiment,
+                      max_concurrency=max_concurrency, catchup=catchup, service_account=service_account)  # fmt: skip
+    click.echo(f"scheduled {pipeline} as {job_name!r} ({job_id}): cron {cron!r}, at most {max_concurrency} at a "
+               f"time, {'with' if catchup else 'no'} catch-up")  # fmt: skip
+
+
+@pipelines.command("run")
+@click.argument("pipeline", type=click.Choice(["training", "regional-mapping"]))
+@click.option("--param", "params", multiple=True, help="Pipeline parameter name=value (repeatable).")
+@click.option("--root", "pipeline_root", default="outputs/pipeline-runs", show_default=True,
+              type=click.Path(file_okay=False), help="Folder for the steps' artifacts.")  # fmt: skip
+def pipelines_run(pipeline: str, params: tuple[str, ...], pipeline_root: str) -> None:
+    """Run PIPELINE on this machine with kfp.local (each step a subprocess; no cluster)."""
+    from pipelines.local import run_mapping, run_training
+    from pipelines.submit import parse_params
+
+    values = parse_params(pipeline, params)
+    runner = run_training if pipeline == "training" else run_mapping
+    runner(values, Path(pipeline_root))
+    click.echo(f"{pipeline} finished; artifacts under {pipeline_root}")
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and an exit code, not a traceback."""
     try:
@@ -594,6 +682,11 @@ def main() -> None:
         sys.exit(error.exit_code)
     except CloudLULCError as error:
         _fail(error)
+    except RuntimeError as error:  # kfp.local: a pipeline step failed (its log is above)
+        if "finished with status" not in str(error):
+            raise
+        click.echo(f"error: {_ANSI.sub('', str(error))}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -136,7 +136,7 @@ def test_chips_on_s3_validate_carry_labels_and_a_manifest_whose_checksums_hold(s
     records = DatasetLayout(out).read_records()
     assert len(records) >= 9 and {r.split for r in records} >= {"train"}
     validation = validate_dataset(out, progress=False)
-    assert validation.success, [f"{f.rule_id}: {f.sample}" for f in validation.failures]
+    assert validation.success, [f"{f.rule}: {f.sample}" for f in validation.failures]
     agreement = []
     with open_raster(s3_catalog.truth_labels_uri) as truth_file:
         for record in records[:4]:

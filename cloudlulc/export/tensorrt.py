@@ -56,7 +56,7 @@ def _require_tensorrt() -> tuple[ModuleType, ModuleType]:
         import tensorrt
     except ImportError as error:
         raise ExportError(f"TensorRT compile needs the `tensorrt` Python package ({error}); it is installed in "
-                          "the CUDA image (docker/Dockerfile.cuda)") from error  # fmt: skip
+                          "the CUDA image (components/Dockerfile.cuda)") from error  # fmt: skip
     return tensorrt, torch
 
 

@@ -9,6 +9,7 @@ model and version. It also drives the repository API (load / unload) of explicit
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from collections.abc import Callable
@@ -44,14 +45,34 @@ def _status(error: Exception) -> str:
     return str(status() if callable(status) else status or "")
 
 
+REPOSITORY_KEY_ENV = "TRITON_REPOSITORY_KEY"
+"""The key of Triton's restricted model-repository protocol (k8s: secret ``cloudlulc-triton``)."""
+REPOSITORY_KEY_NAME_ENV = "TRITON_REPOSITORY_KEY_NAME"
+REPOSITORY_KEY_NAME = "admin-key"
+"""The ``<key>`` of ``--grpc-restricted-protocol=model-repository:<key>=<value>`` in k8s/base/triton."""
+
+
+def repository_headers(key: str | None = None) -> dict[str, str] | None:
+    """Headers that unlock a restricted gRPC repository API (load, unload, index), or None when open.
+
+    Triton expects the restricted key as the header ``triton-grpc-protocol-<key name>``.
+    """
+    value = key if key is not None else os.environ.get(REPOSITORY_KEY_ENV, "")
+    if not value:
+        return None
+    name = os.environ.get(REPOSITORY_KEY_NAME_ENV, REPOSITORY_KEY_NAME)
+    return {f"triton-grpc-protocol-{name}": value}
+
+
 class TritonClient:
     """A context-managed gRPC client bound to one server URL (``host:port``)."""
 
-    def __init__(self, url: str, *, retry: RetryPolicy | None = None) -> None:
+    def __init__(self, url: str, *, retry: RetryPolicy | None = None, repository_key: str | None = None) -> None:
         import tritonclient.grpc as grpcclient
 
         self.url = url.removeprefix("grpc://")
         self.retry = retry or RetryPolicy()
+        self._admin_headers = repository_headers(repository_key)
         self._grpc = grpcclient
         self._client = grpcclient.InferenceServerClient(url=self.url)
 
@@ -155,14 +176,16 @@ class TritonClient:
     def load_model(self, model: str, config: dict[str, Any] | None = None) -> None:
         """Ask the server (explicit model control) to (re)load ``model``, optionally overriding its config."""
         text = json.dumps(config) if config else None
-        self._call(f"loading {model!r}", lambda: self._client.load_model(model, config=text))
+        self._call(f"loading {model!r}",
+                   lambda: self._client.load_model(model, headers=self._admin_headers, config=text))  # fmt: skip
 
     def unload_model(self, model: str) -> None:
         """Ask the server to unload ``model``."""
-        self._call(f"unloading {model!r}", lambda: self._client.unload_model(model))
+        self._call(f"unloading {model!r}", lambda: self._client.unload_model(model, headers=self._admin_headers))
 
     def ready_versions(self, model: str) -> list[int]:
         """Versions of ``model`` the server reports READY (repository index)."""
-        index = self._call("repository index", lambda: self._client.get_model_repository_index(as_json=True))
+        index = self._call("repository index", lambda: self._client.get_model_repository_index(
+            headers=self._admin_headers, as_json=True))  # fmt: skip
         entries = [e for e in index.get("models", []) if e.get("name") == model and e.get("version")]
         return sorted(int(entry["version"]) for entry in entries if entry.get("state") == "READY")

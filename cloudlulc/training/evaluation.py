@@ -74,6 +74,23 @@ def evaluation_document(result: dict[str, object]) -> dict[str, object]:
     }
 
 
+def evaluation_bin_records(result: dict[str, object]) -> list[dict[str, object]]:
+    """One record per cloud-cover bin with pixels, lowest cover first: what plotting tools (DVC plots) read.
+
+    Each record has the same keys: ``cloud_bin`` (the bin's label, e.g. ``"30-60%"``), ``miou``, ``oa``,
+    ``macro_f1`` (None where undefined) and ``pixels``.
+    """
+    bins = result["bins"]
+    assert isinstance(bins, dict)
+    records: list[dict[str, object]] = []
+    for label, metrics in bins.items():
+        assert isinstance(metrics, SegmentationMetrics)
+        scores = metrics.as_dict()
+        records.append({"cloud_bin": label, "miou": scores["miou"], "oa": scores["overall_accuracy"],
+                        "macro_f1": scores["macro_f1"], "pixels": metrics.pixels})  # fmt: skip
+    return records
+
+
 def evaluation_table(result: dict[str, object]) -> str:
     """OA / macro F1 / mIoU overall and per cloud bin, then per-class IoU and F1, as aligned text."""
     overall = result["overall"]

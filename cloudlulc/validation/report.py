@@ -46,6 +46,8 @@ class ValidationReport:
     quarantined: list[str] = field(default_factory=list)
     cloud_cover: list[float] = field(default_factory=list)
     class_fractions: dict[str, float] = field(default_factory=dict)
+    kind: str = "CloudLULC-Set"
+    """What was validated, for the page title: ``CloudLULC-Set`` (chips) or ``Scene-stack``."""
 
     @property
     def success(self) -> bool:
@@ -128,7 +130,7 @@ body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ padding: .25em .7em; border-bottom: 1px solid #ddd; }}
 tr.bad td {{ background: #fdecea; }} th {{ text-align: left; background: #f2f2f2; }}
 </style></head><body>
-<h1>CloudLULC-Set validation</h1>
+<h1>{escape(report.kind)} validation</h1>
 <p><b>Dataset:</b> {escape(report.dataset)}<br><b>Samples:</b> {report.sample_count}<br>
 <b>Failures:</b> {len(report.failures)}</p>
 <p class="verdict">{verdict}</p>

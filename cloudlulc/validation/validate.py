@@ -70,6 +70,22 @@ def _failures(rule: Rule, outcome: dict[str, Any], tables: dict[str, pd.DataFram
     return failures
 
 
+def collect_failures(
+    outcomes: list[tuple[Rule, dict[str, Any]]], tables: dict[str, pd.DataFrame]
+) -> tuple[list[Failure], list[RuleSummary]]:
+    """Failures of the GX outcomes (by sample, rule, observed value and detail) and a count per rule.
+
+    Failing rows are named by the ``name`` column of their table; rules that share an id and a
+    description are summed into one summary line.
+    """
+    failures = [f for rule, outcome in outcomes for f in _failures(rule, outcome, tables)]
+    counts: dict[tuple[str, str], int] = {}
+    for rule, outcome in outcomes:
+        key = (rule.id, rule.description)
+        counts[key] = counts.get(key, 0) + len(_failures(rule, outcome, tables))
+    return failures, [RuleSummary(rule_id, text, count) for (rule_id, text), count in counts.items()]
+
+
 def validate_dataset(
     root: str,
     *,
@@ -109,18 +125,13 @@ def validate_dataset(
     for column in ("read_error", "grid_problem"):
         samples[column] = samples[column].fillna("")
     tables = {"samples": samples, "splits": splits, "metadata": metadata}
-    outcomes = run_rules(tables, rules)
-    failures = [f for rule, outcome in outcomes for f in _failures(rule, outcome, tables)]
-    summaries: dict[tuple[str, str], int] = {}
-    for rule, outcome in outcomes:
-        key = (rule.id, rule.description)
-        summaries[key] = summaries.get(key, 0) + len(_failures(rule, outcome, tables))
+    failures, summaries = collect_failures(run_rules(tables, rules), tables)
     quarantined = sorted({f.sample for f in failures if f.sample != DATASET}) if quarantine else []
     return ValidationReport(
         dataset=layout.root,
         sample_count=len(records),
         failures=failures,
-        rules=[RuleSummary(rule_id, text, count) for (rule_id, text), count in summaries.items()],
+        rules=summaries,
         quarantined=quarantined,
         cloud_cover=[float(c) for c in metadata.get("cloud_cover", pd.Series(dtype=float)).dropna()],
         class_fractions=_class_balance(metadata),

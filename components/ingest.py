@@ -1,0 +1,56 @@
+"""Ingest component: new Sentinel-1/2 pairs from a STAC catalog into chips or scene stacks."""
+
+from kfp import dsl
+
+from components.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def ingest_acquisitions(
+    catalog: str,
+    bbox: str,
+    start: str,
+    end: str,
+    max_cloud: float,
+    s1_collection: str,
+    out_uri: str,
+    mode: str,
+    chip_size: int,
+    labels: str,
+    label_table: str,
+    dataset: dsl.Output[dsl.Dataset],
+) -> None:
+    """Search, pair and co-register every new acquisition into ``out_uri`` (already ingested pairs are kept).
+
+    The dataset artifact points at ``out_uri`` (metadata ``uri``, ``mode``, pair counts) and holds the
+    run's summary; the data stays under the persistent prefix, so the next run only adds new pairs.
+    """
+    import json
+    from datetime import date
+
+    from cloudlulc.errors import DataError
+    from cloudlulc.ingest.assets import RetryPolicy
+    from cloudlulc.ingest.outputs import ChipOptions
+    from cloudlulc.ingest.run import IngestOptions, ingest
+    from cloudlulc.ingest.stac import DEFAULT_S2_COLLECTION, SearchQuery, parse_bbox
+    from components.runtime import require_s3_credentials
+
+    require_s3_credentials(catalog, out_uri, labels)
+    query = SearchQuery(parse_bbox(bbox), date.fromisoformat(start), date.fromisoformat(end), max_cloud, catalog,
+                        DEFAULT_S2_COLLECTION, s1_collection)  # fmt: skip
+    options = IngestOptions(out=out_uri, mode=mode, chips=ChipOptions(chip_size=chip_size),  # type: ignore[arg-type]
+                            label_source=labels or None, label_table=label_table, retry=RetryPolicy())  # fmt: skip
+    report = ingest(query, options, progress=False)
+    print(report.summary())
+    if report.failed:
+        raise DataError(out_uri, f"{len(report.failed)} pair(s) failed: "
+                                 + "; ".join(f"{p.pair_id}: {p.error}" for p in report.failed))  # fmt: skip
+    done = [p for p in report.pairs if p.status != "failed"]
+    if not done:
+        raise DataError(catalog, f"no Sentinel-1/2 pair for bbox {bbox} between {start} and {end}")
+    counts = {status: sum(p.status == status for p in report.pairs) for status in ("ingested", "already ingested")}
+    dataset.metadata.update({"uri": out_uri, "mode": mode, "crs": report.crs, "pairs_new": counts["ingested"],
+                             "pairs_kept": counts["already ingested"],
+                             "outputs_new": sum(p.outputs for p in done)})  # fmt: skip
+    with open(dataset.path, "w") as summary:
+        json.dump({"summary": report.summary(), **dataset.metadata}, summary, indent=2)

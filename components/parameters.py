@@ -1,0 +1,147 @@
+"""Pipeline parameters: their defaults, types and ranges, checked before any step runs.
+
+The models are the single source of the pipelines' defaults. ``cloudlulc pipelines submit`` and the
+local runner check values against them before anything is sent, and each pipeline's first step
+(``components.checks``) checks them again for runs started from the Kubeflow UI. A bad value is refused
+with the parameter's name and what it must be.
+"""
+
+from datetime import date
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cloudlulc.errors import CloudLULCError
+from cloudlulc.models.config import Architecture, SizeName
+
+
+class ParameterError(CloudLULCError):
+    """A pipeline parameter of the wrong type or out of range."""
+
+    exit_code = 2
+
+
+class PipelineParams(BaseModel):
+    """What both pipelines take: where and when to look, how to label and validate, where Triton is."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    catalog: str = Field("https://earth-search.aws.element84.com/v1", min_length=1,
+                         description="STAC API URL or static catalog (folder, s3://, http).")  # fmt: skip
+    bbox: str = Field("4.27,45.05,4.41,45.15", description="Area of interest: west,south,east,north (degrees).")
+    start: str = Field("2026-06-01", description="First acquisition day, YYYY-MM-DD.")
+    end: str = Field("2026-06-30", description="Last acquisition day, YYYY-MM-DD, included.")
+    max_cloud: float = Field(80.0, ge=0, le=100, description="Largest Sentinel-2 scene cloud cover, percent.")
+    s1_collection: str = Field("sentinel-1-grd", min_length=1,
+                               description="Calibrated, geocoded Sentinel-1 backscatter collection.")  # fmt: skip
+    labels: str = Field("", description="Reference land-cover raster that labels the data ('' = none).")
+    label_table: str = Field("worldcover", min_length=1, description="Remap table of labels: name or CSV.")
+    max_nodata: float = Field(0.05, ge=0, le=1, description="Largest nodata share validation allows.")
+    local_dir: str = Field("", description="State folder of a local Triton (one-machine runs only).")
+    triton_url: str = Field("", description="Triton gRPC host:port ('' = TRITON_GRPC_URL from the settings).")
+
+    @field_validator("bbox")
+    @classmethod
+    def _bbox(cls, value: str) -> str:
+        from cloudlulc.ingest.stac import parse_bbox
+
+        parse_bbox(value)  # raises DataError("bbox", ...) with what is wrong
+        return value
+
+    @field_validator("start", "end")
+    @classmethod
+    def _day(cls, value: str) -> str:
+        try:
+            date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"must be a date YYYY-MM-DD, got {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "PipelineParams":
+        if date.fromisoformat(self.start) > date.fromisoformat(self.end):
+            raise ValueError(f"start {self.start} is after end {self.end}")
+        return self
+
+
+class TrainingParams(PipelineParams):
+    """Parameters of the training pipeline (ingest -> validate -> train -> gate -> compile -> promote)."""
+
+    data_uri: str = Field("s3://cloudlulc/data/CloudLULC-Set", min_length=1,
+                          description="CloudLULC-Set prefix new chips are added to.")  # fmt: skip
+    labels: str = Field("s3://cloudlulc/reference/worldcover.vrt", min_length=1,
+                        description="Reference land-cover raster that labels new chips.")  # fmt: skip
+    chip_size: int = Field(512, ge=64, le=4096, description="Chip side in pixels.")
+    epochs: int = Field(30, ge=1, le=1000)
+    batch_size: int = Field(8, ge=1, le=1024, description="Per-GPU batch size.")
+    crop_size: int = Field(256, ge=32, le=4096, description="Training crop side, a multiple of 32, <= chip_size.")
+    learning_rate: float = Field(1e-3, gt=0, le=1)
+    architecture: Architecture = Field("cloudlulc_net", description="CloudLULC-Net or a baseline.")
+    model_size: SizeName = Field("base", description="Named model size.")
+    init: str = Field("", description="Fine-tune from models:/name@alias or a checkpoint; '' = retrain.")
+    tracking_uri: str = Field("", description="MLflow URI ('' = MLFLOW_TRACKING_URI from the settings).")
+    min_gain: float = Field(0.005, ge=0, le=1, description="Test mIoU gain a challenger needs.")
+    max_bin_regression: float = Field(0.02, ge=0, le=1, description="Largest mIoU drop allowed in a cloud bin.")
+    first_min_miou: float = Field(0.2, ge=0, le=1, description="Test mIoU a first champion needs.")
+    first_min_oa: float = Field(0.4, ge=0, le=1, description="Test OA a first champion needs.")
+    repository: str = Field("s3://cloudlulc/triton-models", min_length=1, description="Triton model repository.")
+    tensorrt: bool = Field(True, description="Compile and serve a TensorRT plan (GPU) instead of ONNX.")
+
+    @field_validator("crop_size")
+    @classmethod
+    def _multiple_of_32(cls, value: int) -> int:
+        if value % 32:
+            raise ValueError(f"must be a multiple of 32, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> "TrainingParams":
+        if self.crop_size > self.chip_size:
+            raise ValueError(f"crop_size {self.crop_size} is larger than chip_size {self.chip_size}")
+        return self
+
+
+class MappingParams(PipelineParams):
+    """Parameters of the regional-mapping pipeline (ingest scenes -> validate -> map through Triton)."""
+
+    scenes_uri: str = Field("s3://cloudlulc/data/scenes", min_length=1, description="Scene stacks prefix.")
+    maps_uri: str = Field("s3://cloudlulc/maps", min_length=1, description="Where maps are published.")
+    region: str = Field("region", min_length=1, pattern=r"^[A-Za-z0-9_-]+$", description="Region name in paths.")
+    model_name: str = Field("cloudlulc", min_length=1, description="Served model name.")
+    tile: int = Field(512, ge=64, le=4096, description="Tile side, a multiple of 32.")
+    overlap: int = Field(64, ge=0, le=1024, description="Overlap of neighbouring tiles, pixels.")
+    batch_size: int = Field(4, ge=1, le=256, description="Tiles per request.")
+
+    @field_validator("tile")
+    @classmethod
+    def _tile_multiple_of_32(cls, value: int) -> int:
+        if value % 32:
+            raise ValueError(f"must be a multiple of 32, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> "MappingParams":
+        if 2 * self.overlap >= self.tile:
+            raise ValueError(f"overlap {self.overlap} must be less than half the tile {self.tile}")
+        return self
+
+
+TRAINING_DEFAULTS = TrainingParams()
+MAPPING_DEFAULTS = MappingParams()
+
+
+def checked(model: type[PipelineParams], values: dict[str, Any]) -> PipelineParams:
+    """``values`` as ``model``, or a ParameterError naming every bad parameter and what it must be."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            message = str(item["msg"]).removeprefix("Value error, ")
+            if item["type"] == "extra_forbidden":
+                message = f"not a parameter of this pipeline (known: {', '.join(model.model_fields)})"
+            name = ".".join(str(part) for part in item["loc"])
+            problems.append(f"parameter {name!r}: {message}" if name else f"parameters: {message}")
+        raise ParameterError("; ".join(problems)) from None
+    except CloudLULCError as error:  # a validator that reuses a library parser (bbox)
+        raise ParameterError(f"parameter {str(error).split(':')[0]!r}: {error}") from None

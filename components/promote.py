@@ -1,0 +1,60 @@
+"""Promote component: publish the compiled champion to the Triton model repository and serve it."""
+
+from kfp import dsl
+
+from components.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def promote_model(
+    dataset: dsl.Input[dsl.Dataset],
+    exported: dsl.Input[dsl.Model],
+    tracking_uri: str,
+    repository: str,
+    triton_url: str,
+    local_dir: str,
+    served: dsl.Output[dsl.Artifact],
+) -> str:
+    """Publish the export as the next version, load it, check the golden sample; keep it or roll back.
+
+    With ``local_dir`` (one-machine runs) the local Triton serves the ONNX export; otherwise Triton at
+    ``triton_url`` (or ``TRITON_GRPC_URL``) loads it from ``repository`` in explicit model control.
+    Returns the gRPC URL that now serves it.
+    """
+    import json
+    import os
+    from pathlib import Path
+
+    from cloudlulc.errors import ServingError
+    from cloudlulc.serving import LocalTarget, ModelRepository, RepositoryTarget, promote, read_exported
+    from cloudlulc.serving.model_config import ONNX_MODEL, TENSORRT_MODEL
+    from cloudlulc.serving.promotion import ServingTarget
+    from cloudlulc.tracking import TrackingSettings
+    from components.runtime import require_s3_credentials, tracking_uri_or_env
+
+    uri = str(dataset.metadata["uri"])
+    require_s3_credentials(uri, repository)
+    settings = TrackingSettings(tracking_uri=tracking_uri_or_env(tracking_uri))
+    export = read_exported(Path(exported.path) / str(exported.metadata["file"]))
+    target: ServingTarget
+    if local_dir:
+        target = LocalTarget(Path(local_dir))
+    else:
+        url = triton_url or os.environ.get("TRITON_GRPC_URL", "")
+        if not url:
+            raise ServingError("no Triton to promote to: pass triton_url or set TRITON_GRPC_URL (config map "
+                               "cloudlulc-settings), or local_dir for the local Triton")  # fmt: skip
+        model = ONNX_MODEL if export.path.suffix == ".onnx" else TENSORRT_MODEL
+        target = RepositoryTarget(url, served_model=model, repository_model=model,
+                                  replicas=os.environ.get("TRITON_GRPC_REPLICAS") or None)  # fmt: skip
+    result = promote(settings, ModelRepository(repository), uri, target, exported=export)
+    served.metadata.update({"registered_version": result.registered_version, "served_model": result.served_model,
+                            "served_version": result.served_version, "grpc_url": result.grpc_url,
+                            "repository": repository})  # fmt: skip
+    with open(served.path, "w") as record:
+        json.dump({**served.metadata, "export_parity": result.export_parity.summary(),
+                   "golden_parity": result.golden_parity.summary()}, record, indent=2)  # fmt: skip
+    print(f"PROMOTED: {settings.registered_model} v{result.registered_version} serves as {result.served_model} "
+          f"version {result.served_version} at {result.grpc_url}; "
+          f"golden sample {result.golden_parity.summary()}")  # fmt: skip
+    return result.grpc_url

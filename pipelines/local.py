@@ -1,0 +1,285 @@
+"""Both pipelines on one machine with ``kfp.local``, and the main job built from them.
+
+The embedded defaults stand in for the cluster: local folders for S3, a SQLite MLflow store, the local
+Triton (nvidia-pytriton, ONNX on CPU) for the Triton deployment, CPU training of the tiny model. The
+steps are the same components the cluster runs, executed as subprocesses of this Python.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kfp import local
+
+from components.parameters import MappingParams, TrainingParams, checked
+from pipelines.regional_mapping import regional_mapping
+from pipelines.training import training
+
+TRAINING_DATES = ("2026-06-01", "2026-06-30")
+MAPPING_DATES = ("2026-07-01", "2026-07-31")
+
+
+def init_local(pipeline_root: Path) -> None:
+    """Run components as subprocesses of this interpreter (no venv, no pip: offline and fast)."""
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
+
+
+def run_training(params: dict[str, Any], pipeline_root: Path) -> None:
+    """Check ``params`` (refused before any step, naming the parameter), then run the training pipeline."""
+    checked(TrainingParams, params)
+    init_local(pipeline_root)
+    training(**params)
+
+
+def run_mapping(params: dict[str, Any], pipeline_root: Path) -> None:
+    """Check ``params``, then run the regional-mapping pipeline."""
+    checked(MappingParams, params)
+    init_local(pipeline_root)
+    regional_mapping(**params)
+
+
+def latest_run(pipeline_root: Path, pipeline_name: str) -> Path:
+    """The newest local run folder of a pipeline (``kfp.local`` names them ``<name>-<timestamp>``)."""
+    runs = sorted(pipeline_root.glob(f"{pipeline_name}-*"), key=lambda path: path.stat().st_mtime)
+    if not runs:
+        raise FileNotFoundError(f"no local run of {pipeline_name} under {pipeline_root}")
+    return runs[-1]
+
+
+@dataclass(frozen=True)
+class MainJobLayout:
+    """Where the main job keeps everything, under one folder."""
+
+    root: Path
+
+    @property
+    def catalog(self) -> Path:
+        """Synthetic STAC catalog."""
+        return self.root / "catalog"
+
+    @property
+    def dataset(self) -> Path:
+        """CloudLULC-Set chips the training pipeline ingests."""
+        return self.root / "data" / "CloudLULC-Set"
+
+    @property
+    def scenes(self) -> Path:
+        """Scene stacks the mapping pipeline ingests."""
+        return self.root / "data" / "scenes"
+
+    @property
+    def maps(self) -> Path:
+        """Published maps."""
+        return self.root / "maps"
+
+    @property
+    def mlflow_db(self) -> Path:
+        """SQLite MLflow store (artifacts beside it)."""
+        return self.root / "mlflow" / "mlflow.db"
+
+    @property
+    def repository(self) -> Path:
+        """Triton model repository."""
+        return self.root / "model-repository"
+
+    @property
+    def triton(self) -> Path:
+        """State folder of the local Triton."""
+        return self.root / "triton"
+
+    @property
+    def pipeline_root(self) -> Path:
+        """kfp.local runs: every step's artifacts."""
+        return self.root / "pipeline-runs"
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow URI of the store."""
+        return f"sqlite:///{self.mlflow_db}"
+
+
+@dataclass(frozen=True)
+class MainJobConfig:
+    """The embedded defaults of the main job: small enough for two CPU cores in a few minutes."""
+
+    scene_size: int = 1024
+    chip_size: int = 128
+    epochs: int = 20
+    batch_size: int = 4
+    learning_rate: float = 0.003
+    seed: int = 0
+    tile: int = 256
+    first_min_miou: float = 0.2
+    first_min_oa: float = 0.4
+    """Test mIoU and OA the first model needs to become champion (and be served)."""
+
+
+def write_catalog(layout: MainJobLayout, config: MainJobConfig) -> Any:
+    """Synthetic acquisitions of one place: a June pair to train on and a cloudier July pair to map."""
+    from cloudlulc.ingest.synthetic import S1Spec, S2Spec, SyntheticCatalogConfig, write_synthetic_catalog
+
+    catalog_config = SyntheticCatalogConfig(
+        size=config.scene_size, seed=config.seed,
+        s2=(S2Spec("2026-06-10", cloud_cover=0.3), S2Spec("2026-07-15", cloud_cover=0.5)),
+        s1=(S1Spec("2026-06-08"), S1Spec("2026-07-13")),
+    )  # fmt: skip
+    return write_synthetic_catalog(str(layout.catalog), catalog_config)
+
+
+def training_params(layout: MainJobLayout, config: MainJobConfig, catalog: Any) -> dict[str, Any]:
+    """The training pipeline's parameters on the embedded defaults."""
+    west, south, east, north = catalog.bbox_wgs84
+    return {
+        "catalog": catalog.catalog_href, "bbox": f"{west},{south},{east},{north}",
+        "start": TRAINING_DATES[0], "end": TRAINING_DATES[1], "max_cloud": 100.0,
+        "data_uri": str(layout.dataset), "labels": str(catalog.landcover_uri), "chip_size": config.chip_size,
+        "epochs": config.epochs, "batch_size": config.batch_size, "crop_size": config.chip_size,
+        "learning_rate": config.learning_rate, "model_size": "tiny", "tracking_uri": layout.tracking_uri,
+        "first_min_miou": config.first_min_miou, "first_min_oa": config.first_min_oa,
+        "repository": str(layout.repository), "tensorrt": False, "local_dir": str(layout.triton),
+    }  # fmt: skip
+
+
+def mapping_params(layout: MainJobLayout, config: MainJobConfig, catalog: Any) -> dict[str, Any]:
+    """The regional-mapping pipeline's parameters on the embedded defaults."""
+    west, south, east, north = catalog.bbox_wgs84
+    return {
+        "catalog": catalog.catalog_href, "bbox": f"{west},{south},{east},{north}",
+        "start": MAPPING_DATES[0], "end": MAPPING_DATES[1], "max_cloud": 100.0,
+        "scenes_uri": str(layout.scenes), "maps_uri": str(layout.maps), "region": "demo",
+        "tile": config.tile, "local_dir": str(layout.triton),
+    }  # fmt: skip
+
+
+def ensure_serving(layout: MainJobLayout) -> str:
+    """The local Triton's gRPC URL, restarting it on the newest published version if it is not running.
+
+    A gate refusal promotes nothing, so the champion served by an earlier run maps the region.
+    """
+    from cloudlulc.errors import ServingError
+    from cloudlulc.serving import ONNX_MODEL, LocalTriton, ModelRepository
+
+    server = LocalTriton(layout.triton)
+    state = server.state()
+    if state is not None:
+        return state.grpc_url
+    repository = ModelRepository(str(layout.repository))
+    versions = repository.versions(ONNX_MODEL)
+    if not versions:
+        raise ServingError(
+            f"no model published in {layout.repository}: the gate refused every model so far "
+            "(see the gate line above); train longer, e.g. `cloudlulc demo --epochs 40`"
+        )
+    return server.start(repository.model_uri(ONNX_MODEL, versions[-1]), versions[-1]).grpc_url
+
+
+@dataclass(frozen=True)
+class MainJobResult:
+    """Where each result of the main job is."""
+
+    layout: MainJobLayout
+    catalog: str
+    acquisitions: Any
+    """The synthetic catalog written (``cloudlulc.ingest.synthetic.SyntheticCatalog``)."""
+    validation_reports: list[Path]
+    run_id: str
+    champion: str
+    gate: str
+    served: str
+    maps: list[Path]
+    map_agreement: float | None
+    seconds: float
+
+    def summary(self) -> str:
+        """Lines a user reads at the end: every result and how to open it."""
+        root = self.layout.root
+        lines = [
+            f"finished in {self.seconds / 60:.1f} min; everything is under {root}",
+            f"acquisitions:  {self.catalog} (synthetic STAC catalog)",
+            f"training data: {self.layout.dataset} (CloudLULC-Set chips)",
+            f"scene stacks:  {self.layout.scenes}",
+            *[f"validation:    {path}" for path in self.validation_reports],
+            f"MLflow run:    {self.run_id}  ->  mlflow ui --backend-store-uri {self.layout.tracking_uri}",
+            f"gate:          {self.gate}",
+            f"registry:      {self.champion}",
+            f"Triton:        {self.served}",
+        ]
+        for path in self.maps:
+            lines.append(f"map (COG):     {path}")
+            lines.append(f"  class areas: {path.with_name(path.stem + '_areas.json')}")
+            lines.append(f"  quicklook:   {path.with_name(path.stem + '_quicklook.png')}")
+        if self.map_agreement is not None:
+            lines.append(f"map agreement with the synthetic ground truth: {self.map_agreement:.1%} of pixels")
+        lines.append(f"pipeline runs: {self.layout.pipeline_root} (every step's artifacts and log.txt)")
+        return "\n".join(lines)
+
+
+def _agreement(map_path: Path, truth_uri: str) -> float:
+    """Share of mapped pixels whose class equals the synthetic truth (resampled onto the map's grid)."""
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    with rasterio.open(map_path) as mapped, rasterio.open(truth_uri) as truth:
+        predicted = mapped.read(1)
+        view = WarpedVRT(truth, crs=mapped.crs, transform=mapped.transform, width=mapped.width,
+                         height=mapped.height, resampling=Resampling.nearest, nodata=255)  # fmt: skip
+        expected = view.read(1)
+        valid = (predicted != (mapped.nodata if mapped.nodata is not None else 255)) & (expected != 255)
+    return float((predicted[valid] == expected[valid]).mean()) if valid.any() else 0.0
+
+
+def run_main_job(out_dir: str | Path, config: MainJobConfig = MainJobConfig(), *, keep_serving: bool = False,
+                 echo: Any = print) -> MainJobResult:  # fmt: skip
+    """Synthetic acquisitions -> training pipeline -> regional-mapping pipeline, all local; see the README."""
+    from mlflow import MlflowClient
+
+    from cloudlulc.serving import LocalTriton
+    from cloudlulc.tracking import CHAMPION, TrackingSettings
+    from cloudlulc.tracking.registry import Registry
+    from pipelines.console import step_log
+
+    began = time.monotonic()
+    layout = MainJobLayout(Path(out_dir).resolve())
+    layout.mlflow_db.parent.mkdir(parents=True, exist_ok=True)
+    echo(f"[1/3] writing synthetic Sentinel-2/1 acquisitions to {layout.catalog}")
+    catalog = write_catalog(layout, config)
+    log = layout.root / "main-job.log"
+    echo(f"[2/3] training pipeline (kfp.local): ingest -> validate -> train -> gate -> export -> promote "
+         f"(details in {log})")  # fmt: skip
+    with step_log(log):
+        run_training(training_params(layout, config, catalog), layout.pipeline_root)
+    settings = TrackingSettings(tracking_uri=layout.tracking_uri)
+    registry = Registry(settings.tracking_uri, settings.registered_model)
+    newest = max(registry.client.search_model_versions(f"name='{settings.registered_model}'"),
+                 key=lambda version: int(version.version))  # fmt: skip
+    gate = f"{newest.tags.get('gate.decision', 'not decided')}: {newest.tags.get('gate.reason', '')}"
+    echo(f"      gate: {gate}")
+    echo("[3/3] regional-mapping pipeline (kfp.local): ingest -> validate -> map through Triton")
+    ensure_serving(layout)
+    try:
+        with step_log(log):
+            run_mapping(mapping_params(layout, config, catalog), layout.pipeline_root)
+        server = LocalTriton(layout.triton).state()
+        served = f"version {server.version} of {server.model} at {server.grpc_url}" if server else "not running"
+    finally:
+        if not keep_serving:
+            LocalTriton(layout.triton).stop()
+    served += "" if keep_serving else " (stopped; `cloudlulc serve --onnx <model.onnx>` serves it again)"
+    maps = sorted((layout.maps / "demo").glob("*.tif"))
+    maps = [path for path in maps if not path.stem.endswith("_confidence")]
+    champion = registry.alias_version(CHAMPION)
+    run_id = MlflowClient(settings.tracking_uri).get_model_version(settings.registered_model, newest.version).run_id
+    reports = sorted(layout.pipeline_root.glob("*/validate-data*/report"))
+    return MainJobResult(
+        layout=layout, catalog=catalog.catalog_href, acquisitions=catalog, validation_reports=reports[-2:],
+        run_id=str(run_id),
+        champion=f"{settings.registered_model} v{newest.version} trained; champion is v{champion}",
+        gate=str(gate), served=served, maps=maps,
+        map_agreement=_agreement(maps[-1], catalog.truth_labels_uri) if maps else None,
+        seconds=time.monotonic() - began,
+    )  # fmt: skip

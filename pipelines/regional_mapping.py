@@ -1,0 +1,65 @@
+"""The regional-mapping pipeline: a region and dates in, published LULC maps out (scheduled per region)."""
+
+from kfp import dsl
+
+from components.checks import check_mapping_params
+from components.ingest import ingest_acquisitions
+from components.mapping import map_region
+from components.parameters import MAPPING_DEFAULTS as D
+from components.validate import require_valid, validate_data
+from pipelines.platform import on_cpu, policy, with_settings
+
+HOUR = 3600
+
+
+@dsl.pipeline(
+    name="cloudlulc-regional-mapping",
+    description="For a region and dates: ingest Sentinel-1/2 scene stacks, validate them, map them through "
+    "Triton over gRPC, and publish Cloud-Optimized GeoTIFF maps with class areas and quicklooks.",
+)
+def regional_mapping(
+    catalog: str = D.catalog,
+    bbox: str = D.bbox,
+    start: str = D.start,
+    end: str = D.end,
+    max_cloud: float = D.max_cloud,
+    s1_collection: str = D.s1_collection,
+    labels: str = D.labels,
+    label_table: str = D.label_table,
+    max_nodata: float = D.max_nodata,
+    scenes_uri: str = D.scenes_uri,
+    maps_uri: str = D.maps_uri,
+    region: str = D.region,
+    model_name: str = D.model_name,
+    tile: int = D.tile,
+    overlap: int = D.overlap,
+    batch_size: int = D.batch_size,
+    triton_url: str = D.triton_url,
+    local_dir: str = D.local_dir,
+) -> None:
+    """Parameters and their ranges: ``components.params.MappingParams`` (also checked by the first step)."""
+    check = check_mapping_params(
+        catalog=catalog, bbox=bbox, start=start, end=end, max_cloud=max_cloud, s1_collection=s1_collection,
+        labels=labels, label_table=label_table, max_nodata=max_nodata, scenes_uri=scenes_uri, maps_uri=maps_uri,
+        region=region, model_name=model_name, tile=tile, overlap=overlap, batch_size=batch_size,
+        triton_url=triton_url, local_dir=local_dir,
+    )  # fmt: skip
+    policy(on_cpu(check, "500m", "1G"), retries=0, timeout_s=300, cache=True, name="check parameters")
+
+    ingest = ingest_acquisitions(
+        catalog=catalog, bbox=bbox, start=start, end=end, max_cloud=max_cloud, s1_collection=s1_collection,
+        out_uri=scenes_uri, mode="scenes", chip_size=512, labels=labels, label_table=label_table,
+    ).after(check)  # fmt: skip
+    policy(with_settings(on_cpu(ingest, "4", "8G")), retries=3, timeout_s=6 * HOUR, cache=False, name="ingest")
+
+    validate = validate_data(dataset=ingest.outputs["dataset"], max_nodata=max_nodata)
+    policy(with_settings(on_cpu(validate, "4", "8G")), retries=1, timeout_s=2 * HOUR, cache=False, name="validate")
+    valid = require_valid(verdict=validate.outputs["Output"], report=validate.outputs["report"])
+    policy(on_cpu(valid, "500m", "1G"), retries=0, timeout_s=300, cache=False, name="stop on bad data")
+
+    mapped = map_region(
+        scenes=ingest.outputs["dataset"], maps_uri=maps_uri, region=region, triton_url=triton_url,
+        local_dir=local_dir, model_name=model_name, tile=tile, overlap=overlap, batch_size=batch_size,
+    ).after(valid)  # fmt: skip
+    policy(with_settings(on_cpu(mapped, "4", "16G")), retries=2, timeout_s=12 * HOUR, cache=False,
+           name="map and publish")  # fmt: skip
