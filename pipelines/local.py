@@ -202,7 +202,7 @@ class MainJobResult:
             f"acquisitions:  {self.catalog} (synthetic STAC catalog)",
             f"training data: {self.layout.dataset} (CloudLULC-Set chips)",
             f"scene stacks:  {self.layout.scenes}",
-            *[f"validation:    {path}" for path in self.validation_reports],
+            *[f"validation:    {path} (HTML report)" for path in self.validation_reports],
             f"MLflow run:    {self.run_id}  ->  mlflow ui --backend-store-uri {self.layout.tracking_uri}",
             f"gate:          {self.gate}",
             f"registry:      {self.champion}",
@@ -214,7 +214,8 @@ class MainJobResult:
             lines.append(f"  quicklook:   {path.with_name(path.stem + '_quicklook.png')}")
         if self.map_agreement is not None:
             lines.append(f"map agreement with the synthetic ground truth: {self.map_agreement:.1%} of pixels")
-        lines.append(f"pipeline runs: {self.layout.pipeline_root} (every step's artifacts and log.txt)")
+        lines.append(f"pipeline runs: {self.layout.pipeline_root} (every step's artifacts)")
+        lines.append(f"step output:   {self.layout.root / 'main-job.log'}")
         return "\n".join(lines)
 
 
