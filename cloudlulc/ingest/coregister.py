@@ -31,11 +31,10 @@ from cloudlulc.ingest.assets import SCL_TO_CLOUD_MASK, Asset, RetryPolicy, probe
 from cloudlulc.ingest.grid import Grid
 from cloudlulc.io.gdal_env import rasterio_env
 from cloudlulc.io.rasters import info_of
-from cloudlulc.io.vrt import db_to_power_vrt
+from cloudlulc.io.sentinel import infer_sar_units
+from cloudlulc.io.vrt import db_to_power_vrt, warped_view
 
 Kind = Literal["reflectance", "categorical", "sar"]
-DB_UNITS = {"db", "decibel", "decibels"}
-LINEAR_UNITS = {"linear", "power", "linear power", "intensity"}
 
 
 def is_remote(href: str) -> bool:
@@ -139,41 +138,27 @@ class GridReader:
         else:
             src_nodata = float("nan") if source.nodata is None else float(source.nodata)
             resampling, nodata, dtype = Resampling.bilinear, float("nan"), "float32"
-        grid = self.grid
         return self._stack.enter_context(
-            WarpedVRT(
-                source,
-                crs=grid.crs,
-                transform=grid.transform,
-                width=grid.width,
-                height=grid.height,
-                resampling=resampling,
-                src_nodata=src_nodata,
-                nodata=nodata,
-                dtype=dtype,
-            )
+            warped_view(source, self.grid, resampling, src_nodata=src_nodata, nodata=nodata, dtype=dtype)
         )
 
 
 def _sar_units(asset: Asset, source: DatasetReader) -> Literal["db", "linear"]:
     """Units of a float SAR asset: catalogue ``unit``, the file's band unit, else dB when mostly negative."""
-    for unit in (asset.raster_band.get("unit"), source.units[0] if source.units else None):
-        text = str(unit or "").strip().lower()
-        if text in DB_UNITS:
-            return "db"
-        if text in LINEAR_UNITS:
-            return "linear"
-    side = (min(256, source.height), min(256, source.width))
-    try:
-        sample = source.read(1, out_shape=side)
-    except RasterioError as error:
-        raise DataError(asset.where, f"cannot read pixels, file truncated or corrupt ({error})") from error
-    sample = sample[np.isfinite(sample)]
-    if source.nodata is not None and not math.isnan(source.nodata):
-        sample = sample[sample != source.nodata]
-    if sample.size == 0:
-        raise DataError(asset.where, "holds no valid SAR value (all NaN or nodata)")
-    return "db" if float(np.mean(sample < 0)) >= 0.5 else "linear"
+
+    def sample() -> np.ndarray:
+        side = (min(256, source.height), min(256, source.width))
+        try:
+            values = source.read(1, out_shape=side)
+        except RasterioError as error:
+            raise DataError(asset.where, f"cannot read pixels, file truncated or corrupt ({error})") from error
+        values = values[np.isfinite(values)]
+        if source.nodata is not None and not math.isnan(source.nodata):
+            values = values[values != source.nodata]
+        return values
+
+    labels = (asset.raster_band.get("unit"), source.units[0] if source.units else None)
+    return infer_sar_units(labels, sample, asset.where)
 
 
 def dn_to_uint16(dn: np.ndarray) -> np.ndarray:

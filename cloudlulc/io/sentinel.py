@@ -7,6 +7,9 @@ with another runtime (ONNX Runtime, a Triton client) does not import it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import Literal
+
 import numpy as np
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
@@ -48,3 +51,29 @@ def scale_sar(db: np.ndarray) -> np.ndarray:
     for index, polarisation in enumerate(schema.S1_POLARISATIONS):
         scaled[index] = schema.scale_sar_db(db[index], polarisation)
     return scaled
+
+
+SarUnitsFound = Literal["db", "linear"]
+DB_UNITS = frozenset({"db", "decibel", "decibels"})
+LINEAR_UNITS = frozenset({"linear", "power", "linear power", "intensity"})
+
+
+def unit_of_label(label: object) -> SarUnitsFound | None:
+    """What a unit label (STAC ``unit``, a band's unit) says: dB, linear power, or nothing known."""
+    text = str(label or "").strip().lower()
+    return "db" if text in DB_UNITS else "linear" if text in LINEAR_UNITS else None
+
+
+def infer_sar_units(labels: Iterable[object], sample: Callable[[], np.ndarray], source: str) -> SarUnitsFound:
+    """How a SAR file stores sigma0: the first label that names a unit, else dB when values are mostly negative.
+
+    ``sample`` returns a decimated read with NaN and nodata already removed (called only when no label
+    decides); an empty sample is a DataError naming ``source``.
+    """
+    for label in labels:
+        if (found := unit_of_label(label)) is not None:
+            return found
+    values = sample()
+    if values.size == 0:
+        raise DataError(source, "holds no valid SAR value (all NaN, infinite or nodata)")
+    return "db" if float(np.mean(values < 0)) >= 0.5 else "linear"

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any, Protocol
 from xml.sax.saxutils import escape
+
+from rasterio.enums import Resampling
+from rasterio.io import DatasetReader
+from rasterio.vrt import WarpedVRT
 
 from cloudlulc.io.rasters import RasterInfo
 from cloudlulc.io.storage import is_s3_uri
@@ -41,3 +46,26 @@ def db_to_power_vrt(uri: str, info: RasterInfo) -> str:
         f'<VRTDataset rasterXSize="{info.width}" rasterYSize="{info.height}"><SRS>{crs}</SRS>'
         f"<GeoTransform>{geotransform}</GeoTransform>{bands}</VRTDataset>"
     )
+
+
+class GridLike(Protocol):
+    """A target pixel grid: what a warped view needs of it (ingest's ``Grid``, mapping's ``SceneGrid``)."""
+
+    @property
+    def crs(self) -> Any: ...  # noqa: D102
+    @property
+    def transform(self) -> Any: ...  # noqa: D102
+    @property
+    def width(self) -> int: ...  # noqa: D102
+    @property
+    def height(self) -> int: ...  # noqa: D102
+
+
+def warped_view(source: DatasetReader, grid: GridLike, resampling: Resampling, *, src_nodata: float | None,
+                nodata: float | None, dtype: str) -> WarpedVRT:  # fmt: skip
+    """``source`` as GDAL sees it resampled onto ``grid``: read window by window, never whole.
+
+    The caller closes it (ingest and mapping enter it into their ``ExitStack``).
+    """
+    return WarpedVRT(source, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
+                     resampling=resampling, src_nodata=src_nodata, nodata=nodata, dtype=dtype)  # fmt: skip

@@ -35,9 +35,9 @@ from cloudlulc import schema
 from cloudlulc.errors import DataError
 from cloudlulc.io.gdal_env import rasterio_env
 from cloudlulc.io.rasters import RasterInfo, expect_band_count, grid_mismatch, info_of, open_raster, read_window
-from cloudlulc.io.sentinel import dn_to_reflectance, scale_sar
+from cloudlulc.io.sentinel import dn_to_reflectance, infer_sar_units, scale_sar, unit_of_label
 from cloudlulc.io.storage import is_s3_uri
-from cloudlulc.io.vrt import db_to_power_vrt
+from cloudlulc.io.vrt import db_to_power_vrt, warped_view
 
 SarUnits = Literal["auto", "db", "linear"]
 SAR_RESAMPLING = Resampling.bilinear
@@ -178,15 +178,9 @@ class SceneReader:
     def _resolve_units(self) -> Literal["db", "linear"]:
         if self.requested_sar_units != "auto":
             return self.requested_sar_units
-        units = {str(unit or "").strip().lower() for unit in self.sar.units}
-        if units and units <= {"db", "decibel", "decibels"}:
-            return "db"
-        if units and units <= {"linear", "power", "linear power"}:
-            return "linear"
-        sample = self._decimated_sar_sample()
-        if sample.size == 0:
-            raise DataError(self.sar_uri, "SAR holds no valid value (all NaN, infinite or nodata)")
-        return "db" if float(np.mean(sample < 0)) >= 0.5 else "linear"
+        found = {unit_of_label(unit) for unit in self.sar.units}
+        labels = [found.pop()] if len(found) == 1 else []  # bands that disagree decide nothing
+        return infer_sar_units(labels, self._decimated_sar_sample, self.sar_uri)
 
     def _decimated_sar_sample(self, side: int = 256) -> np.ndarray:
         shape = (min(side, self.sar_info.height), min(side, self.sar_info.width))
@@ -209,17 +203,7 @@ class SceneReader:
         source = self._linear_source()
         source_nodata = float("nan") if self.sar_units == "db" or source.nodata is None else source.nodata
         return self._stack.enter_context(
-            WarpedVRT(
-                source,
-                crs=grid.crs,
-                transform=grid.transform,
-                width=grid.width,
-                height=grid.height,
-                resampling=resampling,
-                src_nodata=source_nodata,
-                nodata=float("nan"),
-                dtype="float32",
-            )
+            warped_view(source, grid, resampling, src_nodata=source_nodata, nodata=float("nan"), dtype="float32")
         )
 
     def _check_not_empty(self) -> None:

@@ -27,6 +27,7 @@ from cloudlulc.errors import ServingError
 from cloudlulc.export.onnx import export_onnx
 from cloudlulc.export.parity import ParityReport, check_parity, parity_samples, torch_runner
 from cloudlulc.io.storage import atomic_local_path
+from cloudlulc.models.networks import SegmentationNetwork
 from cloudlulc.serving.client import TritonClient
 from cloudlulc.serving.local_triton import LocalTriton
 from cloudlulc.serving.model_config import ONNX_MODEL, TENSORRT_MODEL
@@ -177,10 +178,14 @@ def export_champion(settings: TrackingSettings, dataset: str, out_dir: str | Pat
     """
     _, registered_version = _champion(settings, alias)
     network = load_registered_network(settings, alias)
-    out = Path(out_dir)
+    return _export(network, settings.registered_model, registered_version, alias, dataset, Path(out_dir), tensorrt)
+
+
+def _export(network: SegmentationNetwork, registered_model: str, registered_version: str, alias: str, dataset: str,
+            out: Path, tensorrt: bool) -> ExportedModel:  # fmt: skip
     onnx_path = out / "model.onnx"
-    facts: dict[str, object] = {"registered_model": settings.registered_model,
-                                "registered_version": registered_version, "alias": alias}  # fmt: skip
+    facts: dict[str, object] = {"registered_model": registered_model, "registered_version": registered_version,
+                                "alias": alias}  # fmt: skip
     parity = export_onnx(network, onnx_path, dataset, metadata=facts)
     if not tensorrt:
         return ExportedModel(onnx_path, registered_version, parity)
@@ -230,7 +235,8 @@ def promote(settings: TrackingSettings, repository: ModelRepository, dataset: st
         if exported is not None:
             onnx_path, export_parity = exported.path, exported.parity
         else:
-            built = export_champion(settings, dataset, folder, tensorrt=model != ONNX_MODEL, alias=alias)
+            built = _export(network, settings.registered_model, registered_version, alias, dataset, Path(folder),
+                            tensorrt=model != ONNX_MODEL)  # fmt: skip
             onnx_path, export_parity = built.path, built.parity
         previous_versions = repository.versions(model)
         previous = previous_versions[-1] if previous_versions else None
