@@ -12,6 +12,12 @@ class CloudLULCError(Exception):
     exit_code: int = 1
 
 
+class UsageError(CloudLULCError):
+    """Arguments that cannot work together or are out of range, found before any work starts."""
+
+    exit_code = 2
+
+
 class DataError(CloudLULCError):
     """Input data is unreadable, malformed or breaks the data contract."""
 
@@ -27,6 +33,12 @@ class StorageError(CloudLULCError):
     """An object store or folder cannot be reached, listed or written."""
 
     exit_code = 4
+
+
+class MissingObjectError(StorageError):
+    """The storage answered, but the named file or object is not there: an input problem, not an outage."""
+
+    exit_code = 3
 
 
 class ExportError(CloudLULCError):

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cloudlulc import schema
+from cloudlulc.io.guard import check_outputs_apart, probe_writable
 from cloudlulc.io.storage import staged_output
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ def dataset_quicklook(root: str, out_png: str, *, count: int = 4, split: Split =
 
     from cloudlulc.data.dataset import CloudLULCDataset  # torch: only for dataset quicklooks, not map quicklooks
 
+    check_outputs_apart({"--out": out_png}, datasets={"DATASET": root})
+    probe_writable(out_png, "--out")
     dataset = CloudLULCDataset(root, split, return_clear=True, return_cloud_mask=True)
     picks = np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int)
     columns = ["Sentinel-2 cloudy", "Sentinel-2 clear (reference)", "Sentinel-1 VV/VH", "Label", "Cloud mask"]

@@ -112,6 +112,9 @@ CLOUD_OPAQUE: Final[int] = 2
 CLOUD_SHADOW: Final[int] = 3
 CLOUD_MASK_NAMES: Final[dict[int, str]] = {0: "clear", 1: "thin cloud", 2: "opaque cloud", 3: "shadow"}
 
+MAX_PATCH_SIDE: Final[int] = 4096
+"""Largest side of a sample read whole (our choice: ingest's largest chip); larger ones are refused from the header."""
+
 CLOUD_BINS: Final[tuple[tuple[float, float], ...]] = (
     (0.0, 0.1),
     (0.1, 0.3),

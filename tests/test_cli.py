@@ -56,7 +56,8 @@ def test_planted_bad_sample_is_reported_by_name(cli_dataset: Path, tmp_path: Pat
 def test_bad_usage_and_missing_dataset_give_exit_codes(tmp_path: Path):
     usage = run("synth", "--out", str(tmp_path / "x"), "--n", "0")
     assert usage.returncode == 2 and "--n" in usage.stderr
-    empty = run("validate", str(tmp_path), "--report-dir", str(tmp_path / "r"))
+    (tmp_path / "empty").mkdir()
+    empty = run("validate", str(tmp_path / "empty"), "--report-dir", str(tmp_path / "r"))
     assert empty.returncode == 3
     assert empty.stderr.startswith("error: ") and "no samples found" in empty.stderr
     assert "Traceback" not in empty.stderr

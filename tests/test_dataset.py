@@ -73,7 +73,7 @@ def test_random_crops_read_windows(synthetic_master: Path):
     dataset = CloudLULCDataset(str(synthetic_master), "train", crop_size=24, augment=True)
     shapes = {tuple(dataset[i % len(dataset)]["optical"].shape) for i in range(5)}
     assert shapes == {(12, 24, 24)}
-    with pytest.raises(ValueError, match="exceeds the patch size"):
+    with pytest.raises(DataError, match=r"synth_\d+\.tif: patch is 64 x 64 pixels, smaller than the crop of 100"):
         CloudLULCDataset(str(synthetic_master), "train", crop_size=100)[0]
 
 

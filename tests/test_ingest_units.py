@@ -23,7 +23,7 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from cloudlulc import schema
-from cloudlulc.errors import DataError
+from cloudlulc.errors import DataError, UsageError
 from cloudlulc.ingest.assets import (
     S2_ASSET_KEYS,
     Asset,
@@ -93,8 +93,9 @@ def test_aoi_from_geojson_and_bbox_with_clear_errors(tmp_path: Path) -> None:
     path.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
     assert load_aoi(path).bounds == (2, 48, 3, 49)
     assert parse_bbox("2,48,3,49").bounds == (2, 48, 3, 49)
-    with pytest.raises(DataError, match="bbox"):
+    with pytest.raises(UsageError, match="bbox") as refused:
         parse_bbox("3,48,2,49")
+    assert refused.value.exit_code == 2
     (tmp_path / "empty.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": []}))
     with pytest.raises(DataError, match=r"empty.geojson.*no geometry"):
         load_aoi(tmp_path / "empty.geojson")

@@ -212,7 +212,8 @@ def test_sar_in_another_crs_is_resampled_onto_the_optical_grid(tmp_path: Path, c
     cols, rows = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
     xs, ys = sar_transform @ (cols.ravel(), rows.ravel())
     easting, northing = transform_points(crs, UTM32, xs, ys)
-    power = ramp_power(np.asarray(easting), np.asarray(northing)).reshape(2, height, width)
+    # Linear power is never negative: the ramp's far corners (outside the optical scene) are clamped.
+    power = np.maximum(ramp_power(np.asarray(easting), np.asarray(northing)).reshape(2, height, width), 1e-3)
     stored = schema.linear_to_db(power) if units == "db" else power
     sar = write_sar(tmp_path / "s1.tif", stored, sar_transform, CRS.from_string(crs))
 

@@ -134,3 +134,55 @@ def test_fine_tune_from_a_registered_model(mlflow_server: str, tracked_set: Path
         weights["optical_encoder.stages.0.0.0.0.weight"], source["optical_encoder.stages.0.0.0.0.weight"]
     )
     assert not torch.equal(weights["decoder.classify.weight"], source["decoder.classify.weight"])
+
+
+class _Payload:
+    """Unpickling this creates a folder: what a crafted registered model would smuggle in."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.mkdir, (str(self.marker),)
+
+
+@pytest.fixture
+def global_tracking_uri_restored():
+    """MLflow keeps the tracking URI in a global and in MLFLOW_TRACKING_URI: put both back afterwards."""
+    import os
+
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    mlflow.set_tracking_uri(before)
+
+
+@pytest.mark.usefixtures("global_tracking_uri_restored")
+def test_a_pickled_registered_model_is_refused_unrun(mlflow_server: str, tmp_path: Path):
+    import json
+
+    import mlflow
+    import torch
+
+    from cloudlulc.models.config import model_config
+    from cloudlulc.tracking.stages import load_network
+
+    class Carrier(torch.nn.Module):
+        def __init__(self, marker: Path) -> None:
+            super().__init__()
+            self.payload = _Payload(marker)
+
+    marker = tmp_path / "PAYLOAD-RAN"
+    settings = TrackingSettings(tracking_uri=mlflow_server, experiment="pickle-test", registered_model="crafted")
+    mlflow.set_tracking_uri(mlflow_server)
+    mlflow.set_experiment("pickle-test")
+    network = json.dumps(model_config("cloudlulc_net", "tiny").model_dump(mode="json"))
+    with mlflow.start_run():
+        info = mlflow.pytorch.log_model(Carrier(marker), name="model", serialization_format="pickle",
+                                        pip_requirements=["torch"], metadata={"network": network})  # fmt: skip
+    with pytest.raises(TrackingError, match=f"cannot load {info.model_uri}"):
+        load_network(settings, info.model_uri)
+    assert not marker.exists(), "loading a registered model ran code from its pickle"

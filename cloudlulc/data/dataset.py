@@ -20,8 +20,16 @@ from cloudlulc import schema
 from cloudlulc.data.layout import SPLITS, DatasetLayout, SampleRecord, Split
 from cloudlulc.errors import DataError
 from cloudlulc.io.gdal_env import rasterio_env
-from cloudlulc.io.rasters import expect_band_count, grid_mismatch, info_of, open_raster, read_window
-from cloudlulc.io.sentinel import read_reflectance, scale_sar
+from cloudlulc.io.rasters import (
+    RasterInfo,
+    expect_band_count,
+    expect_patch_size,
+    grid_mismatch,
+    info_of,
+    open_raster,
+    read_window,
+)
+from cloudlulc.io.sentinel import check_sar_units, note_once, read_reflectance, sar_units_declared, scale_sar
 
 
 class Sample(TypedDict, total=False):
@@ -50,6 +58,12 @@ class CloudLULCDataset(Dataset[Sample]):
         return_clear: also return ``clear`` [12,H,W], the cloud-free reference.
         return_cloud_mask: also return ``cloud_mask`` [H,W] (schema.CLOUD_* codes) where present.
         exclude: sample names to skip, e.g. a validation quarantine list.
+        size_multiple: full patches (no crop) must have sides that are multiples of this (the network's
+            stride); a sample that breaks it is a DataError naming the file.
+
+    Every read checks, naming the file: band counts and grids, the patch size from the header (before
+    pixels are read), the optical and SAR units against their values, and label values over the whole
+    label (not only a crop of it).
     """
 
     def __init__(
@@ -62,6 +76,7 @@ class CloudLULCDataset(Dataset[Sample]):
         return_clear: bool = False,
         return_cloud_mask: bool = False,
         exclude: Iterable[str] = (),
+        size_multiple: int = 1,
     ) -> None:
         self.layout = DatasetLayout(root)
         wanted = (splits,) if isinstance(splits, str) else tuple(splits)
@@ -77,6 +92,7 @@ class CloudLULCDataset(Dataset[Sample]):
         self.augment = augment
         self.return_clear = return_clear
         self.return_cloud_mask = return_cloud_mask
+        self.size_multiple = size_multiple
 
     def __len__(self) -> int:
         return len(self.records)
@@ -87,7 +103,7 @@ class CloudLULCDataset(Dataset[Sample]):
             optical_file = stack.enter_context(open_raster(self.layout.uri(record.opt_cloudy)))
             reference = info_of(optical_file)
             expect_band_count(reference, len(schema.S2_BANDS), "Opt_S2_cloudy")
-            window = self._window(reference.height, reference.width)
+            window = self._window(reference)
 
             def open_checked(path: str, bands: int, what: str) -> DatasetReader:
                 dataset = stack.enter_context(open_raster(self.layout.uri(path)))
@@ -99,17 +115,14 @@ class CloudLULCDataset(Dataset[Sample]):
                 return dataset
 
             optical = read_reflectance(optical_file, window)
-            sar = scale_sar(
-                np.stack(
-                    [
-                        read_window(open_checked(path, 1, f"SAR {pol}"), window)[0]
-                        for path, pol in ((record.sar_vv, "VV"), (record.sar_vh, "VH"))
-                    ]
-                )
-            )
+            sar_files = [
+                open_checked(path, 1, f"SAR {pol}") for path, pol in ((record.sar_vv, "VV"), (record.sar_vh, "VH"))
+            ]
+            sar = scale_sar(_sar_db(sar_files, window))
             arrays: dict[str, np.ndarray] = {"optical": optical, "sar": sar}
             if record.label:
-                arrays["label"] = self._label(read_window(open_checked(record.label, 1, "Label"), window)[0], record)
+                whole = self._label(read_window(open_checked(record.label, 1, "Label"))[0], record)
+                arrays["label"] = whole if window is None else whole[_slices(window)]
             else:
                 arrays["label"] = np.full(optical.shape[1:], schema.IGNORE_INDEX, np.uint8)
             if self.return_clear and record.opt_clear:
@@ -129,11 +142,17 @@ class CloudLULCDataset(Dataset[Sample]):
             sample["cloud_mask"] = tensors["cloud_mask"]
         return sample
 
-    def _window(self, height: int, width: int) -> Window | None:
+    def _window(self, reference: RasterInfo) -> Window | None:
+        height, width = reference.height, reference.width
+        expect_patch_size(reference, schema.MAX_PATCH_SIDE)
         if self.crop_size is None:
+            if height % self.size_multiple or width % self.size_multiple:
+                raise DataError(reference.path, f"patch is {width} x {height} pixels; full patches need sides that "
+                                f"are multiples of {self.size_multiple}")  # fmt: skip
             return None
         if self.crop_size > min(height, width):
-            raise ValueError(f"crop_size {self.crop_size} exceeds the patch size {height}x{width}")
+            raise DataError(reference.path, f"patch is {width} x {height} pixels, smaller than the crop of "
+                            f"{self.crop_size} (crop_size)")  # fmt: skip
         if self.augment:
             row = int(torch.randint(0, height - self.crop_size + 1, ()).item())
             col = int(torch.randint(0, width - self.crop_size + 1, ()).item())
@@ -160,3 +179,24 @@ class CloudLULCDataset(Dataset[Sample]):
             value = np.rot90(value, turns, axes=(-2, -1))
             out[key] = value[..., ::-1] if flip else value
         return out
+
+
+def _slices(window: Window) -> tuple[slice, slice]:
+    """Row and column slices of an integer window, to cut a crop out of an array read whole."""
+    return (slice(int(window.row_off), int(window.row_off + window.height)),
+            slice(int(window.col_off), int(window.col_off + window.width)))  # fmt: skip
+
+
+def _sar_db(files: list[DatasetReader], window: Window | None) -> np.ndarray:
+    """VV and VH sigma0 in dB [2,h,w]: units as declared (verified against the values) or as the values say.
+
+    Linear power is converted (and the conversion noted once per file); a declaration the values
+    contradict is a DataError naming the file.
+    """
+    bands = np.stack([read_window(dataset, window, out_dtype="float32")[0] for dataset in files])
+    declared = {sar_units_declared(dataset) for dataset in files}
+    units = check_sar_units(declared.pop() if len(declared) == 1 else None, bands, files[0].name)
+    if units == "linear":
+        note_once(files[0].name, "SAR values are linear power; converted to dB")
+        return schema.linear_to_db(bands)
+    return bands

@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from cloudlulc import schema
-from cloudlulc.errors import ExportError
+from cloudlulc.errors import DataError, ExportError
 from cloudlulc.export.parity import ParityReport, Runner, check_parity, parity_samples, torch_runner
+from cloudlulc.io.filekind import describe_file
 from cloudlulc.io.storage import atomic_local_path
 from cloudlulc.models.networks import OPTICAL_CHANNELS, SAR_CHANNELS, SIZE_MULTIPLE, SegmentationNetwork
 
@@ -48,7 +49,13 @@ def onnxruntime_runner(path: str | Path, threads: int = 0) -> Runner:
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # ONNX Runtime raises its own Fail / InvalidProtobuf / NoSuchFile types
+        kind = describe_file(path)
+        what = f"is {kind}, not an ONNX model" if kind and kind != "an ONNX model" else "is not a loadable ONNX model"
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise DataError(str(path), f"{what} ({reason})") from None
 
     def run(optical: np.ndarray, sar: np.ndarray) -> np.ndarray:
         return session.run([OUTPUT_NAME], {"optical": optical, "sar": sar})[0]

@@ -20,7 +20,7 @@ from pystac.stac_io import DefaultStacIO
 from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 
-from cloudlulc.errors import DataError, StorageError
+from cloudlulc.errors import DataError, MissingObjectError, StorageError, UsageError
 from cloudlulc.io.storage import is_s3_uri, open_storage
 
 DEFAULT_CATALOG = "https://earth-search.aws.element84.com/v1"
@@ -92,11 +92,11 @@ class SearchQuery:
 
     def __post_init__(self) -> None:
         if self.end < self.start:
-            raise DataError("date range", f"end {self.end} is before start {self.start}")
+            raise UsageError(f"date range: end {self.end} is before start {self.start}")
         if not 0.0 <= self.max_cloud_cover <= 100.0:
-            raise DataError("max cloud cover", f"must be a percentage in [0, 100], got {self.max_cloud_cover}")
+            raise UsageError(f"max cloud cover: must be a percentage in [0, 100], got {self.max_cloud_cover}")
         if self.pair_window_days < 0:
-            raise DataError("pair window", f"must be >= 0 days, got {self.pair_window_days}")
+            raise UsageError(f"pair window: must be >= 0 days, got {self.pair_window_days}")
 
 
 @dataclass(frozen=True)
@@ -115,9 +115,9 @@ def parse_bbox(text: str) -> BaseGeometry:
     try:
         west, south, east, north = (float(v) for v in text.replace(" ", "").split(","))
     except ValueError:
-        raise DataError("bbox", f"expected 'west,south,east,north' in degrees, got {text!r}") from None
+        raise UsageError(f"bbox: expected 'west,south,east,north' in degrees, got {text!r}") from None
     if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
-        raise DataError("bbox", f"{text!r} is not a valid lon/lat box (west < east, south < north, in range)")
+        raise UsageError(f"bbox: {text!r} is not a valid lon/lat box (west < east, south < north, in range)")
     return shapely.box(west, south, east, north)
 
 
@@ -178,6 +178,13 @@ def is_static_catalog(source: str) -> bool:
     return not source.startswith(("http://", "https://"))
 
 
+def catalog_root(source: str) -> str | None:
+    """The folder or ``s3://`` prefix holding a static catalog's files; None for a STAC API or HTTP catalog."""
+    if not is_static_catalog(source) or source.startswith(("http://", "https://")):
+        return None
+    return _static_catalog_href(source).rpartition("/")[0] or "."
+
+
 def _static_catalog_href(source: str) -> str:
     if source.endswith(".json"):
         return source
@@ -189,8 +196,10 @@ def _static_items(source: str) -> Iterator[pystac.Item]:
     try:
         catalog = pystac.Catalog.from_file(href, stac_io=StorageStacIO())
         yield from catalog.get_items(recursive=True)
-    except StorageError as error:
+    except MissingObjectError as error:
         raise DataError(href, f"cannot read the static STAC catalog ({error})") from error
+    except StorageError as error:  # the store is unreachable or refuses us: exit 4, not bad data
+        raise StorageError(f"static STAC catalog {href}: {error}") from error
     except (OSError, ValueError, KeyError, pystac.STACError) as error:
         raise DataError(href, f"cannot read the static STAC catalog ({type(error).__name__}: {error})") from error
 

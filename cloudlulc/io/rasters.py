@@ -126,6 +126,16 @@ def expect_band_count(info: RasterInfo, expected: int, what: str) -> None:
         raise DataError(info.path, f"{what} must have {expected} band(s), found {info.count}")
 
 
+def expect_patch_size(info: RasterInfo, max_side: int) -> None:
+    """Raise a DataError naming the file when its header declares more pixels than a sample may hold.
+
+    Checked before a file is read whole: a few-kB sparse file can declare 60000 x 60000 pixels.
+    """
+    if max(info.width, info.height) > max_side:
+        raise DataError(info.path, f"declares {info.width} x {info.height} pixels, more than a sample may hold "
+                        f"({max_side} a side); cut it into chips (ingest --chip-size)")  # fmt: skip
+
+
 def grid_mismatch(reference: RasterInfo, other: RasterInfo) -> str | None:
     """Why ``other`` is not on the grid of ``reference`` (CRS, shape, transform), or None."""
     if reference.crs != other.crs:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from cloudlulc.errors import StorageError
+from cloudlulc.errors import MissingObjectError, StorageError
 
 S3_ENDPOINT_VARIABLES = ("CLOUDLULC_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 """Environment variables read, in this order, for a custom S3 endpoint (MinIO, moto, Ceph...)."""
@@ -125,7 +125,7 @@ class LocalStorage:
         try:
             return (self.root / key).read_bytes()
         except FileNotFoundError as error:
-            raise StorageError(f"{self.join(key)}: no such file") from error
+            raise MissingObjectError(f"{self.join(key)}: no such file") from error
         except OSError as error:
             raise StorageError(f"{self.join(key)}: cannot read ({error.strerror})") from error
 
@@ -272,7 +272,11 @@ class S3Storage:
 
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except (ClientError, BotoCoreError) as error:
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NoSuchBucket"}:
+                raise MissingObjectError(f"{self.join(key)}: no such object") from error
+            raise self._fail(key, "read", error) from error
+        except BotoCoreError as error:
             raise self._fail(key, "read", error) from error
 
     def write_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:

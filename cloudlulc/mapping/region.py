@@ -30,6 +30,7 @@ from tqdm import tqdm
 from cloudlulc import schema
 from cloudlulc.errors import DataError
 from cloudlulc.io.gdal_env import bounded_block_cache
+from cloudlulc.io.guard import check_outputs_apart, probe_readable, probe_writable
 from cloudlulc.io.rasters import publish_cog
 from cloudlulc.mapping.areas import ClassAreas, class_areas, write_class_areas
 from cloudlulc.mapping.quicklook import write_quicklook
@@ -176,6 +177,10 @@ def map_scene(
     if not out_uri.lower().endswith(".tif"):
         raise ValueError(f"out_uri must name a .tif file, got {out_uri}")
     sidecars = sidecar_uris(out_uri)
+    check_outputs_apart({"out_uri": out_uri, **sidecars}, files={"optical_uri": optical_uri, "sar_uri": sar_uri})
+    probe_readable(optical_uri, "Sentinel-2 scene")
+    probe_readable(sar_uri, "Sentinel-1 file")
+    probe_writable(out_uri, "map output")
     with bounded_block_cache(), SceneReader(optical_uri, sar_uri, sar_units=sar_units) as scene:
         grid = TileGrid(scene.grid.height, scene.grid.width, tile, overlap)
         identity = {

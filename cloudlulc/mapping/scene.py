@@ -35,7 +35,15 @@ from cloudlulc import schema
 from cloudlulc.errors import DataError
 from cloudlulc.io.gdal_env import rasterio_env
 from cloudlulc.io.rasters import RasterInfo, expect_band_count, grid_mismatch, info_of, open_raster, read_window
-from cloudlulc.io.sentinel import dn_to_reflectance, infer_sar_units, scale_sar, unit_of_label
+from cloudlulc.io.sentinel import (
+    OpticalUnits,
+    check_sar_units,
+    dn_to_reflectance,
+    note_once,
+    optical_units,
+    sar_units_declared,
+    scale_sar,
+)
 from cloudlulc.io.storage import is_s3_uri
 from cloudlulc.io.vrt import db_to_power_vrt, warped_view
 
@@ -148,6 +156,7 @@ class SceneReader:
         self.sar_indexes = _polarisation_indexes(self.sar_info)
         self._check_overlap()
         self.sar_units: Literal["db", "linear"] = self._resolve_units()
+        self.optical_units: OpticalUnits = self._resolve_optical_units()
         self.same_grid = grid_mismatch(self.optical_info, self.sar_info) is None
         self._warped: WarpedVRT | None = None if self.same_grid else self._warp_to(self.grid, SAR_RESAMPLING)
         self._check_not_empty()
@@ -176,11 +185,21 @@ class SceneReader:
             )
 
     def _resolve_units(self) -> Literal["db", "linear"]:
-        if self.requested_sar_units != "auto":
-            return self.requested_sar_units
-        found = {unit_of_label(unit) for unit in self.sar.units}
-        labels = [found.pop()] if len(found) == 1 else []  # bands that disagree decide nothing
-        return infer_sar_units(labels, self._decimated_sar_sample, self.sar_uri)
+        """SAR units: requested, or declared by the file, checked against a decimated read either way."""
+        sample = self._decimated_sar_sample()
+        if sample.size == 0:
+            raise DataError(self.sar_uri, "holds no valid SAR value (all NaN, infinite or nodata)")
+        declared = None if self.requested_sar_units == "auto" else self.requested_sar_units
+        units = check_sar_units(declared or sar_units_declared(self.sar), sample, self.sar_uri)
+        if units == "linear" and declared is None and sar_units_declared(self.sar) is None:
+            note_once(self.sar_uri, "SAR values are linear power (no unit declared); converted to dB")
+        return units
+
+    def _resolve_optical_units(self) -> OpticalUnits:
+        """Optical units from a decimated read, decided once so every window is read alike."""
+        shape = (min(256, self.grid.height), min(256, self.grid.width))
+        sample = _read(self.optical, self.optical_uri, out_shape=(len(schema.S2_BANDS), *shape), out_dtype="float32")
+        return optical_units(self.optical, sample)
 
     def _decimated_sar_sample(self, side: int = 256) -> np.ndarray:
         shape = (min(side, self.sar_info.height), min(side, self.sar_info.width))
@@ -241,7 +260,7 @@ class SceneReader:
         """Model inputs of ``window`` (inside the scene) and the pixels where both sensors hold data."""
         dn = read_window(self.optical, window, out_dtype="float32")
         valid = optical_valid(dn, self.optical_info.nodata)
-        optical = dn_to_reflectance(self.optical, dn)
+        optical = dn_to_reflectance(self.optical, dn, self.optical_units)
         db = self.sar_db(window)
         valid &= np.isfinite(db).all(axis=0)
         return SceneWindow(optical, scale_sar(db), valid)
@@ -258,7 +277,7 @@ class SceneReader:
         coarse = SceneGrid(self.grid.crs, transform, width, height)
         dn = _read(self.optical, self.optical_uri, out_shape=(len(schema.S2_BANDS), height, width), out_dtype="float32")
         valid = optical_valid(dn, self.optical_info.nodata)
-        optical = dn_to_reflectance(self.optical, dn)
+        optical = dn_to_reflectance(self.optical, dn, self.optical_units)
         warped = self._warp_to(coarse, Resampling.average)
         db = schema.linear_to_db(_read(warped, self.sar_uri, indexes=list(self.sar_indexes)))
         valid &= np.isfinite(db).all(axis=0)
@@ -270,6 +289,7 @@ class SceneReader:
             "optical": _file_fingerprint(self.optical_uri, self.optical_info),
             "sar": _file_fingerprint(self.sar_uri, self.sar_info),
             "sar_units": self.sar_units,
+            "optical_units": self.optical_units,
         }
 
 

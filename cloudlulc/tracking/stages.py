@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,12 +69,19 @@ def load_network(settings: TrackingSettings, uri: str) -> SegmentationNetwork:
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     try:
-        metadata = mlflow.models.get_model_info(uri).metadata or {}
-        program = mlflow.pytorch.load_model(uri, map_location="cpu")
-    except Exception as error:  # MlflowException, OSError, torch load errors
+        info = mlflow.models.get_model_info(uri)
+    except Exception as error:  # MlflowException, OSError
         raise TrackingError(f"cannot load {uri} from {settings.tracking_uri}: {error}") from error
+    metadata = info.metadata or {}
     if "network" not in metadata:
         raise TrackingError(f"{uri} carries no network config in its metadata; was it logged by cloudlulc?")
+    if (info.flavors.get("pytorch") or {}).get("code"):
+        raise TrackingError(f"{uri} bundles Python code to import on load; refused (cloudlulc models carry none)")
+    try:
+        with _pickle_refused():
+            program = mlflow.pytorch.load_model(uri, map_location="cpu")
+    except Exception as error:  # MlflowException, OSError, torch load errors
+        raise TrackingError(f"cannot load {uri} from {settings.tracking_uri}: {error}") from error
     network = build_model(ModelConfig.model_validate(json.loads(metadata["network"])))
     weights = {k.removeprefix("network."): v for k, v in program.state_dict().items()}
     network.load_state_dict(weights)
@@ -91,3 +101,18 @@ def run_gate_stage(dataset: str, settings: TrackingSettings, config: GateConfig 
         challenger = evaluate_model(load_registered_network(settings, CHALLENGER), test_set)
         champion = evaluate_model(load_registered_network(settings, CHAMPION), test_set) if champion_version else None
     return registry.apply_gate(challenger_version, challenger, champion_version, champion, config or GateConfig())
+
+
+@contextmanager
+def _pickle_refused() -> Iterator[None]:
+    """Let MLflow load only pickle-free ``pt2`` archives (its default would unpickle, i.e. run, a payload)."""
+    variable = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+    previous = os.environ.get(variable)
+    os.environ[variable] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = previous

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from cloudlulc import schema
-from cloudlulc.data.dataset import CloudLULCDataset
+from cloudlulc.data.dataset import CloudLULCDataset, Sample
 from cloudlulc.data.layout import Split
 from cloudlulc.data.metadata import read_metadata
-from cloudlulc.models.networks import SegmentationNetwork
+from cloudlulc.errors import DataError
+from cloudlulc.models.networks import SIZE_MULTIPLE, SegmentationNetwork
 from cloudlulc.training.metrics import MetricAccumulator, SegmentationMetrics
 
 
@@ -34,7 +36,7 @@ def evaluate_model(model: SegmentationNetwork, dataset: CloudLULCDataset, *, bat
     accumulator = MetricAccumulator(model.config.num_classes)
     was_training = model.training
     model.eval()
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_same_size_batch):
         logits = model(batch["optical"].to(device), batch["sar"].to(device))
         names = list(batch["name"])
         cover = [covers[n] for n in names] if all(n in covers for n in names) else None
@@ -43,9 +45,23 @@ def evaluate_model(model: SegmentationNetwork, dataset: CloudLULCDataset, *, bat
     return accumulator.result()
 
 
+def _same_size_batch(samples: list[Sample]) -> dict[str, Any]:
+    """Stack samples into a batch; samples of different sizes are a DataError naming both, not a stack error."""
+    first = samples[0]
+    for sample in samples[1:]:
+        if sample["label"].shape != first["label"].shape:
+            (rows, cols), (first_rows, first_cols) = sample["label"].shape, first["label"].shape
+            raise DataError(
+                sample["name"],
+                f"sample is {cols} x {rows} pixels while {first['name']} is {first_cols} x {first_rows}: "
+                "a split's patches must share one size",
+            )
+    return default_collate(samples)
+
+
 def evaluation_dataset(root: str, split: Split, exclude: tuple[str, ...] = ()) -> CloudLULCDataset:
-    """The deterministic dataset the protocol evaluates on."""
-    return CloudLULCDataset(root, split, exclude=exclude)
+    """The deterministic dataset the protocol evaluates on (full patches, sides multiples of the network's stride)."""
+    return CloudLULCDataset(root, split, exclude=exclude, size_multiple=SIZE_MULTIPLE)
 
 
 def load_trained_model(checkpoint: str) -> SegmentationNetwork:

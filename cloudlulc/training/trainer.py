@@ -26,9 +26,10 @@ from tqdm import tqdm
 from cloudlulc.data.dataset import CloudLULCDataset
 from cloudlulc.data.layout import DatasetLayout
 from cloudlulc.errors import DataError
+from cloudlulc.io.guard import check_outputs_apart, probe_writable
 from cloudlulc.io.storage import staged_output
 from cloudlulc.models.networks import ModelOutput, SegmentationNetwork, build_model
-from cloudlulc.training.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
+from cloudlulc.training.checkpoints import CHECKPOINT_DIR, list_checkpoints, load_checkpoint, save_checkpoint
 from cloudlulc.training.config import TrainConfig
 from cloudlulc.training.distributed import (
     Replica,
@@ -99,6 +100,20 @@ def initial_weights(config: TrainConfig) -> dict[str, torch.Tensor] | None:
     return load_checkpoint(path)["model"]
 
 
+def check_training_paths(config: TrainConfig) -> None:
+    """Before any epoch: outputs outside the dataset, ``init`` not among the checkpoints a run prunes, writable.
+
+    Raises:
+        UsageError: the output folder lies in the dataset, or ``init`` is one of its own checkpoints.
+        StorageError: the output folder cannot be written.
+    """
+    check_outputs_apart({"output_dir": config.output_dir}, datasets={"dataset": config.dataset})
+    checkpoints = Path(config.output_dir) / CHECKPOINT_DIR
+    if config.init and not config.init.startswith("models:/"):
+        check_outputs_apart({"init": config.init}, datasets={"output_dir checkpoints": str(checkpoints)})
+    probe_writable(str(checkpoints / "epoch_0000.pt"), "output_dir")
+
+
 def freeze_encoders(model: SegmentationNetwork) -> int:
     """Stop gradients in every encoder (modules named ``*encoder``); return the parameters frozen."""
     frozen = 0
@@ -138,6 +153,8 @@ def train(config: TrainConfig, *, progress: bool = True, on_epoch_end: EpochCall
 
 def _train(config: TrainConfig, replica: Replica, device: torch.device, *, progress: bool,
            on_epoch_end: EpochCallback | None, init_state: dict[str, torch.Tensor] | None) -> TrainResult:  # fmt: skip
+    if replica.is_main:
+        check_training_paths(config)
     seed_everything(config.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     exclude = _read_exclude(config.exclude_file)

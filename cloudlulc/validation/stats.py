@@ -17,7 +17,7 @@ import pandas as pd
 from cloudlulc import schema
 from cloudlulc.data.layout import DatasetLayout, SampleRecord
 from cloudlulc.errors import DataError
-from cloudlulc.io.rasters import RasterInfo, grid_mismatch, info_of, open_raster, read_window
+from cloudlulc.io.rasters import RasterInfo, expect_patch_size, grid_mismatch, info_of, open_raster, read_window
 from cloudlulc.io.sentinel import boa_add_offset
 
 PERCENTILE_STRIDE = 4
@@ -82,6 +82,7 @@ def sample_stats(layout: DatasetLayout, record: SampleRecord, missing: frozenset
         try:
             with open_raster(layout.uri(path)) as dataset:
                 info = info_of(dataset)
+                expect_patch_size(info, schema.MAX_PATCH_SIDE)
                 pixels = read_window(dataset)
                 row[f"{role}_bands"] = info.count
                 row[f"{role}_dtype"] = info.dtype
