@@ -1,7 +1,9 @@
 """Serving overhead: one synthetic scene mapped through the local Triton over gRPC and in-process ONNX Runtime.
 
-Both paths run the same ONNX export, tiles, batches and requests in flight, one after the other in one
-run, alternating over rounds; the figure is Mpx/s of each and the ratio Triton / in-process (goal >= 0.8).
+Triton serves the export from a model repository as ``cloudlulc_cpu`` (Python backend, explicit model
+control). Both paths run the same ONNX export, tiles, batches and requests in flight, one after the
+other in one run, alternating over rounds; the figure is Mpx/s of each and the ratio Triton /
+in-process (goal >= 0.85).
 
 Usage: python benchmarks/bench_serving.py [--size 4096] [--tile 512] [--rounds 2] [--onnx model.onnx]
 (without --onnx an untrained tiny CloudLULC-Net is exported: throughput does not depend on the weights).
@@ -14,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from bench_mapping import write_large_inputs
 from common import save
 
@@ -22,7 +25,7 @@ from cloudlulc.export.onnx import write_onnx_graph
 from cloudlulc.mapping import map_scene
 from cloudlulc.models.config import model_config
 from cloudlulc.models.networks import build_model
-from cloudlulc.serving import LocalTriton, TritonClient
+from cloudlulc.serving import CPU_MODEL, GoldenSample, LocalTriton, ModelRepository, TritonClient
 
 
 def main() -> None:
@@ -41,14 +44,15 @@ def main() -> None:
         if not args.onnx:
             write_onnx_graph(build_model(model_config("cloudlulc_net", "tiny")), onnx_path)
         seconds: dict[str, list[float]] = {"in_process": [], "triton": []}
+        run = onnxruntime_runner(onnx_path)
+        sample = np.zeros((1, 12, 64, 64), np.float32), np.zeros((1, 2, 64, 64), np.float32)
+        repository = ModelRepository(str(folder / "repository"))
+        repository.publish(CPU_MODEL, onnx_path, GoldenSample(*sample, run(*sample)), {})
         with LocalTriton(folder / "triton") as server:
-            state = server.start(str(onnx_path), 1)
+            state = server.start(repository.uri)
             with TritonClient(state.grpc_url) as client:
-                client.check_contract("cloudlulc", "1")
-                runners = {
-                    "in_process": onnxruntime_runner(onnx_path),
-                    "triton": lambda o, s: client.infer("cloudlulc", o, s, "1"),
-                }
+                client.check_contract(CPU_MODEL, "1")
+                runners = {"in_process": run, "triton": lambda o, s: client.infer(CPU_MODEL, o, s, "1")}
                 for round_index in range(args.rounds):
                     for name, runner in runners.items():
                         out = folder / f"{name}_{round_index}.tif"

@@ -1,11 +1,12 @@
 """The ``cloudlulc`` command line: thin faces of library functions, one subcommand per stage.
 
-Exit codes: 0 success; 1 validation found failures; 2 wrong usage; 3 bad input data; 4 storage
-unreachable or not writable.
+Exit codes: 0 success; 1 validation found failures; 2 wrong usage (an output over an input too); 3 bad
+input data; 4 storage unreachable or not writable; 5 export refused; 6 Triton unreachable or refusing.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from collections.abc import Callable
@@ -15,7 +16,9 @@ from typing import Any
 import click
 
 from cloudlulc import __version__
-from cloudlulc.errors import CloudLULCError
+from cloudlulc.errors import CloudLULCError, StorageError
+from cloudlulc.io.guard import check_outputs_apart, probe_writable
+from cloudlulc.io.storage import join_uri
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -95,6 +98,8 @@ def validate(dataset: str, report_dir: str, quarantine: bool, max_nodata: float,
     from cloudlulc.validation import Thresholds, validate_dataset, write_report
     from cloudlulc.validation.scenes import SceneThresholds, is_scene_layout, validate_scenes
 
+    check_outputs_apart({"--report-dir": report_dir}, datasets={"DATASET": dataset})
+    probe_writable(join_uri(report_dir, "report.json"), "--report-dir")
     scenes = scenes or is_scene_layout(dataset)
     if scenes:
         if quarantine:
@@ -270,6 +275,11 @@ def evaluate(
         load_trained_model,
     )
 
+    outputs = {"--out": out_json, "--bins-out": bins_json}
+    check_outputs_apart(outputs, files={"--checkpoint": checkpoint}, datasets={"--dataset": dataset})
+    for name, uri in outputs.items():
+        if uri:
+            probe_writable(uri, name)
     model = load_trained_model(checkpoint)
     result = evaluate_model(model, evaluation_dataset(dataset, split))  # type: ignore[arg-type]
     with staged_output(out_json) as temp_path:
@@ -284,6 +294,13 @@ def evaluate(
 @cli.group()
 def export() -> None:
     """Export a trained model for serving: ONNX (any machine), TensorRT (GPU)."""
+
+
+def _check_export_outputs(out_path: str, files: dict[str, str | None], dataset: str) -> None:
+    """An export and its ``.json`` sidecar: apart from the inputs and writable, before the long export runs."""
+    outputs = {"--out": out_path, "--out sidecar": f"{out_path}.json"}
+    check_outputs_apart(outputs, files=files, datasets={"--dataset": dataset})
+    probe_writable(out_path, "--out")
 
 
 @export.command("onnx")
@@ -302,6 +319,7 @@ def export_onnx_command(checkpoint: str | None, model_uri: str | None, tracking_
 
     if (checkpoint is None) == (model_uri is None):
         raise click.UsageError("give exactly one of --checkpoint or --model-uri")
+    _check_export_outputs(out_path, {"--checkpoint": checkpoint}, dataset)
     if checkpoint is not None:
         from cloudlulc.training.evaluation import load_trained_model
 
@@ -327,6 +345,7 @@ def export_tensorrt_command(onnx_path: str, dataset: str, out_path: str, max_bat
     """Compile an FP16 TensorRT engine on this machine's GPU, parity-checked; needs CUDA and TensorRT."""
     from cloudlulc.export import EngineProfile, build_engine
 
+    _check_export_outputs(out_path, {"--onnx": onnx_path}, dataset)
     profile = EngineProfile(opt_batch=max(1, max_batch // 2), max_batch=max_batch, min_tile=min(256, tile),
                             opt_tile=tile, max_tile=tile)  # fmt: skip
     report = build_engine(onnx_path, out_path, dataset, profile=profile)
@@ -334,20 +353,36 @@ def export_tensorrt_command(onnx_path: str, dataset: str, out_path: str, max_bat
 
 
 @cli.command()
-@click.option("--onnx", "onnx_path", required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--version", "model_version", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--repository", required=True, help="Triton model repository: a folder or s3:// URI.")
+@click.option("--model", "models", multiple=True,
+              help="Model to load at start (repeatable) [default: every model with versions].")  # fmt: skip
+@click.option("--key-file", envvar="TRITON_REPOSITORY_KEY_FILE", default=None,
+              help="File holding the repository API key [default: TRITON_REPOSITORY_KEY, else generated into "
+                   "<local-dir>/repository.key].")  # fmt: skip
+@click.option("--local-dir", default="outputs/triton", show_default=True, help="State folder of the local Triton.")
 @click.option("--grpc-port", default=8001, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--http-port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--metrics-port", default=8002, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--threads", default=0, show_default=True, type=click.IntRange(0), help="ONNX Runtime threads.")
-def serve(onnx_path: str, model_version: int, grpc_port: int, http_port: int, metrics_port: int, threads: int) -> None:
-    """Serve an ONNX export as model `cloudlulc` on a local Triton (loopback) until SIGTERM or Ctrl-C."""
-    from cloudlulc.serving import free_port, serve_onnx
+def serve(repository: str, models: tuple[str, ...], key_file: str | None, local_dir: str, grpc_port: int,
+          http_port: int, metrics_port: int) -> None:  # fmt: skip
+    """Serve a model repository with the real Triton on loopback until SIGTERM or Ctrl-C.
 
-    ports = [free_port(port) for port in (grpc_port, http_port, metrics_port)]
-    click.echo(f"local Triton: gRPC 127.0.0.1:{ports[0]}, HTTP {ports[1]}, metrics {ports[2]}", err=True)
-    serve_onnx(onnx_path, version=model_version, grpc_port=ports[0], http_port=ports[1], metrics_port=ports[2],
-               threads=threads)  # fmt: skip
+    Explicit model control (promotions load versions over gRPC) with the model-repository API behind a
+    key; a taken port is replaced by a free one. Exit 6 when a model fails to load or Triton stops.
+    """
+    from cloudlulc.serving.local_triton import LocalTriton, ServerState, serve_until_signal
+
+    server = LocalTriton(local_dir)
+    ports = {"grpc": grpc_port, "http": http_port, "metrics": metrics_port}
+
+    def announce(state: ServerState) -> None:
+        click.echo(f"local Triton on {repository}: gRPC {state.grpc_url}, HTTP {state.http_port}, metrics "
+                   f"{state.metrics_port}; loaded: {', '.join(state.models) or 'nothing yet'}", err=True)  # fmt: skip
+        if state.key_generated:
+            click.echo(f"repository API key (generated, in {state.key_file}): {server.key()}", err=True)
+
+    sys.exit(serve_until_signal(server, lambda: server.start(repository, models=list(models) or None,
+                                                             key_file=key_file, ports=ports), announce))  # fmt: skip
 
 
 @cli.command()
@@ -355,24 +390,28 @@ def serve(onnx_path: str, model_version: int, grpc_port: int, http_port: int, me
 @click.option("--dataset", required=True, help="CloudLULC-Set for the parity samples and the golden sample.")
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, help="MLflow tracking URI.")
 @click.option("--triton-url", default=None,
-              help="Production Triton host:port (explicit model control); default: the local Triton.")  # fmt: skip
+              help="Production Triton host:port (explicit model control) [default: the local Triton].")  # fmt: skip
 @click.option("--tensorrt/--onnx", "tensorrt", default=True, show_default=True,
-              help="With --triton-url: serve the TensorRT plan (GPU) or the ONNX twin.")  # fmt: skip
+              help="With --triton-url: serve the TensorRT plan (GPU) or the ONNX Runtime twin.")  # fmt: skip
 @click.option("--local-dir", default="outputs/triton", show_default=True, help="State folder of the local Triton.")
 def promote(repository: str, dataset: str, tracking_uri: str | None, triton_url: str | None, tensorrt: bool,
             local_dir: str) -> None:  # fmt: skip
-    """Serve the MLflow champion: export, publish a new version, load, check a golden sample, keep or roll back."""
+    """Serve the MLflow champion: export, publish a new version, load, check a golden sample, keep or roll back.
+
+    The served version keeps answering throughout; a rolled-back promotion exits 6 naming what serves.
+    """
     from cloudlulc.serving import LocalTarget, ModelRepository, RepositoryTarget
     from cloudlulc.serving import promote as run_promotion
     from cloudlulc.serving.model_config import ONNX_MODEL, TENSORRT_MODEL
     from cloudlulc.serving.promotion import ServingTarget
     from cloudlulc.tracking import TrackingSettings
 
+    check_outputs_apart({"--repository": repository}, datasets={"--dataset": dataset})
     settings = TrackingSettings(tracking_uri=tracking_uri) if tracking_uri else TrackingSettings()
     target: ServingTarget
     if triton_url:
         model = TENSORRT_MODEL if tensorrt else ONNX_MODEL
-        target = RepositoryTarget(triton_url, served_model=model, repository_model=model)
+        target = RepositoryTarget(triton_url, served_model=model)
     else:
         target = LocalTarget(Path(local_dir))
     result = run_promotion(settings, ModelRepository(repository), dataset, target)
@@ -387,8 +426,12 @@ def promote(repository: str, dataset: str, tracking_uri: str | None, triton_url:
 @click.option("--sar", required=True, help="Sentinel-1 VV/VH GeoTIFF, any CRS; resampled onto the optical grid.")
 @click.option("--out", "out_uri", required=True, help="Class map COG (.tif), local or s3://; sidecars beside it.")
 @click.option("--triton-url", default=None, help="Triton gRPC host:port [default: the running local Triton].")
-@click.option("--model", "model_name", default="cloudlulc", show_default=True, help="Served model name.")
-@click.option("--model-version", default="", help="Served model version [default: the server's latest].")
+@click.option("--model", "model_name", default=None,
+              help="Served model [default: cloudlulc_cpu locally, cloudlulc with --triton-url].")  # fmt: skip
+@click.option("--model-version", default="",
+              help="Version to pin [default: the repository's served.json, else the lowest loaded].")  # fmt: skip
+@click.option("--repository", default=None, envvar="TRITON_MODEL_REPOSITORY",
+              help="Model repository whose served.json names the version [default: the local Triton's].")  # fmt: skip
 @click.option("--onnx", "onnx_path", type=click.Path(exists=True, dir_okay=False),
               help="Predict in-process with ONNX Runtime instead of Triton.")  # fmt: skip
 @click.option("--local-dir", default="outputs/triton", show_default=True, help="State folder of the local Triton.")
@@ -397,14 +440,17 @@ def promote(repository: str, dataset: str, tracking_uri: str | None, triton_url:
 @click.option("--batch", "batch_size", default=4, show_default=True, type=click.IntRange(1), help="Tiles per request.")
 @click.option("--in-flight", default=2, show_default=True, type=click.IntRange(1), help="Requests in flight.")
 @click.option("--confidence", is_flag=True, help="Also write the blended top-class probability as a COG.")
-def map_command(optical: str, sar: str, out_uri: str, triton_url: str | None, model_name: str, model_version: str,
-                onnx_path: str | None, local_dir: str, tile: int, overlap: int, batch_size: int, in_flight: int,
-                confidence: bool) -> None:  # fmt: skip
+def map_command(optical: str, sar: str, out_uri: str, triton_url: str | None, model_name: str | None,
+                model_version: str, repository: str | None, onnx_path: str | None, local_dir: str, tile: int,
+                overlap: int, batch_size: int, in_flight: int, confidence: bool) -> None:  # fmt: skip
     """Map a scene through Triton over gRPC into a COG, with class areas (km2) and a quicklook; resumable."""
     from cloudlulc.mapping import map_scene
+    from cloudlulc.mapping.region import sidecar_uris
 
     if tile % 32:
         raise click.BadParameter("must be a multiple of 32", param_hint="--tile")
+    check_outputs_apart({"--out": out_uri, **{f"--out {name}": uri for name, uri in sidecar_uris(out_uri).items()}},
+                        files={"--optical": optical, "--sar": sar, "--onnx": onnx_path})  # fmt: skip
     if onnx_path is not None:
         from cloudlulc.export import onnxruntime_runner
 
@@ -412,11 +458,13 @@ def map_command(optical: str, sar: str, out_uri: str, triton_url: str | None, mo
                            batch_size=batch_size, in_flight=in_flight, confidence=confidence,
                            model_id=f"onnx:{onnx_path}")  # fmt: skip
     else:
-        from cloudlulc.serving.regional import map_with_triton, resolve_grpc_url
+        from cloudlulc.serving.regional import default_model, map_with_triton, resolve_grpc_url, served_repository
 
         result = map_with_triton(optical, sar, out_uri, resolve_grpc_url(triton_url, local_dir),
-                                 model_name=model_name, model_version=model_version, tile=tile, overlap=overlap,
-                                 batch_size=batch_size, in_flight=in_flight, confidence=confidence)  # fmt: skip
+                                 model_name=model_name or default_model(triton_url), model_version=model_version,
+                                 repository=served_repository(triton_url, local_dir, repository), tile=tile,
+                                 overlap=overlap, batch_size=batch_size, in_flight=in_flight,
+                                 confidence=confidence)  # fmt: skip
     click.echo(f"map:       {result.map_uri} ({result.width} x {result.height} px, {result.tiles} tiles, "
                f"{result.tiles_predicted} predicted now, {result.seconds:.1f} s)")  # fmt: skip
     if result.confidence_uri:
@@ -483,6 +531,7 @@ def ingest_search(json_out: str | None, **query_options: Any) -> None:
     from cloudlulc.ingest.stac import search
 
     query = _query(**query_options)
+    check_outputs_apart({"--json": json_out}, files={"--aoi": query_options.get("aoi")})
     found = search(query)
     pairing = pair_acquisitions(found, query.aoi, query.pair_window_days)
     click.echo(f"found {len(found.s2)} Sentinel-2 and {len(found.s1)} Sentinel-1 acquisitions in {query.catalog}")
@@ -547,8 +596,11 @@ def ingest_run(out: str, mode: str, chip_size: int, min_valid: float, label_sour
     from cloudlulc.ingest.assets import RetryPolicy
     from cloudlulc.ingest.outputs import ChipOptions
     from cloudlulc.ingest.run import IngestOptions, ingest
+    from cloudlulc.ingest.stac import catalog_root
 
     query = _query(**query_options)
+    check_outputs_apart({"--out": out}, files={"--labels": label_source},
+                        datasets={"--catalog": catalog_root(query.catalog)})  # fmt: skip
     options = IngestOptions(
         out=out, mode=mode,  # type: ignore[arg-type]
         chips=ChipOptions(chip_size=chip_size, min_valid_fraction=min_valid),
@@ -670,8 +722,25 @@ def pipelines_run(pipeline: str, params: tuple[str, ...], pipeline_root: str) ->
     click.echo(f"{pipeline} finished; artifacts under {pipeline_root}")
 
 
+def _warnings_handler() -> logging.Handler:
+    """The library's warnings (conversions it made on its own, skipped items) as ``warning:`` lines on stderr."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    return handler
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and an exit code, not a traceback."""
+    handler = _warnings_handler()
+    logging.getLogger("cloudlulc").addHandler(handler)
+    try:
+        _run()
+    finally:
+        logging.getLogger("cloudlulc").removeHandler(handler)
+
+
+def _run() -> None:
     try:
         cli(standalone_mode=False)
     except click.exceptions.Abort:
@@ -682,6 +751,10 @@ def main() -> None:
         sys.exit(error.exit_code)
     except CloudLULCError as error:
         _fail(error)
+    except OSError as error:  # a write the probes could not foresee (disk full, file system gone read-only)
+        where = f"{error.filename}: " if error.filename else ""
+        click.echo(f"error: {where}{error.strerror or error}", err=True)
+        sys.exit(StorageError.exit_code)
     except RuntimeError as error:  # kfp.local: a pipeline step failed (its log is above)
         if "finished with status" not in str(error):
             raise

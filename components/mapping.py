@@ -32,20 +32,23 @@ def map_region(
 
     from cloudlulc.ingest.scenes import scene_stacks
     from cloudlulc.io.storage import open_storage
-    from cloudlulc.serving.regional import map_with_triton, resolve_grpc_url
+    from cloudlulc.serving.regional import map_with_triton, resolve_grpc_url, served_repository
     from components.runtime import require_s3_credentials
 
     uri = str(scenes.metadata["uri"])
     require_s3_credentials(uri, maps_uri)
-    grpc_url = resolve_grpc_url(triton_url or os.environ.get("TRITON_GRPC_URL", ""), local_dir or "outputs/triton")
+    given_url = triton_url or os.environ.get("TRITON_GRPC_URL", "")
+    grpc_url = resolve_grpc_url(given_url, local_dir or "outputs/triton")
+    repository = served_repository(given_url, local_dir or "outputs/triton")  # its served.json pins the version
     prefix = f"{maps_uri.rstrip('/')}/{region}"
     published: list[dict[str, object]] = []
     totals: dict[str, float] = {}
     figures: list[str] = []
     for stack in scene_stacks(uri):
         out_uri = f"{prefix}/{stack.s2_datetime:%Y%m%d}_{stack.pair_id}.tif"
-        result = map_with_triton(stack.optical, stack.sar, out_uri, grpc_url, model_name=model_name, tile=tile,
-                                 overlap=overlap, batch_size=batch_size, progress=False)  # fmt: skip
+        result = map_with_triton(stack.optical, stack.sar, out_uri, grpc_url, model_name=model_name,
+                                 repository=repository, tile=tile, overlap=overlap, batch_size=batch_size,
+                                 progress=False)  # fmt: skip
         for area in result.areas.classes:
             totals[area.name] = totals.get(area.name, 0.0) + area.km2
         published.append({"pair_id": stack.pair_id, "map": result.map_uri, "areas": result.areas_uri,

@@ -17,8 +17,9 @@ def promote_model(
 ) -> str:
     """Publish the export as the next version, load it, check the golden sample; keep it or roll back.
 
-    With ``local_dir`` (one-machine runs) the local Triton serves the ONNX export; otherwise Triton at
-    ``triton_url`` (or ``TRITON_GRPC_URL``) loads it from ``repository`` in explicit model control.
+    With ``local_dir`` (one-machine runs) the local Triton serves the ONNX export as ``cloudlulc_cpu``;
+    otherwise Triton at ``triton_url`` (or ``TRITON_GRPC_URL``) loads it from ``repository``. Both run
+    explicit model control with the repository API key (``TRITON_REPOSITORY_KEY`` in the cluster).
     Returns the gRPC URL that now serves it.
     """
     import json
@@ -45,8 +46,7 @@ def promote_model(
             raise ServingError("no Triton to promote to: pass triton_url or set TRITON_GRPC_URL (config map "
                                "cloudlulc-settings), or local_dir for the local Triton")  # fmt: skip
         model = ONNX_MODEL if export.path.suffix == ".onnx" else TENSORRT_MODEL
-        target = RepositoryTarget(url, served_model=model, repository_model=model,
-                                  replicas=os.environ.get("TRITON_GRPC_REPLICAS") or None)  # fmt: skip
+        target = RepositoryTarget(url, served_model=model, replicas=os.environ.get("TRITON_GRPC_REPLICAS") or None)
     result = promote(settings, ModelRepository(repository), uri, target, exported=export)
     served.metadata.update({"registered_version": result.registered_version, "served_model": result.served_model,
                             "served_version": result.served_version, "grpc_url": result.grpc_url,

@@ -1,7 +1,8 @@
 """Both pipelines on one machine with ``kfp.local``, and the main job built from them.
 
-The embedded defaults stand in for the cluster: local folders for S3, a SQLite MLflow store, the local
-Triton (nvidia-pytriton, ONNX on CPU) for the Triton deployment, CPU training of the tiny model. The
+The embedded defaults stand in for the cluster: local folders for S3, a SQLite MLflow store, the real
+Triton server bundled in nvidia-pytriton on the model repository (``cloudlulc_cpu``: ONNX Runtime in
+the Python backend) for the Triton deployment, CPU training of the tiny model. The
 steps are the same components the cluster runs, executed as subprocesses of this Python.
 """
 
@@ -146,35 +147,35 @@ def training_params(layout: MainJobLayout, config: MainJobConfig, catalog: Any) 
 
 def mapping_params(layout: MainJobLayout, config: MainJobConfig, catalog: Any) -> dict[str, Any]:
     """The regional-mapping pipeline's parameters on the embedded defaults."""
+    from cloudlulc.serving.model_config import CPU_MODEL
+
     west, south, east, north = catalog.bbox_wgs84
     return {
         "catalog": catalog.catalog_href, "bbox": f"{west},{south},{east},{north}",
         "start": MAPPING_DATES[0], "end": MAPPING_DATES[1], "max_cloud": 100.0,
         "scenes_uri": str(layout.scenes), "maps_uri": str(layout.maps), "region": "demo",
-        "tile": config.tile, "local_dir": str(layout.triton),
+        "tile": config.tile, "local_dir": str(layout.triton), "model_name": CPU_MODEL,
     }  # fmt: skip
 
 
 def ensure_serving(layout: MainJobLayout) -> str:
-    """The local Triton's gRPC URL, restarting it on the newest published version if it is not running.
+    """The local Triton's gRPC URL, starting it on the model repository if it is not running.
 
     A gate refusal promotes nothing, so the champion served by an earlier run maps the region.
     """
     from cloudlulc.errors import ServingError
-    from cloudlulc.serving import ONNX_MODEL, LocalTriton, ModelRepository
+    from cloudlulc.serving import CPU_MODEL, LocalTriton, ModelRepository
 
     server = LocalTriton(layout.triton)
     state = server.state()
     if state is not None:
         return state.grpc_url
-    repository = ModelRepository(str(layout.repository))
-    versions = repository.versions(ONNX_MODEL)
-    if not versions:
+    if ModelRepository(str(layout.repository)).served_version(CPU_MODEL) is None:
         raise ServingError(
-            f"no model published in {layout.repository}: the gate refused every model so far "
+            f"no model served from {layout.repository}: the gate refused every model so far "
             "(see the gate line above); train longer, e.g. `cloudlulc demo --epochs 40`"
         )
-    return server.start(repository.model_uri(ONNX_MODEL, versions[-1]), versions[-1]).grpc_url
+    return server.start(str(layout.repository), models=[CPU_MODEL]).grpc_url
 
 
 @dataclass(frozen=True)
@@ -239,7 +240,7 @@ def run_main_job(out_dir: str | Path, config: MainJobConfig = MainJobConfig(), *
     """Synthetic acquisitions -> training pipeline -> regional-mapping pipeline, all local; see the README."""
     from mlflow import MlflowClient
 
-    from cloudlulc.serving import LocalTriton
+    from cloudlulc.serving import CPU_MODEL, LocalTriton, ModelRepository
     from cloudlulc.tracking import CHAMPION, TrackingSettings
     from cloudlulc.tracking.registry import Registry
     from pipelines.console import step_log
@@ -266,11 +267,12 @@ def run_main_job(out_dir: str | Path, config: MainJobConfig = MainJobConfig(), *
         with step_log(log):
             run_mapping(mapping_params(layout, config, catalog), layout.pipeline_root)
         server = LocalTriton(layout.triton).state()
-        served = f"version {server.version} of {server.model} at {server.grpc_url}" if server else "not running"
+        version = ModelRepository(str(layout.repository)).served_version(CPU_MODEL)
+        served = f"version {version} of {CPU_MODEL} at {server.grpc_url}" if server else "not running"
     finally:
         if not keep_serving:
             LocalTriton(layout.triton).stop()
-    served += "" if keep_serving else " (stopped; `cloudlulc serve --onnx <model.onnx>` serves it again)"
+    served += "" if keep_serving else f" (stopped; `cloudlulc serve --repository {layout.repository}` serves it again)"
     maps = sorted((layout.maps / "demo").glob("*.tif"))
     maps = [path for path in maps if not path.stem.endswith("_confidence")]
     champion = registry.alias_version(CHAMPION)

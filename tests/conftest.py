@@ -66,6 +66,18 @@ def trained_checkpoint(
 
 
 @pytest.fixture(scope="session")
+def onnx_export(trained_checkpoint: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained tiny model exported to ONNX (parity-checked), shared by the serving tests."""
+    from cloudlulc.export import export_onnx
+    from cloudlulc.training.evaluation import load_trained_model
+
+    checkpoint, dataset = trained_checkpoint
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    export_onnx(load_trained_model(str(checkpoint)), out, str(dataset), parity_count=2)
+    return out
+
+
+@pytest.fixture(scope="session")
 def synthetic_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic CloudLULC-Set made once per session; copy it before modifying."""
     root = tmp_path_factory.mktemp("synthetic") / "CloudLULC-Set"

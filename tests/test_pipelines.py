@@ -200,7 +200,7 @@ def test_main_job_runs_both_pipelines_to_published_maps(main_job: Any):
     assert len(result.validation_reports) == 2 and all(p.stat().st_size > 0 for p in result.validation_reports)
     run = MlflowClient(layout.tracking_uri).get_run(result.run_id)
     assert run.info.status == "FINISHED" and "test_miou" in run.data.metrics
-    assert ModelRepository(str(layout.repository)).versions("cloudlulc_onnx") == [1]
+    assert ModelRepository(str(layout.repository)).versions("cloudlulc_cpu") == [1]
     assert "promoted" in result.gate
     assert LocalTriton(layout.triton).state() is None, "the main job must stop the Triton it started"
     summary = result.summary()
@@ -221,7 +221,7 @@ def test_gate_refusal_ends_green_without_compile_or_promote(main_job: Any):
     assert not (run / "export-model").exists() and not (run / "promote-model").exists()
     registry = Registry(layout.tracking_uri, "cloudlulc")
     assert registry.alias_version(CHAMPION) == "1"
-    assert ModelRepository(str(layout.repository)).versions("cloudlulc_onnx") == [1]
+    assert ModelRepository(str(layout.repository)).versions("cloudlulc_cpu") == [1]
 
 
 def test_failing_validation_stops_before_training_with_the_report(main_job: Any):

@@ -1,9 +1,14 @@
-"""The Triton model repository, the real local Triton, the gRPC client and promotion with rollback."""
+"""The Triton model repository, the Python-backend model, the real local Triton and the gRPC client."""
 
 import contextlib
 import json
 import os
+import signal
 import socket
+import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,42 +17,33 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from cloudlulc.errors import ServingError
-from cloudlulc.export import export_onnx, onnxruntime_runner, torch_runner
+from cloudlulc.export import onnxruntime_runner
 from cloudlulc.serving import (
+    CPU_MODEL,
     ONNX_MODEL,
     TENSORRT_MODEL,
     GoldenSample,
-    LocalTarget,
     LocalTriton,
     ModelRepository,
-    RepositoryTarget,
     RetryPolicy,
     TritonClient,
-    promote,
     render_config,
 )
-from cloudlulc.tracking import GateConfig, Registry, TrackingSettings, run_gate_stage, run_train_stage
-from cloudlulc.training.config import load_train_config
-from cloudlulc.training.evaluation import load_trained_model
+from cloudlulc.serving.model_config import SERVED_MODELS
+from cloudlulc.serving.python_backend import VersionFiles, load_runner, run_requests
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+CLI = str(Path(sys.executable).with_name("cloudlulc"))
 
 
-@pytest.fixture(scope="module")
-def onnx_export(trained_checkpoint, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    checkpoint, dataset = trained_checkpoint
-    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
-    export_onnx(load_trained_model(str(checkpoint)), out, str(dataset), parity_count=2)
-    return out
-
-
-def _golden(seed: int = 0) -> GoldenSample:
+def golden_sample(seed: int = 0, onnx: Path | None = None) -> GoldenSample:
     rng = np.random.default_rng(seed)
-    return GoldenSample(rng.random((1, 12, 64, 64), dtype=np.float32), rng.random((1, 2, 64, 64), dtype=np.float32),
-                        rng.random((1, 6, 64, 64), dtype=np.float32))  # fmt: skip
+    optical, sar = rng.random((1, 12, 64, 64), dtype=np.float32), rng.random((1, 2, 64, 64), dtype=np.float32)
+    expected = onnxruntime_runner(onnx)(optical, sar) if onnx else rng.random((1, 6, 64, 64), dtype=np.float32)
+    return GoldenSample(optical, sar, expected)
 
 
-@pytest.mark.parametrize("model", [TENSORRT_MODEL, ONNX_MODEL])
+@pytest.mark.parametrize("model", SERVED_MODELS)
 def test_committed_templates_match_the_code_and_parse_as_triton_configs(model: str):
     committed = (REPO_ROOT / "triton_models" / model / "config.pbtxt").read_text()
     assert committed == render_config(model), "triton_models/ is out of date: re-render it"
@@ -55,8 +51,14 @@ def test_committed_templates_match_the_code_and_parse_as_triton_configs(model: s
     assert config.name == model and config.max_batch_size == 8
     assert [i.name for i in config.input] == ["optical", "sar"] and list(config.input[0].dims) == [12, -1, -1]
     assert [o.name for o in config.output] == ["probs"] and list(config.output[0].dims) == [6, -1, -1]
+    assert list(config.dynamic_batching.preferred_batch_size) == [4, 8]
     assert config.dynamic_batching.max_queue_delay_microseconds > 0 and config.version_policy.latest.num_versions == 2
-    assert config.platform == {"cloudlulc": "tensorrt_plan", "cloudlulc_onnx": "onnxruntime_onnx"}[model]
+    assert config.instance_group[0].count >= 1
+    warmup = config.model_warmup[0]
+    assert warmup.batch_size == 1 and {k: v.input_data_file for k, v in warmup.inputs.items()} == {
+        "optical": "optical", "sar": "sar"}  # fmt: skip
+    runtime = {"cloudlulc": "tensorrt_plan", "cloudlulc_onnx": "onnxruntime_onnx", "cloudlulc_cpu": ""}[model]
+    assert config.platform == runtime and config.backend == ("python" if model == CPU_MODEL else "")
 
 
 @pytest.mark.parametrize("backend", ["folder", "s3"])
@@ -66,45 +68,162 @@ def test_repository_versions_are_whole_numbered_and_never_shared(backend: str, t
     model_file.write_bytes(b"onnx bytes v1")
     repository = ModelRepository(root)
     assert repository.versions(ONNX_MODEL) == []
-    assert repository.publish(ONNX_MODEL, model_file, _golden(1), {"note": "first"}) == 1
+    assert repository.publish(ONNX_MODEL, model_file, golden_sample(1), {"note": "first"}) == 1
     # A second publisher that still believes the next number is 2 while a third one already took it.
     rival = ModelRepository(root)
-    assert rival.publish(ONNX_MODEL, model_file, _golden(2), {}) == 2
-    assert repository.publish(ONNX_MODEL, model_file, _golden(3), {}) == 3
+    assert rival.publish(ONNX_MODEL, model_file, golden_sample(2), {}) == 2
+    assert repository.publish(ONNX_MODEL, model_file, golden_sample(3), {}) == 3
     assert repository.versions(ONNX_MODEL) == [1, 2, 3]
     assert repository.storage.read_bytes(f"{ONNX_MODEL}/config.pbtxt").decode() == render_config(ONNX_MODEL)
+    warmup = np.frombuffer(repository.storage.read_bytes(f"{ONNX_MODEL}/warmup/optical"), np.float32)
+    np.testing.assert_array_equal(warmup.reshape(12, 256, 256)[:, :64, :64], golden_sample(1).optical[0])
     facts = json.loads(repository.storage.read_bytes(f"{ONNX_MODEL}/1/model.json"))
     assert facts == {"note": "first", "model": ONNX_MODEL, "version": 1}
-    np.testing.assert_array_equal(repository.golden(ONNX_MODEL, 2).expected, _golden(2).expected)
+    np.testing.assert_array_equal(repository.golden(ONNX_MODEL, 2).expected, golden_sample(2).expected)
     repository.remove_version(ONNX_MODEL, 2)
     assert repository.versions(ONNX_MODEL) == [1, 3]
     assert not any(key.startswith(f"{ONNX_MODEL}/2/") for key in repository.storage.list(ONNX_MODEL))
-    assert repository.publish(ONNX_MODEL, model_file, _golden(4), {}) == 4
+    assert repository.publish(ONNX_MODEL, model_file, golden_sample(4), {}) == 4
     if backend == "folder":
         assert not (tmp_path / "models" / ONNX_MODEL / "2").exists(), "an empty folder would read as a version"
+    # The CPU platform carries the Python backend's adapter in every version.
+    assert repository.publish(CPU_MODEL, model_file, golden_sample(5), {}) == 1
+    adapter = repository.storage.read_bytes(f"{CPU_MODEL}/1/model.py").decode()
+    assert "class TritonPythonModel" in adapter and "cloudlulc.serving.python_backend" in adapter
+    assert repository.served_version(CPU_MODEL) is None
+    repository.mark_served(CPU_MODEL, 1, {"note": "checked"})
+    assert repository.served_version(CPU_MODEL) == 1
+    assert repository.check() == [CPU_MODEL, ONNX_MODEL]
 
 
-def test_local_triton_serves_the_export_like_onnxruntime(onnx_export: Path, tmp_path: Path):
+def test_python_backend_library_batches_requests_and_names_a_bad_file(onnx_export: Path, tmp_path: Path):
+    config = {"name": CPU_MODEL, "parameters": {"onnx_threads": {"string_value": "1"}}}
+    args = {"model_config": json.dumps(config), "model_repository": str(onnx_export.parent), "model_version": "1"}
+    files = VersionFiles.from_triton_args(args)
+    assert files == VersionFiles(onnx_export.parent / "1" / "model.onnx", 1, 0.0)
+    run = load_runner(VersionFiles(onnx_export, 1))
+    rng = np.random.default_rng(2)
+    requests = [(rng.random((b, 12, side, side), dtype=np.float32), rng.random((b, 2, side, side), dtype=np.float32))
+                for b, side in ((2, 64), (1, 96), (3, 64))]  # fmt: skip
+    calls: list[tuple[int, ...]] = []
+
+    def counting(optical: np.ndarray, sar: np.ndarray) -> np.ndarray:
+        calls.append(optical.shape)
+        return run(optical, sar)
+
+    answers = run_requests(counting, requests)
+    assert sorted(calls) == [(1, 12, 96, 96), (5, 12, 64, 64)], "same-size requests share one call"
+    for (optical, sar), probs in zip(requests, answers, strict=True):
+        np.testing.assert_allclose(probs, run(optical, sar), atol=1e-5)
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ServingError, match=f"{bad}: .*not a loadable ONNX model"):
+        load_runner(VersionFiles(bad, 1))
+    with pytest.raises(ServingError, match="model file of this version not found"):
+        load_runner(VersionFiles(tmp_path / "none.onnx", 1))
+
+
+def cpu_repository(root: Path, onnx: Path, versions: int = 1) -> ModelRepository:
+    """A repository holding ``versions`` versions of ``onnx`` as ``cloudlulc_cpu``."""
+    repository = ModelRepository(str(root))
+    for _ in range(versions):
+        repository.publish(CPU_MODEL, onnx, golden_sample(0, onnx), {})
+    return repository
+
+
+def group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_local_triton_serves_the_repository_like_onnxruntime(onnx_export: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+    monkeypatch.delenv("TRITON_REPOSITORY_KEY", raising=False)
+    repository = cpu_repository(tmp_path / "repository", onnx_export)
     blocker = socket.socket()
     with contextlib.suppress(OSError):  # already taken by something else is the same situation
         blocker.bind(("127.0.0.1", 8001))  # the default gRPC port taken: the server must pick another
     with LocalTriton(tmp_path / "triton") as server:
-        state = server.start(str(onnx_export), 7)
-        assert state.grpc_port != 8001 and state.version == 7
+        state = server.start(repository.uri)
+        assert state.grpc_port != 8001 and state.models == [CPU_MODEL] and state.key_generated
+        key_file = Path(str(state.key_file))
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600 and len(server.key()) == 64
         with TritonClient(state.grpc_url) as client:
-            metadata = client.check_contract(TENSORRT_MODEL, "7")
-            assert metadata["versions"] == ["7"]
+            metadata = client.check_contract(CPU_MODEL, "1")
+            assert metadata["versions"] == ["1"] and metadata["platform"] == "python"
             rng = np.random.default_rng(5)
             optical = rng.random((3, 12, 64, 96), dtype=np.float32)
             sar = rng.standard_normal((3, 2, 64, 96), dtype=np.float32)
-            served = client.infer(TENSORRT_MODEL, optical, sar, "7")
+            served = client.infer(CPU_MODEL, optical, sar, "1")
             np.testing.assert_allclose(served, onnxruntime_runner(onnx_export)(optical, sar), atol=1e-5)
             with pytest.raises(ServingError, match="version 8 is not found"):
-                client.infer(TENSORRT_MODEL, optical, sar, "8")
+                client.infer(CPU_MODEL, optical, sar, "8")
+            quick = RetryPolicy(attempts=1)
+            # The restricted repository API: refused without the key, or with a wrong one; served with it.
+            for key in ("", "wrong-key"):
+                with (
+                    TritonClient(state.grpc_url, retry=quick, repository_key=key) as keyless,
+                    pytest.raises(ServingError, match="restricted"),
+                ):
+                    keyless.unload_model(CPU_MODEL)
+            with TritonClient(state.grpc_url, repository_key=server.key()) as admin:
+                assert admin.ready_versions(CPU_MODEL) == [1]
+            stubs = subprocess.run(["pgrep", "-g", str(state.pid)], capture_output=True, text=True).stdout.split()
+            assert len(stubs) >= 2, "the server and its Python-backend stub share the process group"
     blocker.close()
     assert server.state() is None and not (tmp_path / "triton" / "server.json").exists()
-    with pytest.raises(ProcessLookupError):
-        os.kill(state.pid, 0)
+    assert group_gone(state.pid), "a Python-backend stub outlived the server"
+
+
+def test_bad_repositories_fail_in_one_line_naming_the_path(onnx_export: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+    monkeypatch.setenv("TRITON_REPOSITORY_KEY", "test-key")
+    server = LocalTriton(tmp_path / "triton")
+    with pytest.raises(ServingError, match=f"{tmp_path / 'missing'}: model repository is not a readable folder"):
+        server.start(str(tmp_path / "missing"))
+    no_config = tmp_path / "no-config"
+    (no_config / CPU_MODEL / "1").mkdir(parents=True)
+    (no_config / CPU_MODEL / "1" / "model.onnx").write_bytes(onnx_export.read_bytes())
+    with pytest.raises(ServingError, match=f"{no_config / CPU_MODEL}: model folder without config.pbtxt"):
+        server.start(str(no_config))
+    repository = cpu_repository(tmp_path / "named", onnx_export)
+    (tmp_path / "named" / CPU_MODEL / "latest").mkdir()
+    (tmp_path / "named" / CPU_MODEL / "latest" / "model.onnx").write_bytes(b"x")
+    with pytest.raises(ServingError, match=f"{tmp_path / 'named' / CPU_MODEL / 'latest'}: version folder is not"):
+        server.start(repository.uri)
+    broken = cpu_repository(tmp_path / "broken", onnx_export)
+    (tmp_path / "broken" / CPU_MODEL / "1" / "model.py").write_text("raise RuntimeError('adapter broken')\n")
+    with pytest.raises(ServingError) as error:
+        server.start(broken.uri, timeout_s=60)
+    assert f"{tmp_path / 'broken' / CPU_MODEL / '1'}: version 1 of {CPU_MODEL} failed to load" in str(error.value)
+    assert "adapter broken" in str(error.value) and "\n" not in str(error.value)
+    assert server.state() is None, "a server that failed to start is stopped"
+
+
+def test_serve_command_runs_until_sigterm_and_stops_its_stubs(onnx_export: Path, tmp_path: Path):
+    repository = cpu_repository(tmp_path / "repository", onnx_export)
+    environment = {k: v for k, v in os.environ.items() if k != "TRITON_REPOSITORY_KEY"}
+    process = subprocess.Popen([CLI, "serve", "--repository", repository.uri, "--local-dir", str(tmp_path / "t")],
+                               stderr=subprocess.PIPE, text=True, env=environment)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while (state := LocalTriton(tmp_path / "t").state()) is None or not TritonClient(state.grpc_url).server_ready():
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert "repository API key (generated" in stderr and state.grpc_url in stderr
+    assert group_gone(state.pid) and LocalTriton(tmp_path / "t").state() is None
+    broken = subprocess.run([CLI, "serve", "--repository", str(tmp_path / "none"), "--local-dir", str(tmp_path / "t")],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert broken.returncode == 6 and "model repository is not a readable folder" in broken.stderr
+    assert "Traceback" not in broken.stderr and len(broken.stderr.strip().splitlines()) == 1
 
 
 def test_unreachable_server_fails_with_the_url_after_retries():
@@ -115,71 +234,6 @@ def test_unreachable_server_fails_with_the_url_after_retries():
     with TritonClient(f"127.0.0.1:{port}", retry=policy) as client, pytest.raises(ServingError) as error:
         client.check_contract(TENSORRT_MODEL)
     assert f"127.0.0.1:{port}" in str(error.value) and "after 3 attempt(s)" in str(error.value)
-
-
-class StaleLocalTarget(LocalTarget):
-    """A server that did not pick up the new version: it keeps answering with the previous model file."""
-
-    def activate(self, repository: ModelRepository, version: int) -> str:
-        stale = repository.model_uri(self.repository_model, repository.versions(self.repository_model)[-2])
-        server = LocalTriton(self.state_dir)
-        server.stop()
-        return server.start(stale, version).grpc_url
-
-
-def test_promotion_serves_the_champion_and_rolls_back_a_bad_version(trained_checkpoint, tmp_path: Path):
-    dataset = str(trained_checkpoint[1])
-    settings = TrackingSettings(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="promotion")
-    registry = Registry(settings.tracking_uri, settings.registered_model)
-
-    def train_champion(name: str, seed: int) -> str:
-        config = load_train_config(None, [f"dataset={dataset}", f"output_dir={tmp_path / name}", "epochs=1",
-                                          "batch_size=4", "crop_size=64", f"seed={seed}"])  # fmt: skip
-        version = run_train_stage(config, settings, progress=False).version
-        if registry.alias_version("champion") is None:
-            assert run_gate_stage(dataset, settings, GateConfig(first_min_miou=0, first_min_oa=0)).promote
-        else:  # an operator's manual choice, through the registry API
-            registry.client.set_registered_model_alias(settings.registered_model, "champion", version)
-        assert registry.alias_version("champion") == version
-        return version
-
-    repository = ModelRepository(str(tmp_path / "repository"))
-    target = LocalTarget(tmp_path / "triton")
-    first_version = train_champion("first", 1)
-    try:
-        first = promote(settings, repository, dataset, target)
-        assert (first.served_version, first.registered_version) == (1, first_version)
-        assert first.export_parity.passed and first.golden_parity.passed
-        tags = registry.client.get_model_version(settings.registered_model, first_version).tags
-        assert tags["serving.status"] == "served" and tags["serving.version"] == "1"
-        assert registry.client.get_registered_model(settings.registered_model).tags["served_version"] == "1"
-
-        # A second champion whose new version the server does not really serve: the golden check catches it.
-        second_version = train_champion("second", 2)
-        with pytest.raises(ServingError, match=r"rolled back \(version 1 serves again\)"):
-            promote(settings, repository, dataset, StaleLocalTarget(tmp_path / "triton"))
-        assert repository.versions(ONNX_MODEL) == [1]
-        tags = registry.client.get_model_version(settings.registered_model, second_version).tags
-        assert tags["serving.status"].startswith("rolled back") and "golden sample" in tags["serving.status"]
-        state = LocalTriton(tmp_path / "triton").state()
-        assert state is not None and state.version == 1
-        with TritonClient(state.grpc_url) as client:
-            golden = repository.golden(ONNX_MODEL, 1)
-            served = client.infer(TENSORRT_MODEL, golden.optical, golden.sar, "1")
-            np.testing.assert_allclose(served, golden.expected, atol=1e-4)
-
-            # The production path's requests against a real Triton: explicit load of the published folder.
-            # This bundled Triton has no ONNX Runtime backend, so the load fails and promotion must roll back.
-            production = RepositoryTarget(state.grpc_url, served_model=ONNX_MODEL, repository_model=ONNX_MODEL)
-            with pytest.raises(ServingError, match="loading 'cloudlulc_onnx' failed"):
-                promote(settings, repository, dataset, production)
-            assert repository.versions(ONNX_MODEL) == [1], "the unloadable version is removed again"
-            assert client.server_ready(), "the serving model survives a failed load"
-            reference = torch_runner(load_trained_model(str(tmp_path / "first" / "checkpoints" / "epoch_0001.pt")))
-            np.testing.assert_allclose(client.infer(TENSORRT_MODEL, golden.optical, golden.sar, "1"),
-                                       reference(golden.optical, golden.sar), atol=1e-4)  # fmt: skip
-    finally:
-        LocalTriton(tmp_path / "triton").stop()
 
 
 def _scene(folder: Path) -> tuple[Path, Path]:
@@ -206,32 +260,33 @@ def _scene(folder: Path) -> tuple[Path, Path]:
 
 
 def test_map_command_through_the_local_triton_equals_in_process(onnx_export: Path, tmp_path: Path):
-    import subprocess
-    import sys
-
     from cloudlulc.io.rasters import read_raster
 
-    cli = [str(Path(sys.executable).with_name("cloudlulc"))]
     optical, sar = _scene(tmp_path)
+    repository = cpu_repository(tmp_path / "repository", onnx_export, versions=2)
+    repository.mark_served(CPU_MODEL, 1, {})  # version 2 loaded but unchecked: maps must not reach it
     common = ["map", "--optical", str(optical), "--sar", str(sar), "--tile", "128", "--overlap", "32"]
     with LocalTriton(tmp_path / "triton") as server:
-        server.start(str(onnx_export), 1)
-        served = subprocess.run([*cli, *common, "--out", str(tmp_path / "triton_map.tif"), "--local-dir",
+        server.start(repository.uri)
+        served = subprocess.run([CLI, *common, "--out", str(tmp_path / "triton_map.tif"), "--local-dir",
                                  str(tmp_path / "triton")], capture_output=True, text=True, timeout=600)  # fmt: skip
     assert served.returncode == 0, served.stderr[-2000:]
     assert "quicklook:" in served.stdout and (tmp_path / "triton_map_quicklook.png").exists()
     assert json.loads((tmp_path / "triton_map_areas.json").read_text())
-    local = subprocess.run([*cli, *common, "--out", str(tmp_path / "onnx_map.tif"), "--onnx", str(onnx_export)],
+    import rasterio
+
+    with rasterio.open(tmp_path / "triton_map.tif") as mapped:
+        tags = json.dumps(mapped.tags())
+    assert f"triton:{CPU_MODEL}:1" in tags and f"triton:{CPU_MODEL}:1,2" not in tags
+    local = subprocess.run([CLI, *common, "--out", str(tmp_path / "onnx_map.tif"), "--onnx", str(onnx_export)],
                            capture_output=True, text=True, timeout=600)  # fmt: skip
     assert local.returncode == 0, local.stderr[-2000:]
-    through_triton, in_process = (
-        read_raster(str(tmp_path / "triton_map.tif")),
-        read_raster(str(tmp_path / "onnx_map.tif")),
-    )
+    through_triton = read_raster(str(tmp_path / "triton_map.tif"))
+    in_process = read_raster(str(tmp_path / "onnx_map.tif"))
     assert np.mean(through_triton == in_process) >= 0.999
 
     # No server: a one-line error naming where it looked, exit 6, no map written.
-    missing = subprocess.run([*cli, *common, "--out", str(tmp_path / "none.tif"), "--local-dir", str(tmp_path / "x")],
+    missing = subprocess.run([CLI, *common, "--out", str(tmp_path / "none.tif"), "--local-dir", str(tmp_path / "x")],
                              capture_output=True, text=True, timeout=120)  # fmt: skip
     assert missing.returncode == 6 and "no local Triton running" in missing.stderr and "Traceback" not in missing.stderr
     assert not (tmp_path / "none.tif").exists()

@@ -2,58 +2,44 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_serving import cpu_repository
 
 from cloudlulc.errors import ServingError
-from cloudlulc.serving import TritonClient, free_port
+from cloudlulc.serving import CPU_MODEL, LocalTriton, TritonClient
 from cloudlulc.serving.client import RetryPolicy, repository_headers
 
 KEY = "not-a-real-key"
 
 
 @pytest.fixture(scope="module")
-def restricted_triton() -> Iterator[str]:
-    port = free_port(18901)
-    script = str(Path(__file__).with_name("restricted_triton.py"))
-    process = subprocess.Popen([sys.executable, script, str(port), KEY], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    url = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        with TritonClient(url) as client:
-            while not client.server_ready():
-                assert process.poll() is None, "the restricted Triton exited while starting"
-                assert time.monotonic() < deadline, "the restricted Triton did not start in 120 s"
-                time.sleep(0.3)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def restricted_triton(onnx_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The local Triton with the key from a file, as an operator would give it."""
+    folder = tmp_path_factory.mktemp("restricted")
+    repository = cpu_repository(folder / "repository", onnx_export)
+    (folder / "key").write_text(KEY + "\n")
+    with pytest.MonkeyPatch.context() as patch, LocalTriton(folder / "triton") as server:
+        patch.delenv("TRITON_REPOSITORY_KEY", raising=False)
+        yield server.start(repository.uri, key_file=str(folder / "key")).grpc_url
 
 
 def test_repository_calls_carry_the_key(restricted_triton: str, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("TRITON_REPOSITORY_KEY_NAME", "triton-access-token")  # pytriton's key name
     quick = RetryPolicy(attempts=1)
+    monkeypatch.delenv("TRITON_REPOSITORY_KEY", raising=False)
     with (
         TritonClient(restricted_triton, retry=quick, repository_key="") as client,
         pytest.raises(ServingError, match="restricted"),
     ):
-        client.ready_versions("echo")
+        client.ready_versions(CPU_MODEL)
     with TritonClient(restricted_triton, retry=quick, repository_key=KEY) as client:
-        client.ready_versions("echo")  # refused without the header
+        assert client.ready_versions(CPU_MODEL) == [1]
+        assert client.serving_versions(CPU_MODEL) == [1], "metadata stays open"
     monkeypatch.setenv("TRITON_REPOSITORY_KEY", KEY)
     with TritonClient(restricted_triton, retry=quick) as client:  # from the environment, as in the promote step
-        client.ready_versions("echo")
+        client.ready_versions(CPU_MODEL)
 
 
 def test_repository_headers_follow_the_deployed_key_name(monkeypatch: pytest.MonkeyPatch):

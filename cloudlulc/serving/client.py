@@ -99,11 +99,21 @@ class TritonClient:
                 elapsed = time.monotonic() - started
                 transient = any(code in status for code in TRANSIENT) or "failed to connect" in str(error).lower()
                 if not transient or attempt == self.retry.attempts or elapsed >= self.retry.deadline_s:
+                    reason = (error.message() or status).strip().splitlines()[0] if (error.message() or status) else ""
                     raise ServingError(f"Triton at {self.url}: {what} failed after {attempt} attempt(s): "
-                                       f"{error.message() or status}") from error  # fmt: skip
+                                       f"{reason}") from error  # fmt: skip
                 delay = min(self.retry.max_delay_s, self.retry.base_s * 2 ** (attempt - 1))
                 time.sleep(min(delay * (0.5 + random.random() / 2), self.retry.deadline_s - elapsed))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def server_live(self) -> bool:
+        """Whether the server answers as live (no retries: for polling)."""
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return bool(self._client.is_server_live(client_timeout=2.0))
+        except InferenceServerException:
+            return False
 
     def server_ready(self) -> bool:
         """Whether the server answers and is ready (no retries: for polling)."""
@@ -159,8 +169,12 @@ class TritonClient:
             inputs.append(tensor)
         outputs = [self._grpc.InferRequestedOutput(OUTPUT_NAME)]
         timeout = self.retry.request_timeout_s
-        result = self._call(f"inference on {model!r}", lambda: self._client.infer(
+        result = self._call(f"inference on {model!r} version {version or 'latest'}", lambda: self._client.infer(
             model, inputs, model_version=version, outputs=outputs, client_timeout=timeout))  # fmt: skip
+        answered = result.get_response().model_version
+        if version and answered != version:
+            raise ServingError(f"Triton at {self.url}: {model!r} answered from version {answered}, not the pinned "
+                               f"version {version}")  # fmt: skip
         probs = result.as_numpy(OUTPUT_NAME)
         expected = (optical.shape[0], schema.NUM_CLASSES, *optical.shape[2:])
         if probs is None or probs.shape != expected:
@@ -173,9 +187,9 @@ class TritonClient:
         self.check_contract(model, version)
         return lambda optical, sar: self.infer(model, optical, sar, version)
 
-    def load_model(self, model: str, config: dict[str, Any] | None = None) -> None:
-        """Ask the server (explicit model control) to (re)load ``model``, optionally overriding its config."""
-        text = json.dumps(config) if config else None
+    def load_model(self, model: str, config: dict[str, Any] | str | None = None) -> None:
+        """Ask the server (explicit model control) to (re)load ``model``, optionally overriding its config (JSON)."""
+        text = config if isinstance(config, str) or config is None else json.dumps(config)
         self._call(f"loading {model!r}",
                    lambda: self._client.load_model(model, headers=self._admin_headers, config=text))  # fmt: skip
 
@@ -183,9 +197,22 @@ class TritonClient:
         """Ask the server to unload ``model``."""
         self._call(f"unloading {model!r}", lambda: self._client.unload_model(model, headers=self._admin_headers))
 
-    def ready_versions(self, model: str) -> list[int]:
-        """Versions of ``model`` the server reports READY (repository index)."""
+    def _index(self, model: str) -> list[dict[str, Any]]:
         index = self._call("repository index", lambda: self._client.get_model_repository_index(
             headers=self._admin_headers, as_json=True))  # fmt: skip
-        entries = [e for e in index.get("models", []) if e.get("name") == model and e.get("version")]
-        return sorted(int(entry["version"]) for entry in entries if entry.get("state") == "READY")
+        return [e for e in index.get("models", []) if e.get("name") == model and e.get("version")]
+
+    def ready_versions(self, model: str) -> list[int]:
+        """Versions of ``model`` the server reports READY (repository index)."""
+        return sorted(int(entry["version"]) for entry in self._index(model) if entry.get("state") == "READY")
+
+    def failed_versions(self, model: str) -> list[tuple[int, str]]:
+        """Versions of ``model`` that failed to load, with the first line of Triton's reason."""
+        return sorted((int(e["version"]), (e.get("reason") or "no reason given").strip().splitlines()[0][:300])
+                      for e in self._index(model) if e.get("state") == "UNAVAILABLE")  # fmt: skip
+
+    def serving_versions(self, model: str) -> list[int]:
+        """Versions the model's (open) metadata lists as available for requests."""
+        metadata = self._call(f"metadata of {model!r}",
+                              lambda: self._client.get_model_metadata(model, as_json=True))  # fmt: skip
+        return sorted(int(v) for v in metadata.get("versions", []))

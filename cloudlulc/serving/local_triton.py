@@ -1,38 +1,41 @@
-"""The embedded default server: a real Triton (bundled in nvidia-pytriton) serving the ONNX export.
+"""The embedded default server: the real ``tritonserver`` bundled in nvidia-pytriton, on a model repository.
 
-Triton runs its Python backend here, so the model is an ONNX Runtime session behind a Python
-callable, bound under the production model name, tensors and version number: clients cannot tell
-it from the production ``cloudlulc`` model. ``serve_onnx`` blocks (``cloudlulc serve``);
-``LocalTriton`` runs that in a child process, returns only once it is ready, and stops it with SIGTERM.
+It is the production control plane on CPU: explicit model control, versions loaded and unloaded over
+gRPC, the model-repository API restricted by a key, served on loopback only. The bundled build has
+the Python backend only, so it loads ``cloudlulc_cpu`` (ONNX Runtime behind ``model.py``), not the
+TensorRT or ONNX Runtime platforms. ``LocalTriton`` starts the binary in its own process group (so the
+Python-backend stub processes stop with it), records it in ``state_dir/server.json``, returns once it
+is ready, and stops it with SIGTERM (SIGKILL after a timeout).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 
-import numpy as np
-
-from cloudlulc import schema
 from cloudlulc.errors import ServingError
-from cloudlulc.export.onnx import OUTPUT_NAME, onnxruntime_runner
-from cloudlulc.io.storage import atomic_local_path
-from cloudlulc.models.networks import OPTICAL_CHANNELS, SAR_CHANNELS
-from cloudlulc.serving.client import TritonClient
-from cloudlulc.serving.model_config import TENSORRT_MODEL
+from cloudlulc.io.storage import atomic_local_path, is_s3_uri, s3_endpoint_url
+from cloudlulc.serving.client import REPOSITORY_KEY_ENV, REPOSITORY_KEY_NAME, TritonClient
+from cloudlulc.serving.model_config import MODEL_FILES
+from cloudlulc.serving.repository import ModelRepository
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000, "metrics": 8002}
+REPOSITORY_KEY_FILE_ENV = "TRITON_REPOSITORY_KEY_FILE"
+RESTRICTED = "model-repository,model-config,shared-memory,statistics,trace,logging"
+"""The APIs the key guards, as in k8s/base/triton: health, metadata and inference stay open."""
 
 
 def free_port(preferred: int, host: str = LOOPBACK) -> int:
@@ -47,53 +50,82 @@ def free_port(preferred: int, host: str = LOOPBACK) -> int:
     raise ServingError(f"no free port on {host}")  # pragma: no cover
 
 
-def _python_backend_environment() -> None:
-    """Let Triton's Python stub find this interpreter's libpython (STACK_NOTES: it crashes otherwise)."""
-    libdir = sysconfig.get_config_var("LIBDIR") or ""
-    current = os.environ.get("LD_LIBRARY_PATH", "")
-    if libdir and libdir not in current.split(":"):
-        os.environ["LD_LIBRARY_PATH"] = f"{libdir}:{current}" if current else libdir
+def _bundle() -> Path:
+    """The Triton build inside the nvidia-pytriton wheel."""
+    import pytriton
+
+    return Path(pytriton.__file__).parent / "tritonserver"
 
 
-def serve_onnx(onnx_path: str, *, version: int = 1, model_name: str = TENSORRT_MODEL, host: str = LOOPBACK,
-               grpc_port: int = 8001, http_port: int = 8000, metrics_port: int = 8002, max_batch_size: int = 8,
-               threads: int = 0) -> None:  # fmt: skip
-    """Serve ``onnx_path`` as ``model_name`` version ``version`` until SIGTERM or SIGINT (blocking)."""
-    from pytriton.decorators import batch
-    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-    from pytriton.triton import Triton, TritonConfig
+def triton_environment() -> dict[str, str]:
+    """The server's environment: this interpreter's libpython and the wheel's libraries, this venv first on PATH.
 
-    if not Path(onnx_path).is_file():
-        raise ServingError(f"{onnx_path}: ONNX model to serve not found")
-    _python_backend_environment()
-    run = onnxruntime_runner(onnx_path, threads)
+    Triton's Python stub otherwise links the system libpython and crashes under another interpreter.
+    """
+    import pytriton
 
-    @batch
-    def infer(optical: np.ndarray, sar: np.ndarray) -> dict[str, np.ndarray]:
-        return {OUTPUT_NAME: run(optical.astype(np.float32, copy=False), sar.astype(np.float32, copy=False))}
+    libraries = [sysconfig.get_config_var("LIBDIR") or "",
+                 str(Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs")]  # fmt: skip
+    environment = dict(os.environ)
+    current = environment.get("LD_LIBRARY_PATH", "")
+    environment["LD_LIBRARY_PATH"] = ":".join(p for p in [*libraries, current] if p)
+    environment["PATH"] = f"{Path(sys.executable).parent}:{environment.get('PATH', '')}"
+    environment["PYTHONDONTWRITEBYTECODE"] = "1"  # a __pycache__ in a version folder makes Triton reload it
+    environment.pop(REPOSITORY_KEY_ENV, None)  # the key goes on the command line only
+    return environment
 
-    def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt  # pytriton's serve() stops the server cleanly on it
 
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
-    config = TritonConfig(grpc_address=host, grpc_port=grpc_port, http_address=host, http_port=http_port,
-                          metrics_address=host, metrics_port=metrics_port, log_verbose=0)  # fmt: skip
-    with (
-        tempfile.TemporaryDirectory(prefix="cloudlulc-triton-") as workspace,
-        Triton(config=config, workspace=Path(workspace) / "workspace") as triton,  # pytriton creates it
-    ):
-        triton.bind(
-            model_name=model_name,
-            model_version=version,
-            infer_func=infer,
-            inputs=[Tensor(name="optical", dtype=np.float32, shape=(OPTICAL_CHANNELS, -1, -1)),
-                    Tensor(name="sar", dtype=np.float32, shape=(SAR_CHANNELS, -1, -1))],
-            outputs=[Tensor(name=OUTPUT_NAME, dtype=np.float32, shape=(schema.NUM_CLASSES, -1, -1))],
-            config=ModelConfig(max_batch_size=max_batch_size,
-                               batcher=DynamicBatcher(max_queue_delay_microseconds=2000)),
-            strict=True,
-        )  # fmt: skip
-        triton.serve()
+def backend_directory(state_dir: Path) -> Path:
+    """``state_dir/backends`` with the wheel's Python backend and the stub of this interpreter's version."""
+    bundle = _bundle()
+    stub = bundle / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub_file = stub / "triton_python_backend_stub"
+    if not stub_file.is_file():
+        raise ServingError(f"{stub_file}: nvidia-pytriton has no Python-backend stub for this Python")
+    target = state_dir / "backends" / "python"
+    if not (target / stub_file.name).is_file():
+        staging = state_dir / "backends" / f".python-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(bundle / "backends" / "python", staging, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy2(stub_file, staging / stub_file.name)
+        try:
+            staging.rename(target)
+        except OSError:  # another start won the race: its copy is the same
+            shutil.rmtree(staging, ignore_errors=True)
+    return target.parent
+
+
+def repository_key(state_dir: Path, key_file: str | None = None) -> tuple[str, Path | None, bool]:
+    """The restricted API's key: ``TRITON_REPOSITORY_KEY``, else the key file, else a new one written there.
+
+    Returns the key, the file it is in (None when it came from the environment) and whether it was
+    generated just now.
+    """
+    if os.environ.get(REPOSITORY_KEY_ENV):
+        return os.environ[REPOSITORY_KEY_ENV], None, False
+    path = Path(key_file or os.environ.get(REPOSITORY_KEY_FILE_ENV) or state_dir / "repository.key")
+    if path.exists():
+        try:
+            key = path.read_text().strip()
+        except OSError as error:
+            raise ServingError(f"{path}: cannot read the repository key ({error.strerror})") from None
+        if not key or any(c.isspace() or c in ",:=" for c in key):
+            raise ServingError(f"{path}: not a repository key (one word, no ',', ':' or '=')")
+        return key, path, False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    with atomic_local_path(path) as temp_path:
+        temp_path.touch(mode=0o600)
+        temp_path.write_text(key + "\n")
+    return key, path, True
+
+
+def triton_repository_path(uri: str) -> str:
+    """What ``--model-repository`` takes: an absolute folder, or ``s3://[endpoint/]bucket/prefix``."""
+    if not is_s3_uri(uri):
+        return str(Path(uri).resolve())
+    endpoint = s3_endpoint_url()
+    return f"s3://{endpoint.rstrip('/')}/{uri.removeprefix('s3://')}" if endpoint else uri
 
 
 @dataclass(frozen=True)
@@ -104,9 +136,11 @@ class ServerState:
     grpc_port: int
     http_port: int
     metrics_port: int
-    version: int
-    onnx_path: str
-    model: str = TENSORRT_MODEL
+    repository: str
+    models: list[str]
+    key_file: str | None = None
+    """The file holding the repository API's key (None when it came from the environment)."""
+    key_generated: bool = False
 
     @property
     def grpc_url(self) -> str:
@@ -128,55 +162,89 @@ class LocalTriton:
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
-    def state(self) -> ServerState | None:
-        """The recorded server, if its process is still alive."""
+    def _recorded(self) -> ServerState | None:
         try:
-            state = ServerState(**json.loads(self.state_file.read_text()))
+            return ServerState(**json.loads(self.state_file.read_text()))
         except (OSError, ValueError, TypeError):
             return None
-        try:
-            os.kill(state.pid, 0)
-        except OSError:
-            return None
-        return state
 
-    def start(self, onnx_path: str, version: int, *, timeout_s: float = 120.0, threads: int = 0) -> ServerState:
-        """Serve ``onnx_path`` as version ``version``; return once the model answers as ready."""
+    def state(self) -> ServerState | None:
+        """The recorded server, if its process is still alive."""
+        state = self._recorded()
+        return state if state is not None and _alive(state.pid) else None
+
+    def key(self) -> str:
+        """The key of the running server's repository API (or of the next one started here)."""
+        state = self.state()
+        if state is not None and state.key_file:
+            return repository_key(self.state_dir, state.key_file)[0]
+        return repository_key(self.state_dir)[0]
+
+    def start(self, repository: str, *, models: list[str] | None = None, key_file: str | None = None,
+              ports: dict[str, int] | None = None, timeout_s: float = 120.0) -> ServerState:  # fmt: skip
+        """Serve ``repository`` (explicit model control); ``models`` (default: each with versions) load at start.
+
+        Returns once the server and those models are ready; a version that fails to load stops the
+        server and raises a one-line ServingError naming it.
+        """
         if self.state() is not None:
             raise ServingError(f"a local Triton is already running (see {self.state_file}); stop it first")
+        store = ModelRepository(repository)
+        if models is None:
+            models = [m for m in store.check() if m in MODEL_FILES and store.versions(m)]
+        else:
+            store.check(models)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        ports = {name: free_port(port) for name, port in DEFAULT_PORTS.items()}
-        command = [sys.executable, "-m", "cloudlulc", "serve", "--onnx", str(onnx_path), "--version", str(version),
-                   "--grpc-port", str(ports["grpc"]), "--http-port", str(ports["http"]),
-                   "--metrics-port", str(ports["metrics"]), "--threads", str(threads)]  # fmt: skip
+        key, key_path, generated = repository_key(self.state_dir, key_file)
+        chosen = {name: free_port(port) for name, port in (ports or DEFAULT_PORTS).items()}
+        command = [str(_bundle() / "bin" / "tritonserver"),
+                   f"--model-repository={triton_repository_path(repository)}",
+                   f"--backend-directory={backend_directory(self.state_dir)}",
+                   "--model-control-mode=explicit", *[f"--load-model={m}" for m in models],
+                   "--disable-auto-complete-config", "--strict-readiness=true", "--exit-on-error=false",
+                   "--exit-timeout-secs=20", "--log-verbose=0",
+                   f"--grpc-address={LOOPBACK}", f"--grpc-port={chosen['grpc']}",
+                   f"--http-address={LOOPBACK}", f"--http-port={chosen['http']}",
+                   f"--metrics-address={LOOPBACK}", f"--metrics-port={chosen['metrics']}",
+                   f"--grpc-restricted-protocol={RESTRICTED}:{REPOSITORY_KEY_NAME}={key}",
+                   f"--http-restricted-api={RESTRICTED}:{REPOSITORY_KEY_NAME}={key}"]  # fmt: skip
         with self.log_file.open("ab") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        state = ServerState(process.pid, ports["grpc"], ports["http"], ports["metrics"], version, str(onnx_path))
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=triton_environment(),
+                                       start_new_session=True, cwd=self.state_dir)  # fmt: skip
+        state = ServerState(process.pid, chosen["grpc"], chosen["http"], chosen["metrics"], repository, models,
+                            str(key_path) if key_path else None, generated)  # fmt: skip
         with atomic_local_path(self.state_file) as temp_path:
             temp_path.write_text(json.dumps(asdict(state), indent=2) + "\n")
+        try:
+            self._wait_ready(state, process, key, timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return state
+
+    def _wait_ready(self, state: ServerState, process: subprocess.Popen[bytes], key: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        with TritonClient(state.grpc_url) as client:
-            while True:
+        with TritonClient(state.grpc_url, repository_key=key) as client:
+            while not client.server_ready():
                 if process.poll() is not None:
-                    self.state_file.unlink(missing_ok=True)
-                    raise ServingError(f"local Triton exited with code {process.returncode} while starting; "
-                                       f"see {self.log_file}")  # fmt: skip
-                if client.server_ready():
-                    try:
-                        client.wait_ready(state.model, str(version), timeout_s=1.0)
-                        return state
-                    except ServingError:
-                        pass
+                    raise ServingError(f"local Triton on {state.repository} exited with code {process.returncode} "
+                                       f"while starting: {_last_error(self.log_file)}")  # fmt: skip
+                if client.server_live():
+                    for model in state.models:
+                        failed = client.failed_versions(model)
+                        if failed:
+                            version, reason = failed[0]
+                            where = ModelRepository(state.repository).storage.join(f"{model}/{version}")
+                            raise ServingError(f"{where}: version {version} of {model} failed to load: {reason}")
                 if time.monotonic() > deadline:
-                    self.stop()
-                    raise ServingError(f"local Triton not ready after {timeout_s:.0f} s; see {self.log_file}")
+                    raise ServingError(f"local Triton on {state.repository} not ready after {timeout_s:.0f} s; "
+                                       f"see {self.log_file}")  # fmt: skip
                 time.sleep(0.2)
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """SIGTERM the server (its whole process group) and wait; SIGKILL if it does not exit in time."""
-        try:
-            state = ServerState(**json.loads(self.state_file.read_text()))
-        except (OSError, ValueError, TypeError):
+        """SIGTERM the server's process group (its Python stubs too) and wait; SIGKILL if it does not exit."""
+        state = self._recorded()
+        if state is None:
             return
         for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
             try:
@@ -184,11 +252,21 @@ class LocalTriton:
             except ProcessLookupError:
                 break
             deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline and _alive(state.pid):
+            while time.monotonic() < deadline and _group_alive(state.pid):
                 time.sleep(0.1)
-            if not _alive(state.pid):
+            if not _group_alive(state.pid):
                 break
         self.state_file.unlink(missing_ok=True)
+
+
+def _last_error(log_file: Path) -> str:
+    """The last error line of the server's log (Triton prefixes errors with ``E``), or where the log is."""
+    try:
+        lines = log_file.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"see {log_file}"
+    errors = [line for line in lines if line.startswith("E") or "error:" in line.lower()]
+    return (errors[-1].split("] ", 1)[-1][:300] if errors else "") + f" (see {log_file})"
 
 
 def _alive(pid: int) -> bool:
@@ -204,3 +282,40 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs (the server or one of its Python stubs)."""
+    _alive(pgid)  # reap the leader if it is our child
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - someone else's group reused the number
+        return False
+    return True
+
+
+def serve_until_signal(server: LocalTriton, start: Callable[[], ServerState],
+                       announce: Callable[[ServerState], None]) -> int:  # fmt: skip
+    """Start through ``start``, then block until SIGTERM / SIGINT or the server's exit, and stop it.
+
+    The handlers are in place before the server starts, so a signal during the start stops it too.
+    Returns 0 after a signal, 6 when the server exited by itself.
+    """
+    stopping = {"signal": 0}
+
+    def on_signal(signum: int, frame: object) -> None:
+        stopping["signal"] = signum
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        state = start()
+        announce(state)
+        while not stopping["signal"] and _alive(state.pid):
+            time.sleep(0.2)
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0 if stopping["signal"] else 6

@@ -1,8 +1,10 @@
-"""Triton ``config.pbtxt`` for the two served models, rendered from one set of settings.
+"""Triton ``config.pbtxt`` for the served models, rendered from one set of settings.
 
 ``cloudlulc`` is the TensorRT plan (GPU), ``cloudlulc_onnx`` its ONNX Runtime twin (fallback, CPU or
-GPU). Both share the serving contract of ARCHITECTURE.md; ``triton_models/`` holds these files as
-rendered with the defaults, and a test keeps it in step with this module.
+GPU) and ``cloudlulc_cpu`` the same ONNX export behind Triton's Python backend (a thin ``model.py``
+over :mod:`cloudlulc.serving.python_backend`), the CPU platform any Triton build can load. All share
+the serving contract of ARCHITECTURE.md; ``triton_models/`` holds these files as rendered with the
+defaults, and a test keeps it in step with this module.
 """
 
 from __future__ import annotations
@@ -15,8 +17,14 @@ from cloudlulc.models.networks import OPTICAL_CHANNELS, SAR_CHANNELS
 
 TENSORRT_MODEL = "cloudlulc"
 ONNX_MODEL = "cloudlulc_onnx"
-MODEL_FILES = {TENSORRT_MODEL: "model.plan", ONNX_MODEL: "model.onnx"}
-PLATFORMS = {TENSORRT_MODEL: "tensorrt_plan", ONNX_MODEL: "onnxruntime_onnx"}
+CPU_MODEL = "cloudlulc_cpu"
+SERVED_MODELS = (TENSORRT_MODEL, ONNX_MODEL, CPU_MODEL)
+MODEL_FILES = {TENSORRT_MODEL: "model.plan", ONNX_MODEL: "model.onnx", CPU_MODEL: "model.onnx"}
+PLATFORMS = {TENSORRT_MODEL: "tensorrt_plan", ONNX_MODEL: "onnxruntime_onnx", CPU_MODEL: "python"}
+ADAPTER_FILE = "model.py"
+"""The Python backend's entry point in each ``cloudlulc_cpu`` version folder."""
+WARMUP_FOLDER = "warmup"
+"""``<model>/warmup/{optical,sar}``: raw FP32 of the golden sample, Triton's warmup request."""
 
 
 @dataclass(frozen=True)
@@ -28,24 +36,46 @@ class ServingSettings:
     max_queue_delay_us: int = 2000
     gpu_instances: int = 1
     cpu_instances: int = 2
+    python_instances: int = 1
+    """One Python-backend process per instance; a single one lets ONNX Runtime use every core on dynamic batches."""
+    python_threads: int = 0
+    """ONNX Runtime intra-op threads per Python-backend instance (0: ONNX Runtime's choice, every core)."""
     versions_kept_loaded: int = 2
-    """The newest N versions load together, so a new version is checked while the previous one serves."""
+    """At start the newest N versions load, so the served one is loaded even beside an unchecked newer one."""
+    warmup_tile: int = 256
+    """Side of the warmup request (the golden sample wrapped to it); within the TensorRT profile's tiles."""
+
+
+def _instances(model: str, settings: ServingSettings) -> str:
+    if model == TENSORRT_MODEL:
+        return f"  {{ count: {settings.gpu_instances}, kind: KIND_GPU }}"
+    if model == CPU_MODEL:
+        return f"  {{ count: {settings.python_instances}, kind: KIND_CPU }}"
+    return f"  {{ count: {settings.cpu_instances}, kind: KIND_CPU }}"
 
 
 def render_config(model: str, settings: ServingSettings | None = None) -> str:
-    """The ``config.pbtxt`` text of ``model`` (``cloudlulc`` or ``cloudlulc_onnx``)."""
+    """The ``config.pbtxt`` text of one of :data:`SERVED_MODELS`."""
     if model not in PLATFORMS:
         raise ValueError(f"unknown served model {model!r}; expected one of {sorted(PLATFORMS)}")
     settings = settings or ServingSettings()
-    if model == TENSORRT_MODEL:
-        instances = f"  {{ count: {settings.gpu_instances}, kind: KIND_GPU }}"
-    else:
-        instances = f"  {{ count: {settings.cpu_instances}, kind: KIND_CPU }}"
     preferred = ", ".join(str(size) for size in settings.preferred_batch_sizes)
+    if model == CPU_MODEL:
+        runtime = 'backend: "python"\n'
+        values = {"onnx_threads": settings.python_threads, "model_file": MODEL_FILES[model]}
+        parameters = "".join(f'parameters: {{ key: "{key}", value: {{ string_value: "{value}" }} }}\n'
+                             for key, value in values.items())  # fmt: skip
+    else:
+        runtime = f'platform: "{PLATFORMS[model]}"\ndefault_model_filename: "{MODEL_FILES[model]}"\n'
+        parameters = ""
+    tile = settings.warmup_tile
+    warmup_inputs = ",\n".join(
+        f'      {{ key: "{name}", value: {{ data_type: TYPE_FP32, dims: [ {channels}, {tile}, {tile} ], '
+        f'input_data_file: "{name}" }} }}'
+        for name, channels in (("optical", OPTICAL_CHANNELS), ("sar", SAR_CHANNELS))
+    )
     return f"""name: "{model}"
-platform: "{PLATFORMS[model]}"
-default_model_filename: "{MODEL_FILES[model]}"
-max_batch_size: {settings.max_batch_size}
+{runtime}max_batch_size: {settings.max_batch_size}
 input [
   {{ name: "optical", data_type: TYPE_FP32, dims: [ {OPTICAL_CHANNELS}, -1, -1 ] }},
   {{ name: "sar", data_type: TYPE_FP32, dims: [ {SAR_CHANNELS}, -1, -1 ] }}
@@ -58,7 +88,16 @@ dynamic_batching {{
   max_queue_delay_microseconds: {settings.max_queue_delay_us}
 }}
 instance_group [
-{instances}
+{_instances(model, settings)}
 ]
 version_policy: {{ latest: {{ num_versions: {settings.versions_kept_loaded} }} }}
-"""
+model_warmup [
+  {{
+    name: "golden_sample"
+    batch_size: 1
+    inputs [
+{warmup_inputs}
+    ]
+  }}
+]
+{parameters}"""

@@ -1,17 +1,16 @@
 """Promotion: the MLflow ``champion`` becomes the served model, checked on a golden sample, or rolled back.
 
-Steps: export the champion to ONNX (parity-checked against PyTorch), publish it as the next version
-in the model repository, make the server serve it, send the golden sample through gRPC and compare
-with PyTorch's output, then keep it (tagging the registered model with the served version) or roll
-back. Two targets share these steps and differ only in how a version becomes served:
+Steps: export the champion to ONNX (parity-checked against PyTorch), then, holding the repository's
+promotion lock (one promoter, hence one load call, at a time: server #7018), publish it as version
+n+1, ``load_model`` it over gRPC (explicit model control; the ``latest 2`` version policy loads it
+beside the served version n), send the golden sample to version n+1 exactly and compare with
+PyTorch's output. Passed: ``<model>.served.json`` names n+1, so clients pin it from then on; n stays loaded
+until the next promotion, so maps already pinned to it finish on it. Failed: n+1 is removed from the
+repository and the model reloaded, while n keeps answering its pinned clients throughout.
 
-- ``RepositoryTarget`` (production): Triton in explicit model-control mode; ``load_model`` over gRPC
-  reloads the model, whose version policy keeps the newest two versions loaded, so the previous
-  version keeps serving while the new one is checked. Rollback deletes the new version from the
-  repository and reloads.
-- ``LocalTarget`` (embedded default): the local Triton serves a Python callable and cannot load model
-  folders, so it is restarted on the new version, checked, and restarted on the previous one if the
-  check fails.
+``RepositoryTarget`` is a Triton reading the repository (production: every replica behind a headless
+Service); ``LocalTarget`` is the local Triton of :mod:`cloudlulc.serving.local_triton`, started on the
+repository when it is not running. Both run the same load calls against a real server.
 """
 
 from __future__ import annotations
@@ -30,7 +29,8 @@ from cloudlulc.io.storage import atomic_local_path
 from cloudlulc.models.networks import SegmentationNetwork
 from cloudlulc.serving.client import TritonClient
 from cloudlulc.serving.local_triton import LocalTriton
-from cloudlulc.serving.model_config import ONNX_MODEL, TENSORRT_MODEL
+from cloudlulc.serving.model_config import CPU_MODEL, ONNX_MODEL, TENSORRT_MODEL, ServingSettings
+from cloudlulc.serving.python_backend import VersionFiles, load_runner, run_requests
 from cloudlulc.serving.repository import GoldenSample, ModelRepository
 from cloudlulc.tracking.registry import CHAMPION, Registry
 from cloudlulc.tracking.settings import TrackingError, TrackingSettings
@@ -38,19 +38,17 @@ from cloudlulc.tracking.stages import load_registered_network
 
 
 class ServingTarget(Protocol):
-    """How a published version becomes the one a server answers with."""
+    """Where the repository's versions are loaded and checked."""
 
     served_model: str
-    """The model name clients call on this target."""
-    repository_model: str
-    """The repository folder versions are published to."""
+    """The model name clients call on this target (its repository folder)."""
 
-    def activate(self, repository: ModelRepository, version: int) -> str:
-        """Serve ``version``; return the gRPC URL to check it on."""
+    def load(self, repository: ModelRepository, version: int | None) -> str:
+        """Make every server (re)read the model's versions; wait for ``version``; return the gRPC URL to check on."""
         ...
 
-    def rollback(self, repository: ModelRepository, bad_version: int, previous: int | None) -> None:
-        """Stop serving ``bad_version``; serve ``previous`` again when there is one."""
+    def client(self, url: str) -> TritonClient:
+        """A client for ``url`` carrying the repository key."""
         ...
 
 
@@ -67,7 +65,7 @@ def replica_urls(replicas: str) -> list[str]:
 
 @dataclass
 class RepositoryTarget:
-    """A production Triton with explicit model control, reading the same repository.
+    """A Triton with explicit model control reading the same repository.
 
     Explicit model control is per server process: with several replicas, ``replicas`` (a headless
     Service, ``TRITON_GRPC_REPLICAS``) names them all, and every one loads the new version before the
@@ -76,55 +74,113 @@ class RepositoryTarget:
 
     url: str
     served_model: str = TENSORRT_MODEL
-    repository_model: str = TENSORRT_MODEL
     replicas: str | None = None
+    repository_key: str | None = None
+    """The restricted repository API's key (default: ``TRITON_REPOSITORY_KEY``)."""
 
-    def _load_everywhere(self, version: int | None) -> None:
+    def client(self, url: str) -> TritonClient:
+        return TritonClient(url, repository_key=self.repository_key)
+
+    def load(self, repository: ModelRepository, version: int | None) -> str:
+        model = self.served_model
         for address in replica_urls(self.replicas) if self.replicas else [self.url]:
-            with TritonClient(address) as client:
-                client.load_model(self.repository_model)
+            with self.client(address) as client:
+                if repository.versions(model):
+                    client.load_model(model)
+                else:
+                    client.unload_model(model)
                 if version is not None:
-                    client.wait_ready(self.repository_model, str(version), timeout_s=300)
-
-    def activate(self, repository: ModelRepository, version: int) -> str:
-        self._load_everywhere(version)
+                    client.wait_ready(model, str(version), timeout_s=300)
         return self.url
-
-    def rollback(self, repository: ModelRepository, bad_version: int, previous: int | None) -> None:
-        repository.remove_version(self.repository_model, bad_version)
-        if previous is not None:
-            self._load_everywhere(None)
 
 
 @dataclass
 class LocalTarget:
-    """The local Triton (nvidia-pytriton), restarted on the version to serve."""
+    """The local Triton on the repository (started when not running), as a :class:`RepositoryTarget`."""
 
     state_dir: Path
-    served_model: str = TENSORRT_MODEL
-    repository_model: str = ONNX_MODEL
+    served_model: str = CPU_MODEL
 
-    def _model_file(self, repository: ModelRepository, version: int) -> str:
-        uri = repository.model_uri(self.repository_model, version)
-        if not uri.startswith("s3://"):
-            return uri
-        local = self.state_dir / "models" / str(version) / "model.onnx"  # the local server reads files only
-        if not local.exists():
-            local.parent.mkdir(parents=True, exist_ok=True)
-            local.write_bytes(repository.storage.read_bytes(f"{self.repository_model}/{version}/model.onnx"))
-        return str(local)
-
-    def activate(self, repository: ModelRepository, version: int) -> str:
+    def _server(self, repository: ModelRepository) -> RepositoryTarget:
         server = LocalTriton(self.state_dir)
-        server.stop()
-        return server.start(self._model_file(repository, version), version).grpc_url
+        state = server.state()
+        if state is not None and state.repository != repository.uri:
+            raise ServingError(f"the local Triton in {self.state_dir} serves {state.repository}, not "
+                               f"{repository.uri}; stop it first")  # fmt: skip
+        if state is None:
+            state = server.start(repository.uri, models=[])
+        return RepositoryTarget(state.grpc_url, served_model=self.served_model, repository_key=server.key())
 
-    def rollback(self, repository: ModelRepository, bad_version: int, previous: int | None) -> None:
-        server = LocalTriton(self.state_dir)
-        server.stop()
-        repository.remove_version(self.repository_model, bad_version)
-        if previous is not None:
-            server.start(self._model_file(repository, previous), previous)
+    def client(self, url: str) -> TritonClient:
+        return TritonClient(url, repository_key=LocalTriton(self.state_dir).key())
+
+    def load(self, repository: ModelRepository, version: int | None) -> str:
+        return self._server(repository).load(repository, version)
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    """The outcome of publishing and checking one version."""
+
+    version: int
+    previous: int | None
+    grpc_url: str
+    golden_parity: ParityReport
+
+
+def check_golden(client: TritonClient, model: str, version: int, golden: GoldenSample) -> ParityReport:
+    """The golden sample through ``version`` exactly (the client refuses an answer from any other version)."""
+    client.check_contract(model, str(version))
+    served = client.predictor(model, str(version))
+    return check_parity(lambda o, s: golden.expected, served, iter([(golden.optical, golden.sar)]))
+
+
+def preflight(model: str, model_file: Path, version: int, golden: GoldenSample) -> None:
+    """Run an ONNX version through the Python backend's own loading code before any server loads it.
+
+    A version that fails to load in Triton leaves the server not ready until it restarts (Triton 2.51
+    keeps the failed version in its strict readiness check), so a corrupt export is refused here.
+    """
+    if model == TENSORRT_MODEL:
+        return  # a plan only deserializes on the serving GPU: the server's load is its check
+    try:
+        run = load_runner(VersionFiles(model_file, threads=1))
+        run_requests(run, [(golden.optical, golden.sar)])
+    except Exception as error:  # ONNX Runtime's own error types: one line, naming the version
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ServingError(f"version {version} of {model} does not load outside Triton: {reason}") from None
+
+
+def publish_and_serve(repository: ModelRepository, target: ServingTarget, model_file: Path, golden: GoldenSample,
+                      facts: dict[str, object], settings: ServingSettings | None = None) -> ServedVersion:  # fmt: skip
+    """Publish ``model_file`` as the next version, load it beside the served one, check it, keep it or roll back.
+
+    The served version (``<model>.served.json``) keeps answering its pinned clients throughout; on failure the
+    new version is removed and a ServingError (exit 6) names what serves.
+    """
+    model = target.served_model
+    with repository.promotion_lock(model):
+        previous = repository.served_version(model)
+        version = repository.publish(model, model_file, golden, facts, settings)
+        url = ""
+        try:
+            preflight(model, model_file, version, golden)
+            url = target.load(repository, version)
+            with target.client(url) as client:
+                parity = check_golden(client, model, version, golden)
+            if not parity.passed:
+                raise ServingError(f"golden sample check failed on version {version}: {parity.summary()}")
+        except ServingError as error:
+            repository.remove_version(model, version)
+            try:
+                target.load(repository, previous)
+                back = f"version {previous} serves" if previous is not None else "no version serves"
+            except ServingError as reload_error:
+                back = (f"version {previous} stays the served version in the repository" if previous is not None
+                        else "no version serves") + f"; reloading failed too: {reload_error}"  # fmt: skip
+            raise ServingError(f"{model} version {version} rolled back ({back}): {error}") from error
+        repository.mark_served(model, version, facts)
+    return ServedVersion(version, previous, url, parity)
 
 
 @dataclass(frozen=True)
@@ -223,46 +279,35 @@ def promote(settings: TrackingSettings, repository: ModelRepository, dataset: st
         raise ServingError(f"{exported.path} was exported from {settings.registered_model} "
                            f"v{exported.registered_version}, but {alias} is now v{registered_version}; "
                            "export again")  # fmt: skip
-    if exported is not None and (exported.path.suffix == ".onnx") != (target.repository_model == ONNX_MODEL):
-        raise ServingError(f"{exported.path} does not fit {target.repository_model}: ONNX files go to "
-                           f"{ONNX_MODEL}, TensorRT plans to {TENSORRT_MODEL}")  # fmt: skip
+    if exported is not None and (exported.path.suffix == ".plan") != (target.served_model == TENSORRT_MODEL):
+        raise ServingError(f"{exported.path} does not fit {target.served_model}: ONNX files go to "
+                           f"{ONNX_MODEL} or {CPU_MODEL}, TensorRT plans to {TENSORRT_MODEL}")  # fmt: skip
     network = load_registered_network(settings, alias)
     reference = torch_runner(network)
     optical, sar = next(iter(parity_samples(dataset, 1)))
     golden = GoldenSample(optical, sar, reference(optical, sar))
-    model = target.repository_model
+    model = target.served_model
+    facts: dict[str, object] = {"registered_model": settings.registered_model,
+                                "registered_version": registered_version, "alias": alias}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="cloudlulc-promote-") as folder:
         if exported is not None:
-            onnx_path, export_parity = exported.path, exported.parity
+            model_path, export_parity = exported.path, exported.parity
         else:
             built = _export(network, settings.registered_model, registered_version, alias, dataset, Path(folder),
-                            tensorrt=model != ONNX_MODEL)  # fmt: skip
-            onnx_path, export_parity = built.path, built.parity
-        previous_versions = repository.versions(model)
-        previous = previous_versions[-1] if previous_versions else None
-        facts: dict[str, object] = {"registered_model": settings.registered_model,
-                                    "registered_version": registered_version,
-                 "alias": alias, "export_parity": export_parity.summary()}  # fmt: skip
-        version = repository.publish(model, onnx_path, golden, facts)
-    try:
-        url = target.activate(repository, version)
-        with TritonClient(url) as client:
-            client.check_contract(target.served_model, str(version))
-            served = client.predictor(target.served_model, str(version))
-            golden_parity = check_parity(lambda o, s: golden.expected, served, iter([(golden.optical, golden.sar)]))
-        if not golden_parity.passed:
-            raise ServingError(f"golden sample check failed on version {version}: {golden_parity.summary()}")
-    except ServingError as error:
-        target.rollback(repository, version, previous)
-        _tag(registry, registered_version, {"serving.status": f"rolled back: {error}"[:500]})
-        back = f"version {previous} serves again" if previous is not None else "no earlier version to serve"
-        raise ServingError(f"promotion of {settings.registered_model} v{registered_version} as {model} "
-                           f"version {version} rolled back ({back}): {error}") from error  # fmt: skip
-    served_tags = {"serving.status": "served", "serving.model": target.served_model,
-                   "serving.version": str(version), "serving.repository": repository.uri}  # fmt: skip
+                            tensorrt=model == TENSORRT_MODEL)  # fmt: skip
+            model_path, export_parity = built.path, built.parity
+        facts["export_parity"] = export_parity.summary()
+        try:
+            served = publish_and_serve(repository, target, model_path, golden, facts)
+        except ServingError as error:
+            _tag(registry, registered_version, {"serving.status": f"rolled back: {error}"[:500]})
+            raise ServingError(f"promotion of {settings.registered_model} v{registered_version}: {error}") from error
+    served_tags = {"serving.status": "served", "serving.model": model, "serving.version": str(served.version),
+                   "serving.repository": repository.uri}  # fmt: skip
     _tag(registry, registered_version, served_tags)
     try:
-        registry.client.set_registered_model_tag(settings.registered_model, "served_version", str(version))
+        registry.client.set_registered_model_tag(settings.registered_model, "served_version", str(served.version))
     except Exception as error:  # MlflowException; the version tag above already records the promotion
         raise TrackingError(f"registry at {settings.tracking_uri}: cannot tag the registered model: {error}") from error
-    return PromotionResult(registered_version, version, target.served_model, url, export_parity, golden_parity)
+    return PromotionResult(registered_version, served.version, model, served.grpc_url, export_parity,
+                           served.golden_parity)  # fmt: skip

@@ -1,13 +1,18 @@
 """Regional mapping through a served model: the Triton gRPC client as the mapping predictor.
 
 The CLI's ``map`` command and the mapping pipeline step both come here, so finding the server (a
-given URL, or the local Triton's state file), checking the served contract and naming the model in
-the map's metadata happen in one place.
+given URL, or the local Triton's state file), pinning the served version, checking the served
+contract and naming the model in the map's metadata happen in one place.
+
+Every request names one version: the one ``<model>.served.json`` of the model repository records (the last
+to pass its golden check), else the lowest version the server has loaded (a promotion loads its
+candidate as the newest). Unversioned requests would reach a freshly loaded, unchecked version.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +20,10 @@ from cloudlulc.errors import ServingError
 from cloudlulc.mapping import MapResult, map_scene
 from cloudlulc.serving.client import TritonClient
 from cloudlulc.serving.local_triton import LocalTriton
+from cloudlulc.serving.model_config import CPU_MODEL, TENSORRT_MODEL
+from cloudlulc.serving.repository import ModelRepository
+
+REPOSITORY_ENV = "TRITON_MODEL_REPOSITORY"
 
 
 def resolve_grpc_url(triton_url: str | None, local_dir: str | Path) -> str:
@@ -24,19 +33,49 @@ def resolve_grpc_url(triton_url: str | None, local_dir: str | Path) -> str:
     state = LocalTriton(local_dir).state()
     if state is None:
         raise ServingError(f"no Triton URL given and no local Triton running (state in {local_dir}); "
-                           "start one with `cloudlulc promote` or `cloudlulc serve`")  # fmt: skip
+                           "start one with `cloudlulc serve --repository DIR` or `cloudlulc promote`")  # fmt: skip
     return state.grpc_url
 
 
-def map_with_triton(optical: str, sar: str, out_uri: str, grpc_url: str, *, model_name: str = "cloudlulc",
-                    model_version: str = "", **options: Any) -> MapResult:  # fmt: skip
+def default_model(triton_url: str | None) -> str:
+    """The model a map asks for when none is named: the CPU platform locally, the TensorRT plan elsewhere."""
+    return TENSORRT_MODEL if triton_url else CPU_MODEL
+
+
+def served_repository(triton_url: str | None, local_dir: str | Path, repository: str | None = None) -> str | None:
+    """The model repository whose ``served.json`` names the version to pin, when one is known."""
+    if repository:
+        return repository
+    if not triton_url:
+        state = LocalTriton(local_dir).state()
+        if state is not None:
+            return state.repository
+    return os.environ.get(REPOSITORY_ENV) or None
+
+
+def pinned_version(client: TritonClient, model: str, repository: str | None) -> str:
+    """The version to send every request to (see the module docstring)."""
+    if repository:
+        served = ModelRepository(repository).served_version(model)
+        if served is not None:
+            return str(served)
+    loaded = client.serving_versions(model)
+    if not loaded:
+        raise ServingError(f"Triton at {client.url}: model {model!r} has no version loaded")
+    return str(loaded[0])
+
+
+def map_with_triton(optical: str, sar: str, out_uri: str, grpc_url: str, *, model_name: str = TENSORRT_MODEL,
+                    model_version: str = "", repository: str | None = None, **options: Any) -> MapResult:  # fmt: skip
     """Map one scene with the model Triton serves at ``grpc_url``; ``options`` go to :func:`map_scene`.
 
-    The contract (tensor names, shapes, types) is checked once before the first tile, so a server
-    serving something else fails before any work, naming the model.
+    The version is pinned before the first tile (``model_version``, else :func:`pinned_version`) and
+    every answer is checked to come from it, so the map's ``triton:<model>:<version>`` tag names the
+    version that answered. The contract (tensor names, shapes, types) is checked once before the
+    first tile, so a server serving something else fails before any work, naming the model.
     """
     with TritonClient(grpc_url) as client:
-        metadata = client.check_contract(model_name, model_version)
-        served = model_version or ",".join(metadata.get("versions", []))
-        predictor = functools.partial(client.infer, model_name, version=model_version)
-        return map_scene(optical, sar, out_uri, predictor, model_id=f"triton:{model_name}:{served}", **options)
+        version = model_version or pinned_version(client, model_name, repository)
+        client.check_contract(model_name, version)
+        predictor = functools.partial(client.infer, model_name, version=version)
+        return map_scene(optical, sar, out_uri, predictor, model_id=f"triton:{model_name}:{version}", **options)

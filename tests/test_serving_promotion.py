@@ -1,0 +1,176 @@
+"""Promotion against the real local Triton: publish n+1, load it beside n, check n+1 exactly, keep or roll back."""
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_serving import golden_sample
+
+from cloudlulc.errors import ServingError
+from cloudlulc.serving import CPU_MODEL, LocalTarget, LocalTriton, ModelRepository, TritonClient, publish_and_serve
+from cloudlulc.serving.regional import pinned_version
+
+
+@pytest.fixture
+def local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A repository and the state folder of a local Triton on it; the server is stopped afterwards."""
+    monkeypatch.delenv("TRITON_REPOSITORY_KEY", raising=False)
+    repository = ModelRepository(str(tmp_path / "repository"))
+    yield repository, LocalTarget(tmp_path / "triton")
+    LocalTriton(tmp_path / "triton").stop()
+
+
+def _answers(url: str, version: str, golden) -> np.ndarray:
+    with TritonClient(url) as client:
+        return client.infer(CPU_MODEL, golden.optical, golden.sar, version)
+
+
+def test_first_and_second_promotion_pin_the_checked_version(onnx_export: Path, local):
+    repository, target = local
+    golden = golden_sample(0, onnx_export)
+    first = publish_and_serve(repository, target, onnx_export, golden, {"note": "first"})
+    assert (first.version, first.previous) == (1, None) and first.golden_parity.passed
+    assert repository.served_version(CPU_MODEL) == 1
+    second = publish_and_serve(repository, target, onnx_export, golden, {"note": "second"})
+    assert (second.version, second.previous) == (2, 1) and repository.served_version(CPU_MODEL) == 2
+    with TritonClient(second.grpc_url, repository_key=LocalTriton(target.state_dir).key()) as client:
+        assert client.ready_versions(CPU_MODEL) == [1, 2], "n stays loaded for the maps still pinned to it"
+        assert pinned_version(client, CPU_MODEL, repository.uri) == "2"
+        assert pinned_version(client, CPU_MODEL, None) == "1", "without the repository: the lowest loaded"
+    np.testing.assert_allclose(_answers(second.grpc_url, "2", golden), golden.expected, atol=1e-4)
+
+
+def test_corrupt_version_is_rolled_back_while_the_served_one_answers(onnx_export: Path, local, tmp_path: Path):
+    repository, target = local
+    golden = golden_sample(0, onnx_export)
+    served = publish_and_serve(repository, target, onnx_export, golden, {})
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(onnx_export.read_bytes()[:4096])
+    with pytest.raises(ServingError) as error:
+        publish_and_serve(repository, target, corrupt, golden, {})
+    message = str(error.value)
+    assert message.startswith(f"{CPU_MODEL} version 2 rolled back (version 1 serves)") and "\n" not in message
+    assert repository.versions(CPU_MODEL) == [1] and repository.served_version(CPU_MODEL) == 1
+    # A golden sample the model does not reproduce: loaded, checked on version 2 (the number is free again), refused.
+    wrong = golden_sample(1)  # random expected output
+    with pytest.raises(
+        ServingError, match=r"version 2 rolled back \(version 1 serves\): golden sample check failed on version 2"
+    ):
+        publish_and_serve(repository, target, onnx_export, wrong, {})
+    assert repository.versions(CPU_MODEL) == [1]
+    with TritonClient(served.grpc_url) as client:
+        assert client.server_ready(), "the served version and the server stay ready"
+    np.testing.assert_allclose(_answers(served.grpc_url, "1", golden), golden.expected, atol=1e-4)
+
+
+def test_two_promoters_racing_take_turns(onnx_export: Path, local):
+    repository, target = local
+    golden = golden_sample(0, onnx_export)
+    publish_and_serve(repository, target, onnx_export, golden, {})
+    outcomes: list[object] = []
+
+    def promoter() -> None:
+        try:
+            outcomes.append(publish_and_serve(repository, target, onnx_export, golden, {}).version)
+        except Exception as error:  # collected for the assertion below
+            outcomes.append(error)
+
+    threads = [threading.Thread(target=promoter) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert sorted(outcomes) == [2, 3], outcomes  # type: ignore[type-var]
+    assert repository.served_version(CPU_MODEL) == 3 and repository.versions(CPU_MODEL) == [1, 2, 3]
+    assert not any(key.endswith(".promotion.lock") for key in repository.storage.list(""))
+
+
+class RestartingTarget(LocalTarget):
+    """The server restarts between publishing n+1 and loading it (a crash or a rollout mid-promotion)."""
+
+    def load(self, repository: ModelRepository, version: int | None) -> str:
+        server = LocalTriton(self.state_dir)
+        server.stop()
+        server.start(repository.uri)  # the latest-2 policy loads n beside the unchecked n+1
+        return super().load(repository, version)
+
+
+def test_server_restarted_mid_promotion_still_serves_only_checked_versions(onnx_export: Path, local):
+    repository, target = local
+    golden = golden_sample(0, onnx_export)
+    publish_and_serve(repository, target, onnx_export, golden, {})
+    served = publish_and_serve(repository, RestartingTarget(target.state_dir), onnx_export, golden, {})
+    assert served.version == 2 and repository.served_version(CPU_MODEL) == 2
+    np.testing.assert_allclose(_answers(served.grpc_url, "2", golden), golden.expected, atol=1e-4)
+
+
+def test_requests_during_a_promotion_are_all_answered_by_the_checked_version(onnx_export: Path, local):
+    repository, target = local
+    golden = golden_sample(0, onnx_export)
+    first = publish_and_serve(repository, target, onnx_export, golden, {})
+    answered: list[str] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client_loop() -> None:
+        with TritonClient(first.grpc_url) as client:
+            version = pinned_version(client, CPU_MODEL, repository.uri)  # pinned once, like a map
+            while not stop.is_set():
+                try:
+                    result = client._client.infer(CPU_MODEL, _inputs(golden), model_version=version)
+                    answered.append(result.get_response().model_version)
+                except Exception as error:  # every failure counts
+                    failures.append(str(error))
+
+    worker = threading.Thread(target=client_loop)
+    worker.start()
+    try:
+        time.sleep(0.5)
+        second = publish_and_serve(repository, target, onnx_export, golden, {})
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        worker.join(timeout=60)
+    assert second.version == 2 and not failures, failures[:3]
+    assert answered and set(answered) == {"1"}, "a pinned client never reaches the version under check"
+
+
+def _inputs(golden):
+    import tritonclient.grpc as grpcclient
+
+    inputs = []
+    for name, array in (("optical", golden.optical), ("sar", golden.sar)):
+        tensor = grpcclient.InferInput(name, list(array.shape), "FP32")
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    return inputs
+
+
+def test_promote_serves_the_mlflow_champion_and_tags_a_rollback(trained_checkpoint, local, tmp_path: Path):
+    from cloudlulc.serving import ExportedModel, promote
+    from cloudlulc.tracking import GateConfig, Registry, TrackingSettings, run_gate_stage, run_train_stage
+    from cloudlulc.training.config import load_train_config
+
+    repository, target = local
+    dataset = str(trained_checkpoint[1])
+    settings = TrackingSettings(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="promotion")
+    registry = Registry(settings.tracking_uri, settings.registered_model)
+    config = load_train_config(None, [f"dataset={dataset}", f"output_dir={tmp_path / 'run'}", "epochs=1",
+                                      "batch_size=4", "crop_size=64", "seed=1"])  # fmt: skip
+    champion = run_train_stage(config, settings, progress=False).version
+    assert run_gate_stage(dataset, settings, GateConfig(first_min_miou=0, first_min_oa=0)).promote
+    result = promote(settings, repository, dataset, target)
+    assert (result.served_version, result.registered_version, result.served_model) == (1, champion, CPU_MODEL)
+    assert result.export_parity.passed and result.golden_parity.passed
+    tags = registry.client.get_model_version(settings.registered_model, champion).tags
+    assert tags["serving.status"] == "served" and tags["serving.version"] == "1"
+    assert registry.client.get_registered_model(settings.registered_model).tags["served_version"] == "1"
+    corrupt = tmp_path / "model.onnx"
+    corrupt.write_bytes(b"truncated")
+    exported = ExportedModel(corrupt, champion, result.export_parity)
+    with pytest.raises(ServingError, match=r"cloudlulc_cpu version 2 rolled back \(version 1 serves\)"):
+        promote(settings, repository, dataset, target, exported=exported)
+    tags = registry.client.get_model_version(settings.registered_model, champion).tags
+    assert tags["serving.status"].startswith("rolled back") and repository.served_version(CPU_MODEL) == 1
