@@ -6,6 +6,7 @@ other in one run, alternating over rounds; the figure is Mpx/s of each and the r
 in-process (goal >= 0.85).
 
 Usage: python benchmarks/bench_serving.py [--size 4096] [--tile 512] [--rounds 2] [--onnx model.onnx]
+[--instances 1] [--onnx-threads 0]
 (without --onnx an untrained tiny CloudLULC-Net is exported: throughput does not depend on the weights).
 """
 
@@ -25,7 +26,7 @@ from cloudlulc.export.onnx import write_onnx_graph
 from cloudlulc.mapping import map_scene
 from cloudlulc.models.config import model_config
 from cloudlulc.models.networks import build_model
-from cloudlulc.serving import CPU_MODEL, GoldenSample, LocalTriton, ModelRepository, TritonClient
+from cloudlulc.serving import CPU_MODEL, GoldenSample, LocalTriton, ModelRepository, ServingSettings, TritonClient
 
 
 def main() -> None:
@@ -36,6 +37,10 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--onnx", default=None)
+    parser.add_argument("--instances", type=int, default=ServingSettings.python_instances,
+                        help="Python-backend instances of cloudlulc_cpu.")  # fmt: skip
+    parser.add_argument("--onnx-threads", type=int, default=ServingSettings.python_threads,
+                        help="ONNX Runtime intra-op threads per instance (0: every core).")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as folder_name:
         folder = Path(folder_name)
@@ -47,7 +52,8 @@ def main() -> None:
         run = onnxruntime_runner(onnx_path)
         sample = np.zeros((1, 12, 64, 64), np.float32), np.zeros((1, 2, 64, 64), np.float32)
         repository = ModelRepository(str(folder / "repository"))
-        repository.publish(CPU_MODEL, onnx_path, GoldenSample(*sample, run(*sample)), {})
+        settings = ServingSettings(python_instances=args.instances, python_threads=args.onnx_threads)
+        repository.publish(CPU_MODEL, onnx_path, GoldenSample(*sample, run(*sample)), {}, settings)
         with LocalTriton(folder / "triton") as server:
             state = server.start(repository.uri)
             with TritonClient(state.grpc_url) as client:
@@ -64,6 +70,7 @@ def main() -> None:
     rates = {name: megapixels / min(values) for name, values in seconds.items()}
     save("serving_overhead", {
         "size": args.size, "tile": args.tile, "batch": args.batch, "in_flight": args.in_flight,
+        "instances": args.instances, "onnx_threads": args.onnx_threads,
         "seconds": seconds, "mpx_per_s": rates, "triton_over_in_process": rates["triton"] / rates["in_process"],
     })  # fmt: skip
 

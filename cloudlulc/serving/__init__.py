@@ -1,20 +1,41 @@
-"""Serving: the Triton model repository, the gRPC client, the local Triton and promotion."""
+"""Serving: the Triton model repository, the gRPC client, the local Triton and promotion.
 
-from cloudlulc.serving.client import RetryPolicy, TritonClient
-from cloudlulc.serving.local_triton import LocalTriton, ServerState, free_port
-from cloudlulc.serving.model_config import CPU_MODEL, ONNX_MODEL, TENSORRT_MODEL, ServingSettings, render_config
-from cloudlulc.serving.promotion import (
-    ExportedModel,
-    LocalTarget,
-    PromotionResult,
-    RepositoryTarget,
-    ServedVersion,
-    export_champion,
-    promote,
-    publish_and_serve,
-    read_exported,
-)
-from cloudlulc.serving.repository import GoldenSample, ModelRepository
+Names are imported on first use: Triton's Python-backend stub imports
+:mod:`cloudlulc.serving.python_backend` through this package for every model instance it loads, and
+must not pay for torch and the tracking stack that promotion needs (seconds and hundreds of MB per load).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cloudlulc.serving.client import RetryPolicy, TritonClient
+    from cloudlulc.serving.local_triton import LocalTriton, ServerState, free_port
+    from cloudlulc.serving.model_config import CPU_MODEL, ONNX_MODEL, TENSORRT_MODEL, ServingSettings, render_config
+    from cloudlulc.serving.promotion import (
+        ExportedModel,
+        LocalTarget,
+        PromotionResult,
+        RepositoryTarget,
+        ServedVersion,
+        export_champion,
+        promote,
+        publish_and_serve,
+        read_exported,
+    )
+    from cloudlulc.serving.repository import GoldenSample, ModelRepository
+
+_HOMES = {
+    "client": ["RetryPolicy", "TritonClient"],
+    "local_triton": ["LocalTriton", "ServerState", "free_port"],
+    "model_config": ["CPU_MODEL", "ONNX_MODEL", "TENSORRT_MODEL", "ServingSettings", "render_config"],
+    "promotion": ["ExportedModel", "LocalTarget", "PromotionResult", "RepositoryTarget", "ServedVersion",
+                  "export_champion", "promote", "publish_and_serve", "read_exported"],
+    "repository": ["GoldenSample", "ModelRepository"],
+}  # fmt: skip
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = [
     "CPU_MODEL",
@@ -39,3 +60,10 @@ __all__ = [
     "read_exported",
     "render_config",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Import the module defining ``name`` on first use."""
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"cloudlulc.serving.{_MODULE_OF[name]}"), name)

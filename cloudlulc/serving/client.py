@@ -124,22 +124,31 @@ class TritonClient:
         except InferenceServerException:
             return False
 
-    def wait_ready(self, model: str, version: str = "", timeout_s: float = 60.0) -> None:
-        """Block until the server and ``model`` are ready; ServingError after ``timeout_s``."""
+    def wait_ready(self, model: str, version: str = "", timeout_s: float = 60.0, settle_s: float = 15.0) -> None:
+        """Block until ``model`` (``version``) is ready on a live server; ServingError after ``timeout_s``.
+
+        Then give the server's own readiness up to ``settle_s`` to follow (retired versions finish
+        unloading) without requiring it: after any version failed to load, Triton 2.51 keeps strict
+        server readiness false until it restarts, even once the model serves again.
+        """
         from tritonclient.utils import InferenceServerException
 
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        while True:
             try:
-                if self._client.is_server_ready(client_timeout=2.0) and self._client.is_model_ready(
+                if self._client.is_server_live(client_timeout=2.0) and self._client.is_model_ready(
                     model, version, client_timeout=2.0
                 ):
-                    return
+                    break
             except InferenceServerException:
                 pass
+            if time.monotonic() > deadline:
+                raise ServingError(f"Triton at {self.url}: model {model!r} version {version or 'latest'} not ready "
+                                   f"after {timeout_s:.0f} s")  # fmt: skip
             time.sleep(0.2)
-        raise ServingError(f"Triton at {self.url}: model {model!r} version {version or 'latest'} not ready "
-                           f"after {timeout_s:.0f} s")  # fmt: skip
+        settled = time.monotonic() + settle_s
+        while not self.server_ready() and time.monotonic() < settled:
+            time.sleep(0.2)
 
     def check_contract(self, model: str, version: str = "") -> dict[str, Any]:
         """The model's metadata, after checking its tensors against the serving contract."""

@@ -44,6 +44,8 @@ class ServingSettings:
     """At start the newest N versions load, so the served one is loaded even beside an unchecked newer one."""
     warmup_tile: int = 256
     """Side of the warmup request (the golden sample wrapped to it); within the TensorRT profile's tiles."""
+    delay_s: float = 0.0
+    """Seconds ``cloudlulc_cpu`` sleeps per execution: a deliberately slow server for deadline tests; 0 in service."""
 
 
 def _instances(model: str, settings: ServingSettings) -> str:
@@ -62,7 +64,9 @@ def render_config(model: str, settings: ServingSettings | None = None) -> str:
     preferred = ", ".join(str(size) for size in settings.preferred_batch_sizes)
     if model == CPU_MODEL:
         runtime = 'backend: "python"\n'
-        values = {"onnx_threads": settings.python_threads, "model_file": MODEL_FILES[model]}
+        values: dict[str, object] = {"onnx_threads": settings.python_threads, "model_file": MODEL_FILES[model]}
+        if settings.delay_s > 0:
+            values["delay_s"] = settings.delay_s
         parameters = "".join(f'parameters: {{ key: "{key}", value: {{ string_value: "{value}" }} }}\n'
                              for key, value in values.items())  # fmt: skip
     else:

@@ -44,16 +44,27 @@ class VersionFiles:
 
 
 def load_runner(files: VersionFiles) -> Runner:
-    """An ONNX Runtime session for the version; a one-line ServingError naming the file when it cannot load."""
-    from cloudlulc.errors import DataError
-    from cloudlulc.export.onnx import onnxruntime_runner
+    """An ONNX Runtime session for the version; a one-line ServingError naming the file when it cannot load.
+
+    The session is made here rather than through :mod:`cloudlulc.export`, which imports torch: every
+    model instance Triton loads runs this in a fresh stub process.
+    """
+    import onnxruntime as ort
 
     if not files.model_file.is_file():
         raise ServingError(f"{files.model_file}: model file of this version not found")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = files.threads
     try:
-        run = onnxruntime_runner(files.model_file, files.threads)
-    except DataError as error:
-        raise ServingError(str(error)) from None
+        session = ort.InferenceSession(str(files.model_file), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # ONNX Runtime raises its own Fail / InvalidProtobuf types
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise ServingError(f"{files.model_file}: is not a loadable ONNX model ({reason})") from None
+    output = session.get_outputs()[0].name
+
+    def run(optical: np.ndarray, sar: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run([output], {"optical": optical, "sar": sar})[0])
+
     if files.delay_s <= 0:
         return run
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from cloudlulc.errors import ServingError
 from cloudlulc.mapping import MapResult, map_scene
-from cloudlulc.serving.client import TritonClient
+from cloudlulc.serving.client import RetryPolicy, TritonClient
 from cloudlulc.serving.local_triton import LocalTriton
 from cloudlulc.serving.model_config import CPU_MODEL, TENSORRT_MODEL
 from cloudlulc.serving.repository import ModelRepository
@@ -66,15 +66,17 @@ def pinned_version(client: TritonClient, model: str, repository: str | None) -> 
 
 
 def map_with_triton(optical: str, sar: str, out_uri: str, grpc_url: str, *, model_name: str = TENSORRT_MODEL,
-                    model_version: str = "", repository: str | None = None, **options: Any) -> MapResult:  # fmt: skip
+                    model_version: str = "", repository: str | None = None, retry: RetryPolicy | None = None,
+                    **options: Any) -> MapResult:  # fmt: skip
     """Map one scene with the model Triton serves at ``grpc_url``; ``options`` go to :func:`map_scene`.
 
     The version is pinned before the first tile (``model_version``, else :func:`pinned_version`) and
     every answer is checked to come from it, so the map's ``triton:<model>:<version>`` tag names the
     version that answered. The contract (tensor names, shapes, types) is checked once before the
-    first tile, so a server serving something else fails before any work, naming the model.
+    first tile, so a server serving something else fails before any work, naming the model. ``retry``
+    bounds each request (client deadline, tries); a server that stays too slow ends in ServingError (exit 6).
     """
-    with TritonClient(grpc_url) as client:
+    with TritonClient(grpc_url, retry=retry) as client:
         version = model_version or pinned_version(client, model_name, repository)
         client.check_contract(model_name, version)
         predictor = functools.partial(client.infer, model_name, version=version)
