@@ -266,6 +266,7 @@ def evaluate(
     import json
 
     from cloudlulc.io.storage import staged_output
+    from cloudlulc.training.calibration import reliability_figure
     from cloudlulc.training.evaluation import (
         evaluate_model,
         evaluation_bin_records,
@@ -275,7 +276,8 @@ def evaluate(
         load_trained_model,
     )
 
-    outputs = {"--out": out_json, "--bins-out": bins_json}
+    diagram_png = f"{out_json.removesuffix('.json')}_reliability.png"
+    outputs = {"--out": out_json, "--bins-out": bins_json, "--out reliability diagram": diagram_png}
     check_outputs_apart(outputs, files={"--checkpoint": checkpoint}, datasets={"--dataset": dataset})
     for name, uri in outputs.items():
         if uri:
@@ -287,8 +289,12 @@ def evaluate(
     if bins_json:
         with staged_output(bins_json) as temp_path:
             temp_path.write_text(json.dumps(evaluation_bin_records(result), indent=2, default=float) + "\n")
+    figure = reliability_figure(result["calibration"])  # type: ignore[arg-type]
+    with staged_output(diagram_png) as temp_path:
+        figure.savefig(temp_path, dpi=100, format="png")
     click.echo(evaluation_table(result))
     click.echo(f"\nmetrics: {out_json}" + (f" (per cloud bin: {bins_json})" if bins_json else ""))
+    click.echo(f"reliability diagram: {diagram_png}")
 
 
 @cli.group()
@@ -440,9 +446,14 @@ def promote(repository: str, dataset: str, tracking_uri: str | None, triton_url:
 @click.option("--batch", "batch_size", default=4, show_default=True, type=click.IntRange(1), help="Tiles per request.")
 @click.option("--in-flight", default=2, show_default=True, type=click.IntRange(1), help="Requests in flight.")
 @click.option("--confidence", is_flag=True, help="Also write the blended top-class probability as a COG.")
+@click.option("--request-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Client deadline of one Triton request (s); a late answer is retried.")  # fmt: skip
+@click.option("--attempts", default=5, show_default=True, type=click.IntRange(1),
+              help="Tries per Triton request before exit 6 (transient failures, jittered backoff).")  # fmt: skip
 def map_command(optical: str, sar: str, out_uri: str, triton_url: str | None, model_name: str | None,
                 model_version: str, repository: str | None, onnx_path: str | None, local_dir: str, tile: int,
-                overlap: int, batch_size: int, in_flight: int, confidence: bool) -> None:  # fmt: skip
+                overlap: int, batch_size: int, in_flight: int, confidence: bool, request_timeout: float,
+                attempts: int) -> None:  # fmt: skip
     """Map a scene through Triton over gRPC into a COG, with class areas (km2) and a quicklook; resumable."""
     from cloudlulc.mapping import map_scene
     from cloudlulc.mapping.region import sidecar_uris
@@ -458,13 +469,15 @@ def map_command(optical: str, sar: str, out_uri: str, triton_url: str | None, mo
                            batch_size=batch_size, in_flight=in_flight, confidence=confidence,
                            model_id=f"onnx:{onnx_path}")  # fmt: skip
     else:
+        from cloudlulc.serving.client import RetryPolicy
         from cloudlulc.serving.regional import default_model, map_with_triton, resolve_grpc_url, served_repository
 
         result = map_with_triton(optical, sar, out_uri, resolve_grpc_url(triton_url, local_dir),
                                  model_name=model_name or default_model(triton_url), model_version=model_version,
                                  repository=served_repository(triton_url, local_dir, repository), tile=tile,
                                  overlap=overlap, batch_size=batch_size, in_flight=in_flight,
-                                 confidence=confidence)  # fmt: skip
+                                 confidence=confidence,
+                                 retry=RetryPolicy(attempts=attempts, request_timeout_s=request_timeout))  # fmt: skip
     click.echo(f"map:       {result.map_uri} ({result.width} x {result.height} px, {result.tiles} tiles, "
                f"{result.tiles_predicted} predicted now, {result.seconds:.1f} s)")  # fmt: skip
     if result.confidence_uri:

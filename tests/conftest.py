@@ -22,6 +22,18 @@ REALDATA = Path(os.environ.get("CLOUDLULC_REALDATA", REPO_ROOT.parent / "shared"
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
+@pytest.fixture(autouse=True)
+def _tracking_uri_restored() -> Iterator[None]:
+    """MLflow keeps the tracking URI in a global and exports it as MLFLOW_TRACKING_URI to every child
+    process: a test that points it at a server must not send later tests' runs there."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if os.environ.get("MLFLOW_TRACKING_URI") != before:
+        import mlflow
+
+        mlflow.set_tracking_uri(before)
+
+
 @pytest.fixture(scope="session")
 def realdata() -> Path:
     """Folder of the small real Sentinel-1/2 and WorldCover files (see its README for provenance)."""

@@ -101,6 +101,8 @@ def test_train_then_evaluate_from_the_command_line(cli_dataset: Path, tmp_path: 
                     "--out", str(tmp_path / "metrics.json"))  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr
     assert "overall" in evaluated.stdout and "mIoU" in evaluated.stdout and "Cropland" in evaluated.stdout
+    assert "ECE" in evaluated.stdout and "cloud cover per sample: " in evaluated.stdout
+    assert (tmp_path / "metrics_reliability.png").read_bytes()[:4] == b"\x89PNG", "a reliability diagram"
     document = json.loads((tmp_path / "metrics.json").read_text())
     assert 0 <= document["overall"]["miou"] <= 1
     assert set(document["bins"]) <= {"0-10%", "10-30%", "30-60%", "60-90%", "90-100%"} and document["bins"]

@@ -66,7 +66,7 @@ def test_train_register_and_gate_on_a_real_server(mlflow_server: str, tracked_se
     assert [m.step for m in client.get_metric_history(first.run_id, "val_miou")] == [1, 2]
     assert any(k.startswith("test_bin_") for k in run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(first.run_id, "plots")}
-    assert artifacts == {"plots/confusion_matrix.png", "plots/miou_per_cloud_bin.png"}
+    assert artifacts == {"plots/confusion_matrix.png", "plots/miou_per_cloud_bin.png", "plots/reliability_diagram.png"}
     model = mlflow.pyfunc.load_model("models:/cloudlulc-test@challenger")
     probabilities = model.predict(np.random.default_rng(0).random((1, 14, 64, 64), dtype=np.float32))
     assert probabilities.shape == (1, 6, 64, 64)
@@ -148,19 +148,6 @@ class _Payload:
         return os.mkdir, (str(self.marker),)
 
 
-@pytest.fixture
-def global_tracking_uri_restored():
-    """MLflow keeps the tracking URI in a global and in MLFLOW_TRACKING_URI: put both back afterwards."""
-    import os
-
-    import mlflow
-
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    yield
-    mlflow.set_tracking_uri(before)
-
-
-@pytest.mark.usefixtures("global_tracking_uri_restored")
 def test_a_pickled_registered_model_is_refused_unrun(mlflow_server: str, tmp_path: Path):
     import json
 

@@ -14,13 +14,12 @@ import numpy as np
 import pandas as pd
 
 from cloudlulc import schema
+from cloudlulc.data.clouds import check_cloud_codes, sample_cloud_cover
 from cloudlulc.data.layout import METADATA_FILE, DatasetLayout, SampleRecord
 from cloudlulc.errors import DataError
 from cloudlulc.io.rasters import check_same_grid, info_of, open_raster, read_raster, read_window
 
 DATE_TAG = "ACQUISITION_DATE"
-CLOUD_DIFF_THRESHOLD = 0.05
-"""Mean |cloudy - clear| reflectance above which a pixel counts as cloudy when no mask exists (our choice)."""
 
 
 @dataclass
@@ -76,7 +75,7 @@ def gap_days(optical_date: str | None, sar_date: str | None) -> float | None:
 
 
 def compute_sample_metadata(layout: DatasetLayout, record: SampleRecord) -> SampleMetadata:
-    """Derive one metadata row from a sample's rasters (mask if present, else cloudy vs clear).
+    """Derive one metadata row from a sample's rasters (cloud cover as :mod:`cloudlulc.data.clouds` finds it).
 
     Raises DataError naming the file when the sample's rasters do not share one grid.
     """
@@ -91,17 +90,12 @@ def compute_sample_metadata(layout: DatasetLayout, record: SampleRecord) -> Samp
         vv = read_window(vv_file, indexes=[1])[0]
         sar_date = vv_file.tags().get(DATE_TAG)
     nodata = np.all(cloudy == schema.S2_NODATA_DN, axis=0) | ~np.isfinite(vv)
-    cover = opaque = shadow = float("nan")
+    opaque = shadow = float("nan")
     if record.cloud_mask:
-        cover, opaque, shadow = cloud_fractions(read_raster(layout.uri(record.cloud_mask)))
-    elif record.opt_clear:
-        clear = read_raster(layout.uri(record.opt_clear))
-        if clear.shape != cloudy.shape:
-            raise DataError(
-                layout.uri(record.opt_clear), f"shape {clear.shape} differs from Opt_S2_cloudy {cloudy.shape}"
-            )
-        difference = np.abs(cloudy.astype(np.float32) - clear.astype(np.float32)).mean(axis=0)
-        cover = float(np.mean(difference > CLOUD_DIFF_THRESHOLD * schema.S2_DN_SCALE))
+        source = layout.uri(record.cloud_mask)
+        cover, opaque, shadow = cloud_fractions(check_cloud_codes(read_raster(source), source))
+    else:
+        cover, _ = sample_cloud_cover(layout, record)
     fractions = class_fractions(read_raster(layout.uri(record.label))[0]) if record.label else {}
     return SampleMetadata(
         name=record.name,

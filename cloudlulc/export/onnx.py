@@ -32,7 +32,7 @@ MAX_SIDE = 8192
 
 
 class ServingModel(nn.Module):
-    """The network with the serving contract's output: class probabilities, not logits."""
+    """The network with the serving contract's output: calibrated class probabilities, not logits."""
 
     def __init__(self, network: SegmentationNetwork) -> None:
         super().__init__()
@@ -40,7 +40,7 @@ class ServingModel(nn.Module):
 
     def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
         """Probabilities [B,6,H,W]."""
-        return torch.softmax(self.network(optical, sar), dim=1)
+        return self.network.probabilities(optical, sar)
 
 
 def onnxruntime_runner(path: str | Path, threads: int = 0) -> Runner:

@@ -50,13 +50,12 @@ class ParityReport:
 
 
 def torch_runner(network: SegmentationNetwork) -> Runner:
-    """The PyTorch reference: softmax of the network's logits, on the CPU in float32."""
+    """The PyTorch reference: the network's calibrated probabilities, on the CPU in float32."""
     network = network.eval().cpu()
 
     def run(optical: np.ndarray, sar: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            logits = network(torch.from_numpy(optical), torch.from_numpy(sar))
-        return torch.softmax(logits, dim=1).numpy()
+            return network.probabilities(torch.from_numpy(optical), torch.from_numpy(sar)).numpy()
 
     return run
 

@@ -146,7 +146,8 @@ def sar_units_from_values(values: np.ndarray) -> SarUnitsFound | None:
     median under 2 is linear power (dB that high everywhere is not backscatter of land). None when
     nothing is valid or the values fit neither (e.g. uncalibrated amplitude counts).
     """
-    valid = values[np.isfinite(values) & (values != 0)]
+    sample = values[..., ::_STATISTICS_STEP, ::_STATISTICS_STEP] if values.ndim >= 2 else values
+    valid = sample[np.isfinite(sample) & (sample != 0)]
     if valid.size == 0:
         return None
     if float(np.mean(valid < 0)) > 0.01:

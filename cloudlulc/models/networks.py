@@ -38,9 +38,20 @@ class ModelOutput:
 
 
 class SegmentationNetwork(nn.Module):
-    """Common face of all architectures."""
+    """Common face of all architectures.
+
+    ``temperature`` is the calibration of the class probabilities (fitted on the validation split
+    after training, 1 until then). It is a buffer, so it travels with the weights into checkpoints,
+    registered models and exports, and every predictor divides the logits by it through
+    :meth:`probabilities`; ``forward`` keeps returning raw logits (the argmax does not change).
+    """
 
     config: ModelConfig
+    temperature: torch.Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("temperature", torch.ones(()))
 
     def forward_features(self, optical: torch.Tensor, sar: torch.Tensor) -> ModelOutput:
         """Logits and training extras."""
@@ -48,6 +59,15 @@ class SegmentationNetwork(nn.Module):
 
     def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
         return self.forward_features(optical, sar).logits
+
+    def probabilities(self, optical: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
+        """Calibrated class probabilities [B,K,H,W]: softmax of the logits over the temperature."""
+        return torch.softmax(self(optical, sar) / self.temperature, dim=1)
+
+    def _load_from_state_dict(self, state_dict: dict[str, torch.Tensor], prefix: str, *args: object) -> None:
+        # Weights saved before calibration existed have no temperature: they load as uncalibrated (1).
+        state_dict.setdefault(f"{prefix}temperature", torch.ones(()))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
 class CloudLULCNet(SegmentationNetwork):

@@ -22,8 +22,8 @@ class PackedInputModel(nn.Module):
         self.network = network
 
     def forward(self, packed: torch.Tensor) -> torch.Tensor:
-        """Split the stacked channels, run the network, return softmax probabilities."""
-        return self.network(packed[:, :OPTICAL_CHANNELS], packed[:, OPTICAL_CHANNELS:]).softmax(dim=1)
+        """Split the stacked channels, run the network, return its calibrated probabilities."""
+        return self.network.probabilities(packed[:, :OPTICAL_CHANNELS], packed[:, OPTICAL_CHANNELS:])
 
 
 def pack_inputs(optical: np.ndarray, sar: np.ndarray) -> np.ndarray:

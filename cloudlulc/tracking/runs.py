@@ -17,6 +17,7 @@ from cloudlulc.data.layout import SPLITS, DatasetLayout
 from cloudlulc.models.networks import SegmentationNetwork
 from cloudlulc.tracking.model_wrapper import PackedInputModel
 from cloudlulc.tracking.settings import TrackingError, TrackingSettings, ensure_reachable
+from cloudlulc.training.calibration import reliability_figure
 from cloudlulc.training.metrics import SegmentationMetrics
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -50,6 +51,10 @@ def evaluation_metrics(result: dict[str, Any], prefix: str = "test_") -> dict[st
     values = _flatten(prefix, result["overall"])
     for label, metrics in result["bins"].items():
         values[f"{prefix}bin_{label.rstrip('%').replace('-', '_')}_miou"] = float(metrics.miou)
+    if "calibration" in result:
+        histograms = {"": result["calibration"]["overall"], **{f"bin_{label.rstrip('%').replace('-', '_')}_": h
+                      for label, h in result["calibration"]["bins"].items()}}  # fmt: skip
+        values.update({f"{prefix}{name}ece": h.ece() for name, h in histograms.items() if h.count.sum()})
     return values
 
 
@@ -108,7 +113,8 @@ class RunLogger:
         metrics = evaluation_metrics(result, prefix)
         self.mlflow.log_metrics(metrics)
         for name, figure in (("confusion_matrix.png", confusion_figure(result["confusion"])),
-                             ("miou_per_cloud_bin.png", cloud_bin_figure(result))):  # fmt: skip
+                             ("miou_per_cloud_bin.png", cloud_bin_figure(result)),
+                             ("reliability_diagram.png", reliability_figure(result["calibration"]))):  # fmt: skip
             self.mlflow.log_figure(figure, f"plots/{name}")
             plt.close(figure)
         self.mlflow.log_dict({"confusion": result["confusion"]}, "metrics/confusion.json")

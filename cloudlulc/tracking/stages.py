@@ -46,6 +46,8 @@ def run_train_stage(config: TrainConfig, settings: TrackingSettings, *, progress
             init_state = load_network(settings, config.init).state_dict()
             logger.mlflow.set_tag("init_model", config.init)
         result = train(config, progress=progress, on_epoch_end=logger.log_epoch, init_state=init_state)
+        if result.calibration:
+            logger.mlflow.log_metrics(result.calibration)
         test = evaluate_model(result.model, evaluation_dataset(config.dataset, "test"))
         metrics = logger.log_evaluation(test)
         model_uri = logger.log_model(result.model.cpu())

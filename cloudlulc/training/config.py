@@ -45,6 +45,7 @@ class TrainConfig(BaseModel):
     exclude_file: str | None = Field(None, description="Sample names to skip (a validation quarantine list).")
     init: str | None = Field(None, description="Start from these weights: a checkpoint path or models:/name@alias.")
     freeze_encoders: bool = Field(False, description="Fine-tune with the encoders frozen.")
+    calibrate: bool = Field(True, description="After training, fit the probability temperature on the val split.")
 
     @field_validator("crop_size")
     @classmethod

@@ -2,29 +2,70 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, default_collate
 
 from cloudlulc import schema
+from cloudlulc.data.clouds import sample_cloud_cover
 from cloudlulc.data.dataset import CloudLULCDataset, Sample
-from cloudlulc.data.layout import Split
+from cloudlulc.data.layout import DatasetLayout, SampleRecord, Split
 from cloudlulc.data.metadata import read_metadata
 from cloudlulc.errors import DataError
 from cloudlulc.models.networks import SIZE_MULTIPLE, SegmentationNetwork
+from cloudlulc.training.calibration import CalibrationAccumulator
 from cloudlulc.training.metrics import MetricAccumulator, SegmentationMetrics
 
 
-def cloud_cover_by_name(dataset: CloudLULCDataset) -> dict[str, float]:
-    """Cloud cover of each sample from the dataset's metadata table (empty when it has none)."""
-    metadata = read_metadata(dataset.layout)
-    if metadata is None or "cloud_cover" not in metadata:
-        return {}
-    return {
-        str(n): float(c) for n, c in zip(metadata["name"], metadata["cloud_cover"], strict=True) if not math.isnan(c)
-    }
+@dataclass(frozen=True)
+class CloudCovers:
+    """Cloud cover of each sample of a split, and how many samples each source gave."""
+
+    by_name: dict[str, float]
+    sources: dict[str, int]
+
+    def describe(self) -> str:
+        """E.g. ``"cloud cover per sample: 4 from clear twin, 12 from metadata.csv"``."""
+        return describe_cloud_sources(self.sources)
+
+
+def describe_cloud_sources(sources: dict[str, int]) -> str:
+    """Which source gave how many samples' cloud cover, as one line for people."""
+    parts = [f"{count} from {source}" for source, count in sorted(sources.items())]
+    return "cloud cover per sample: " + (", ".join(parts) if parts else "none (no samples)")
+
+
+def cloud_covers(dataset: CloudLULCDataset) -> CloudCovers:
+    """Cloud cover of every sample: ``metadata.csv`` where it has one, else derived from the rasters.
+
+    Derived covers (cloud mask, clear twin, or the cloud test on the cloudy image) are remembered per
+    dataset and split, so validating every epoch reads them once.
+    """
+    return _cloud_covers(dataset.layout.root, tuple(dataset.records))
+
+
+@functools.lru_cache(maxsize=8)
+def _cloud_covers(root: str, records: tuple[SampleRecord, ...]) -> CloudCovers:
+    layout = DatasetLayout(root)
+    metadata = read_metadata(layout)
+    stored: dict[str, float] = {}
+    if metadata is not None and "cloud_cover" in metadata:
+        stored = {str(n): float(c) for n, c in zip(metadata["name"], metadata["cloud_cover"], strict=True)
+                  if not math.isnan(c)}  # fmt: skip
+    by_name: dict[str, float] = {}
+    sources: Counter[str] = Counter()
+    for record in records:
+        if record.name in stored:
+            by_name[record.name], source = stored[record.name], "metadata.csv"
+        else:
+            by_name[record.name], source = sample_cloud_cover(layout, record)
+        sources[source] += 1
+    return CloudCovers(by_name, dict(sources))
 
 
 @torch.no_grad()
@@ -32,17 +73,19 @@ def evaluate_model(model: SegmentationNetwork, dataset: CloudLULCDataset, *, bat
                    device: torch.device | None = None) -> dict[str, object]:  # fmt: skip
     """Metrics of ``model`` on every sample of ``dataset`` (deterministic path, full patches)."""
     device = device or torch.device("cpu")
-    covers = cloud_cover_by_name(dataset)
+    covers = cloud_covers(dataset)
     accumulator = MetricAccumulator(model.config.num_classes)
+    calibration = CalibrationAccumulator()
     was_training = model.training
     model.eval()
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_same_size_batch):
         logits = model(batch["optical"].to(device), batch["sar"].to(device))
         names = list(batch["name"])
-        cover = [covers[n] for n in names] if all(n in covers for n in names) else None
+        cover = [covers.by_name[n] for n in names]
         accumulator.update(logits.argmax(dim=1).cpu(), batch["label"], cover)
+        calibration.update(torch.softmax(logits.float() / model.temperature, dim=1).cpu(), batch["label"], cover)
     model.train(was_training)
-    return accumulator.result()
+    return {**accumulator.result(), "calibration": calibration.result(), "cloud_cover_sources": covers.sources}
 
 
 def _same_size_batch(samples: list[Sample]) -> dict[str, Any]:
@@ -86,7 +129,16 @@ def evaluation_document(result: dict[str, object]) -> dict[str, object]:
     return {
         "overall": overall.as_dict(),
         "bins": {label: metrics.as_dict() for label, metrics in bins.items()},
+        "cloud_cover_sources": result.get("cloud_cover_sources", {}),
+        "calibration": _calibration_document(result["calibration"]),  # type: ignore[arg-type]
         "confusion": result["confusion"],
+    }
+
+
+def _calibration_document(calibration: dict[str, Any]) -> dict[str, object]:
+    return {
+        "overall": calibration["overall"].as_dict(),
+        "bins": {label: histogram.as_dict() for label, histogram in calibration["bins"].items()},
     }
 
 
@@ -112,10 +164,16 @@ def evaluation_table(result: dict[str, object]) -> str:
     overall = result["overall"]
     bins = result["bins"]
     assert isinstance(overall, SegmentationMetrics) and isinstance(bins, dict)
-    lines = [f"{'subset':<10} {'pixels':>10} {'OA':>7} {'F1':>7} {'mIoU':>7}"]
+    calibration = result["calibration"]
+    assert isinstance(calibration, dict)
+    histograms = {"overall": calibration["overall"], **calibration["bins"]}
+    lines = [f"{'subset':<10} {'pixels':>10} {'OA':>7} {'F1':>7} {'mIoU':>7} {'ECE':>7}"]
     for label, metrics in [("overall", overall), *bins.items()]:
+        ece = histograms[label].ece() if label in histograms else float("nan")
         lines.append(f"{label:<10} {metrics.pixels:>10} {metrics.overall_accuracy:>7.2%} {metrics.macro_f1:>7.2%} "
-                     f"{metrics.miou:>7.2%}")  # fmt: skip
+                     f"{metrics.miou:>7.2%} {ece:>7.2%}")  # fmt: skip
+    if "cloud_cover_sources" in result:
+        lines.append(describe_cloud_sources(result["cloud_cover_sources"]))  # type: ignore[arg-type]
     lines.append("")
     lines.append(f"{'class':<14} {'IoU':>7} {'F1':>7}")
     for name, iou, f1 in zip(schema.CLASS_NAMES, overall.iou, overall.f1, strict=False):

@@ -29,6 +29,7 @@ from cloudlulc.errors import DataError
 from cloudlulc.io.guard import check_outputs_apart, probe_writable
 from cloudlulc.io.storage import staged_output
 from cloudlulc.models.networks import ModelOutput, SegmentationNetwork, build_model
+from cloudlulc.training.calibration import calibrate
 from cloudlulc.training.checkpoints import CHECKPOINT_DIR, list_checkpoints, load_checkpoint, save_checkpoint
 from cloudlulc.training.config import TrainConfig
 from cloudlulc.training.distributed import (
@@ -53,6 +54,8 @@ class TrainResult:
     model: SegmentationNetwork
     history: list[dict[str, float]] = field(default_factory=list)
     checkpoint: Path | None = None
+    calibration: dict[str, float] | None = None
+    """Temperature and validation ECE before and after, when the run calibrated (``config.calibrate``)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -200,6 +203,12 @@ def _train(config: TrainConfig, replica: Replica, device: torch.device, *, progr
         scheduler.load_state_dict(state["scheduler"])
         history = state["history"]
         start_epoch = state["epoch"] + 1
+
+    def checkpoint_state(epoch: int, calibration: dict[str, float] | None = None) -> dict[str, object]:
+        return {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "history": history, "config": config.model_dump(mode="json"),
+                "network": network_config.model_dump(mode="json"), "calibration": calibration}  # fmt: skip
+
     replicated: torch.nn.Module = _Features(model)
     if replica.distributed:
         if device.type == "cuda":
@@ -252,14 +261,15 @@ def _train(config: TrainConfig, replica: Replica, device: torch.device, *, progr
         if replica.is_main:
             record.update(_summary(evaluate_model(model, val_set, device=device)["overall"]))  # type: ignore[arg-type]
             history.append(record)
-            checkpoint = save_checkpoint(output_dir, epoch, {
-                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "history": history, "config": config.model_dump(mode="json"),
-                "network": network_config.model_dump(mode="json"),
-            })  # fmt: skip
+            checkpoint = save_checkpoint(output_dir, epoch, checkpoint_state(epoch))
             with staged_output(str(output_dir / "history.json")) as temp_path:
                 temp_path.write_text(json.dumps(history, indent=2) + "\n")
             if on_epoch_end is not None:
                 on_epoch_end(epoch, record)
         barrier(replica)
-    return TrainResult(model=model, history=history, checkpoint=checkpoint)
+    calibration = None
+    if config.calibrate and replica.is_main and history:
+        calibration = calibrate(model, val_set, device=device)  # raw logits: a rerun fits the same temperature
+        checkpoint = save_checkpoint(output_dir, len(history), checkpoint_state(len(history), calibration))
+    barrier(replica)
+    return TrainResult(model=model, history=history, checkpoint=checkpoint, calibration=calibration)
