@@ -278,6 +278,15 @@ def test_sar_in_another_crs_with_a_subpixel_offset_lands_on_the_optical_grid(
     assert np.allclose(background, 0.01, rtol=0.02)  # linear power, whatever the file stored
 
 
+def test_a_sar_asset_whose_declared_unit_contradicts_its_values_is_refused(tmp_path: Path) -> None:
+    sar_path = tmp_path / "vv.tif"
+    _write_sar(sar_path, CRS.from_epsg(32631), (0.0, 0.0), 10.0, "linear")
+    grid = Grid(CRS.from_epsg(32631), Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), 100, 100)
+    with GridReader(grid, RetryPolicy(attempts=1)) as reader, pytest.raises(DataError) as refused:
+        reader.open(Asset("S1A_TEST", "vv", str(sar_path), {"unit": "dB"}), "sar")
+    assert "declares sigma0 in dB but its values" in str(refused.value) and "vv.tif" in str(refused.value)
+
+
 @pytest.mark.parametrize(("pixel", "sigma", "half"), [(20, SIGMA_M, 6), (60, 45.0, 18)])
 def test_20m_and_60m_bands_land_on_the_10m_grid(tmp_path: Path, pixel: int, sigma: float, half: int) -> None:
     grid = Grid(CRS.from_epsg(32631), Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), 100, 100)

@@ -31,7 +31,7 @@ from cloudlulc.ingest.assets import SCL_TO_CLOUD_MASK, Asset, RetryPolicy, probe
 from cloudlulc.ingest.grid import Grid
 from cloudlulc.io.gdal_env import rasterio_env
 from cloudlulc.io.rasters import info_of
-from cloudlulc.io.sentinel import infer_sar_units
+from cloudlulc.io.sentinel import check_sar_units, unit_of_label
 from cloudlulc.io.vrt import db_to_power_vrt, warped_view
 
 Kind = Literal["reflectance", "categorical", "sar"]
@@ -144,7 +144,7 @@ class GridReader:
 
 
 def _sar_units(asset: Asset, source: DatasetReader) -> Literal["db", "linear"]:
-    """Units of a float SAR asset: catalogue ``unit``, the file's band unit, else dB when mostly negative."""
+    """Units of a float SAR asset: catalogue ``unit`` or the file's band unit, checked against a decimated read."""
 
     def sample() -> np.ndarray:
         side = (min(256, source.height), min(256, source.width))
@@ -158,7 +158,11 @@ def _sar_units(asset: Asset, source: DatasetReader) -> Literal["db", "linear"]:
         return values
 
     labels = (asset.raster_band.get("unit"), source.units[0] if source.units else None)
-    return infer_sar_units(labels, sample, asset.where)
+    declared = next((found for found in map(unit_of_label, labels) if found is not None), None)
+    values = sample()
+    if values.size == 0:
+        raise DataError(asset.where, "holds no valid SAR value (all NaN, infinite or nodata)")
+    return check_sar_units(declared, values, asset.where)
 
 
 def dn_to_uint16(dn: np.ndarray) -> np.ndarray:

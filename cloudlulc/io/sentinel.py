@@ -8,7 +8,6 @@ with another runtime (ONNX Runtime, a Triton client) does not import it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
 from typing import Literal
 
 import numpy as np
@@ -118,21 +117,6 @@ def unit_of_label(label: object) -> SarUnitsFound | None:
     """What a unit label (STAC ``unit``, a band's unit) says: dB, linear power, or nothing known."""
     text = str(label or "").strip().lower()
     return "db" if text in DB_UNITS else "linear" if text in LINEAR_UNITS else None
-
-
-def infer_sar_units(labels: Iterable[object], sample: Callable[[], np.ndarray], source: str) -> SarUnitsFound:
-    """How a SAR file stores sigma0: the first label that names a unit, else dB when values are mostly negative.
-
-    ``sample`` returns a decimated read with NaN and nodata already removed (called only when no label
-    decides); an empty sample is a DataError naming ``source``.
-    """
-    for label in labels:
-        if (found := unit_of_label(label)) is not None:
-            return found
-    values = sample()
-    if values.size == 0:
-        raise DataError(source, "holds no valid SAR value (all NaN, infinite or nodata)")
-    return "db" if float(np.mean(values < 0)) >= 0.5 else "linear"
 
 
 LINEAR_MEDIAN_MAX = 2.0
