@@ -18,11 +18,10 @@ from cloudlulc.serving import (
     ModelRepository,
     ServerState,
     ServingSettings,
-    TritonClient,
     publish_and_serve,
     reliability,
 )
-from cloudlulc.serving.reliability import BrokenInServerTarget, Readiness, TileLoad
+from cloudlulc.serving.reliability import Readiness, TileLoad
 
 Served = tuple[ModelRepository, LocalTarget, ServerState, str]
 
@@ -78,33 +77,6 @@ def test_a_version_refused_by_the_precheck_leaves_n_answering_and_the_server_rea
     figures = reliability.latency_summary(load.answers)
     assert figures["failed"] == 0 and figures["versions"] == [served_version], figures
     assert readiness.summary()["ready_share"] == 1.0
-
-
-def test_load_unload_soak_keeps_server_memory_flat(served: Served):
-    _, _, state, key = served
-    with TritonClient(state.grpc_url, repository_key=key) as client:
-        figures = reliability.soak(client, CPU_MODEL, 20, state.pid)
-        assert client.ready_versions(CPU_MODEL), "the model is loaded again after the soak"
-    assert float(figures["growth_mb"]) <= 100, figures  # type: ignore[arg-type]
-
-
-def test_a_version_failing_inside_the_server_is_rolled_back_while_n_answers(served: Served, onnx_export: Path):
-    """Last on the shared server: Triton 2.51 keeps its readiness false after a version failed inside it."""
-    repository, target, state, _ = served
-    served_version = _served_version(repository)
-    with (
-        Readiness(state.grpc_url) as readiness,
-        TileLoad(state.grpc_url, CPU_MODEL, 4, 64, lambda: _served_version(repository)) as load,
-        pytest.raises(ServingError, match=rf"rolled back \(version {served_version} serves\)"),
-    ):
-        publish_and_serve(repository, BrokenInServerTarget(target), onnx_export, golden_sample(0, onnx_export), {})
-    figures = reliability.latency_summary(load.answers)
-    assert figures["failed"] == 0 and figures["versions"] == [served_version], figures
-    # Triton 2.51 turns strict readiness false after the failed load and keeps it so (see docs/benchmarks.md),
-    # while it stays live and answers version n.
-    assert readiness.summary()["samples"]
-    with TritonClient(state.grpc_url) as client:
-        assert client.server_live()
 
 
 @pytest.fixture(scope="module")
