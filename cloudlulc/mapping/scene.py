@@ -189,9 +189,10 @@ class SceneReader:
         sample = self._decimated_sar_sample()
         if sample.size == 0:
             raise DataError(self.sar_uri, "holds no valid SAR value (all NaN, infinite or nodata)")
-        declared = None if self.requested_sar_units == "auto" else self.requested_sar_units
-        units = check_sar_units(declared or sar_units_declared(self.sar), sample, self.sar_uri)
-        if units == "linear" and declared is None and sar_units_declared(self.sar) is None:
+        requested = None if self.requested_sar_units == "auto" else self.requested_sar_units
+        declared = requested or sar_units_declared(self.sar)
+        units = check_sar_units(declared, sample, self.sar_uri)
+        if units == "linear" and declared is None:
             note_once(self.sar_uri, "SAR values are linear power (no unit declared); converted to dB")
         return units
 
