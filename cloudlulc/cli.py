@@ -219,6 +219,18 @@ def train(config_file: str | None, track: bool, tracking_uri: str | None, proces
     "pixels), the shape plotting tools such as `dvc plots` read.",
 )
 @click.option(
+    "--modalities",
+    type=click.Choice(["both", "optical", "sar"]),
+    default="both",
+    show_default=True,
+    help="Feed both images, Sentinel-2 only or Sentinel-1 only (the missing one as zeros, as a map without it is).",
+)
+@click.option(
+    "--diagnose",
+    is_flag=True,
+    help="Also measure what ORM, SHOI, CHOI and USMT do on the split (ORM figures need CloudMask/ files).",
+)
+@click.option(
     "--gate",
     "gate_mode",
     is_flag=True,
@@ -235,6 +247,8 @@ def evaluate(
     split: str,
     out_json: str,
     bins_json: str | None,
+    modalities: str,
+    diagnose: bool,
     gate_mode: bool,
     tracking_uri: str | None,
     min_gain: float,
@@ -283,16 +297,35 @@ def evaluate(
         if uri:
             probe_writable(uri, name)
     model = load_trained_model(checkpoint)
-    result = evaluate_model(model, evaluation_dataset(dataset, split))  # type: ignore[arg-type]
+    result = evaluate_model(model, evaluation_dataset(dataset, split), modalities=modalities)  # type: ignore[arg-type]
+    document = {**evaluation_document(result), "modalities": modalities}
+    diagnostics_lines = ""
+    if diagnose:
+        from cloudlulc.data.dataset import CloudLULCDataset
+        from cloudlulc.data.layout import DatasetLayout
+        from cloudlulc.models.networks import SIZE_MULTIPLE
+        from cloudlulc.training.diagnostics import diagnostics_text, module_diagnostics
+
+        masks = all(r.cloud_mask for r in DatasetLayout(dataset).read_records((split,)))  # type: ignore[arg-type]
+        subject = CloudLULCDataset(dataset, split, return_cloud_mask=masks, size_multiple=SIZE_MULTIPLE)  # type: ignore[arg-type]
+        diagnostics = module_diagnostics(model, subject)
+        document["diagnostics"] = diagnostics
+        diagnostics_lines = diagnostics_text(diagnostics) or "no CloudLULC-Net modules to diagnose"
+        if not masks:
+            diagnostics_lines += "\nORM figures need CloudMask/ files for every sample of the split; none were computed"
     with staged_output(out_json) as temp_path:
-        temp_path.write_text(json.dumps(evaluation_document(result), indent=2, default=float) + "\n")
+        temp_path.write_text(json.dumps(document, indent=2, default=float) + "\n")
     if bins_json:
         with staged_output(bins_json) as temp_path:
             temp_path.write_text(json.dumps(evaluation_bin_records(result), indent=2, default=float) + "\n")
     figure = reliability_figure(result["calibration"])  # type: ignore[arg-type]
     with staged_output(diagram_png) as temp_path:
         figure.savefig(temp_path, dpi=100, format="png")
+    if modalities != "both":
+        click.echo(f"fed {'Sentinel-2' if modalities == 'optical' else 'Sentinel-1'} only")
     click.echo(evaluation_table(result))
+    if diagnostics_lines:
+        click.echo("\n" + diagnostics_lines)
     click.echo(f"\nmetrics: {out_json}" + (f" (per cloud bin: {bins_json})" if bins_json else ""))
     click.echo(f"reliability diagram: {diagram_png}")
 

@@ -106,6 +106,13 @@ def test_train_then_evaluate_from_the_command_line(cli_dataset: Path, tmp_path: 
     document = json.loads((tmp_path / "metrics.json").read_text())
     assert 0 <= document["overall"]["miou"] <= 1
     assert set(document["bins"]) <= {"0-10%", "10-30%", "30-60%", "60-90%", "90-100%"} and document["bins"]
+    assert document["modalities"] == "both" and "diagnostics" not in document
+    radar = run("evaluate", "--checkpoint", str(checkpoint), "--dataset", str(cli_dataset), "--split", "val",
+                "--modalities", "sar", "--diagnose", "--out", str(tmp_path / "radar.json"))  # fmt: skip
+    assert radar.returncode == 0, radar.stderr
+    assert "fed Sentinel-1 only" in radar.stdout and "IoU low~opaque" in radar.stdout and "SHOI stage 1" in radar.stdout
+    document = json.loads((tmp_path / "radar.json").read_text())
+    assert document["modalities"] == "sar" and next(iter(document["diagnostics"]["orm"])) == "input"
 
 
 def test_evaluate_needs_a_checkpoint_or_the_gate(tmp_path: Path):

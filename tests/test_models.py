@@ -11,7 +11,13 @@ from cloudlulc.models import (
     model_config,
     parameter_count,
 )
-from cloudlulc.models.fusion import ChannelHighOrder, OpticalReliability, SpatialHighOrder
+from cloudlulc.models.fusion import (
+    ChannelHighOrder,
+    InputReliability,
+    OpticalReliability,
+    SpatialHighOrder,
+    StageFusion,
+)
 from cloudlulc.models.usmt import SemanticMappingTransformer
 
 
@@ -49,11 +55,18 @@ def test_every_architecture_exports_with_dynamic_batch_and_size(architecture: st
 def test_cloudlulc_net_modules_and_their_switches():
     full = build_model(model_config("cloudlulc_net", "tiny"))
     output = full.forward_features(*_inputs())
-    assert len(output.reliability) == 4
+    assert [tuple(r.shape[-2:]) for r in output.reliability] == [(64, 96), (16, 24), (8, 12), (4, 6), (2, 3)]
     assert all(0 <= float(r.detach().min()) <= float(r.detach().max()) <= 1 for r in output.reliability)
     assert output.semantic_logits is not None and output.semantic_logits.shape == (2, 6, 2, 3)
     names = {type(m).__name__ for m in full.modules()}
-    assert {"OpticalReliability", "SpatialHighOrder", "ChannelHighOrder", "SemanticMappingTransformer"} <= names
+    assert {
+        "InputReliability",
+        "OpticalReliability",
+        "SpatialHighOrder",
+        "ChannelHighOrder",
+        "SemanticMappingTransformer",
+        "DetailRefinement",
+    } <= names
     ablated = build_model(model_config("cloudlulc_net", "tiny", use_orm=False, use_usmt=False))
     ablated_output = ablated.forward_features(*_inputs())
     assert ablated_output.reliability == [] and ablated_output.semantic_logits is None
@@ -76,11 +89,14 @@ def test_sar_only_ignores_optics_and_optical_only_ignores_sar():
 
 
 def test_blocks_behave():
-    reliability = OpticalReliability(8, 8)
     optical, sar = torch.rand(1, 8, 4, 4), torch.rand(1, 8, 4, 4)
-    modulated, score = reliability(optical, sar)
-    assert score.shape == (1, 1, 4, 4) and torch.allclose(modulated, optical * score)
-    assert float(score.detach().mean()) > 0.8, "ORM starts by trusting the optics"
+    input_logits = InputReliability(14)(torch.rand(1, 12, 16, 16), torch.rand(1, 2, 16, 16))
+    assert input_logits.shape == (1, 1, 16, 16)
+    assert float(torch.sigmoid(input_logits).detach().mean()) > 0.8, "ORM starts by trusting the optics"
+    score = OpticalReliability(8, 8)(optical, sar, input_logits)
+    pooled = torch.nn.functional.adaptive_avg_pool2d(torch.sigmoid(input_logits), (4, 4))
+    assert score.shape == (1, 1, 4, 4)
+    torch.testing.assert_close(score, pooled, msg="the stage correction starts at zero")
     assert SpatialHighOrder(16, 8, order=3)(optical, sar).shape == (1, 8, 4, 4)
     assert ChannelHighOrder(8)(optical).shape == optical.shape
     refined3, refined4, semantic = SemanticMappingTransformer(8, 16, 32, 1, 2, 6)(
@@ -112,3 +128,39 @@ def test_sizes_report_parameters_and_gflops():
     assert parameter_count(base) > 10 * parameter_count(tiny)
     tiny_flops = gflops_per_patch(tiny, 128)
     assert tiny_flops == pytest.approx(gflops_per_patch(tiny, 256) / 4, rel=0.05), "FLOPs scale with area"
+
+
+def test_orm_gates_fusion_towards_sar_where_optics_are_unreliable():
+    """Reliability 0 leaves the SAR-only projection; the optics then cannot reach the fused features."""
+    fusion = StageFusion(8, use_orm=True, use_shoi=False, use_choi=False, shoi_order=3).eval()
+    optical, sar = torch.rand(1, 8, 4, 4), torch.rand(1, 8, 4, 4)
+    opaque = torch.full((1, 1, 16, 16), -30.0)
+    with torch.no_grad():
+        fused, reliability = fusion(optical, sar, opaque)
+        assert reliability is not None and float(reliability.max()) < 1e-3
+        other, _ = fusion(torch.rand(1, 8, 4, 4) * 5, sar, opaque)
+        torch.testing.assert_close(fused, other, atol=1e-2, rtol=0)
+        clear, _ = fusion(optical, sar, torch.full((1, 1, 16, 16), 30.0))
+        assert not torch.allclose(clear, fused, atol=1e-2)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_detail_branch_starts_as_the_coarse_model_and_can_draw_single_pixels(architecture: str):
+    """Zero-initialised, the correction changes nothing; once it learns, a one-pixel change reaches the logits."""
+    torch.manual_seed(0)
+    with_detail = build_model(model_config(architecture, "tiny")).eval()
+    coarse = build_model(model_config(architecture, "tiny", detail=False)).eval()
+    state = {k: v for k, v in with_detail.state_dict().items() if ".detail." not in k}
+    coarse.load_state_dict(state)
+    optical, sar = _inputs(1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(with_detail(optical, sar), coarse(optical, sar))
+        for module in with_detail.modules():
+            if type(module).__name__ == "DetailRefinement":
+                torch.nn.init.normal_(module.correction.weight)  # type: ignore[union-attr]
+        nudged_optical, nudged_sar = optical.clone(), sar.clone()
+        nudged_optical[..., 40, 40] += 0.5
+        nudged_sar[..., 40, 40] += 0.5
+        change = (with_detail(nudged_optical, nudged_sar) - with_detail(optical, sar)).abs().sum(dim=1)[0]
+    near = float(change[38:43, 38:43].max())
+    assert near > 5 * float(change[40, 44]) > 0, "the change stays within two pixels of the changed pixel"

@@ -60,6 +60,12 @@ class CloudLULCDataset(Dataset[Sample]):
         exclude: sample names to skip, e.g. a validation quarantine list.
         size_multiple: full patches (no crop) must have sides that are multiples of this (the network's
             stride); a sample that breaks it is a DataError naming the file.
+        in_memory: keep every decoded patch after its first read and crop from memory afterwards.
+            Opening and checking four GeoTIFFs costs about 20 ms per sample, far more than a small
+            model's step on a GPU; a set of a few thousand small patches fits in memory. The copy
+            belongs to the process (each DataLoader worker holds its own, so use ``num_workers=0``)
+            and outlives the Dataset object, so the next run on the same set in that process reads
+            nothing; it holds one dataset at a time.
 
     Every read checks, naming the file: band counts and grids, the patch size from the header (before
     pixels are read), the optical and SAR units against their values, and label values over the whole
@@ -77,6 +83,7 @@ class CloudLULCDataset(Dataset[Sample]):
         return_cloud_mask: bool = False,
         exclude: Iterable[str] = (),
         size_multiple: int = 1,
+        in_memory: bool = False,
     ) -> None:
         self.layout = DatasetLayout(root)
         wanted = (splits,) if isinstance(splits, str) else tuple(splits)
@@ -93,17 +100,42 @@ class CloudLULCDataset(Dataset[Sample]):
         self.return_clear = return_clear
         self.return_cloud_mask = return_cloud_mask
         self.size_multiple = size_multiple
+        self.in_memory = in_memory
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int) -> Sample:
         record = self.records[index]
+        if self.in_memory:
+            memory = _memory_of(self.layout.root)
+            key = (record.name, self.return_clear, self.return_cloud_mask)
+            if key not in memory:
+                memory[key] = self._read(record, whole=True)
+            reference, whole = memory[key]
+            window = self._window(reference)
+            arrays = {key: value if window is None else value[(..., *_slices(window))] for key, value in whole.items()}
+        else:
+            arrays = self._read(record)[1]
+        if self.augment:
+            arrays = self._flip_rotate(arrays)
+        tensors = {key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in arrays.items()}
+        sample = Sample(name=record.name, optical=tensors["optical"], sar=tensors["sar"], label=tensors["label"].long())
+        if "clear" in tensors:
+            sample["clear"] = tensors["clear"]
+        if "cloud_mask" in tensors:
+            sample["cloud_mask"] = tensors["cloud_mask"]
+        return sample
+
+    def _read(self, record: SampleRecord, whole: bool = False) -> tuple[RasterInfo, dict[str, np.ndarray]]:
+        """The sample's arrays: this item's window of them, or the whole patch (``whole``, to keep in memory)."""
         with rasterio_env(self.layout.root), ExitStack() as stack:
             optical_file = stack.enter_context(open_raster(self.layout.uri(record.opt_cloudy)))
             reference = info_of(optical_file)
             expect_band_count(reference, len(schema.S2_BANDS), "Opt_S2_cloudy")
-            window = self._window(reference)
+            window = None if whole else self._window(reference)
+            if whole:
+                expect_patch_size(reference, schema.MAX_PATCH_SIDE)
 
             def open_checked(path: str, bands: int, what: str) -> DatasetReader:
                 dataset = stack.enter_context(open_raster(self.layout.uri(path)))
@@ -121,8 +153,8 @@ class CloudLULCDataset(Dataset[Sample]):
             sar = scale_sar(_sar_db(sar_files, window))
             arrays: dict[str, np.ndarray] = {"optical": optical, "sar": sar}
             if record.label:
-                whole = self._label(read_window(open_checked(record.label, 1, "Label"))[0], record)
-                arrays["label"] = whole if window is None else whole[_slices(window)]
+                label = self._label(read_window(open_checked(record.label, 1, "Label"))[0], record)
+                arrays["label"] = label if window is None else label[_slices(window)]
             else:
                 arrays["label"] = np.full(optical.shape[1:], schema.IGNORE_INDEX, np.uint8)
             if self.return_clear and record.opt_clear:
@@ -132,15 +164,7 @@ class CloudLULCDataset(Dataset[Sample]):
                 if not record.cloud_mask:
                     raise DataError(self.layout.uri(record.opt_cloudy), "return_cloud_mask=True but no CloudMask file")
                 arrays["cloud_mask"] = read_window(open_checked(record.cloud_mask, 1, "CloudMask"), window)[0]
-        if self.augment:
-            arrays = self._flip_rotate(arrays)
-        tensors = {key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in arrays.items()}
-        sample = Sample(name=record.name, optical=tensors["optical"], sar=tensors["sar"], label=tensors["label"].long())
-        if "clear" in tensors:
-            sample["clear"] = tensors["clear"]
-        if "cloud_mask" in tensors:
-            sample["cloud_mask"] = tensors["cloud_mask"]
-        return sample
+        return reference, arrays
 
     def _window(self, reference: RasterInfo) -> Window | None:
         height, width = reference.height, reference.width
@@ -179,6 +203,17 @@ class CloudLULCDataset(Dataset[Sample]):
             value = np.rot90(value, turns, axes=(-2, -1))
             out[key] = value[..., ::-1] if flip else value
         return out
+
+
+_MEMORY: dict[str, dict[tuple[str, bool, bool], tuple[RasterInfo, dict[str, np.ndarray]]]] = {}
+
+
+def _memory_of(root: str) -> dict[tuple[str, bool, bool], tuple[RasterInfo, dict[str, np.ndarray]]]:
+    """This process's decoded patches of ``root``; switching to another dataset frees the previous one's."""
+    if root not in _MEMORY:
+        _MEMORY.clear()
+        _MEMORY[root] = {}
+    return _MEMORY[root]
 
 
 def _slices(window: Window) -> tuple[slice, slice]:

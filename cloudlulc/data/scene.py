@@ -65,6 +65,42 @@ ARCHETYPES = {
 ARCHETYPE_WEIGHTS = np.array([0.30, 0.22, 0.16, 0.10, 0.22])
 
 
+@dataclass(frozen=True)
+class Physics:
+    """Knobs of the generator's physics, for robustness runs on worlds the models were not tuned on.
+
+    The defaults are the generator's own world (the same bytes as before the knobs existed).
+    """
+
+    cloud_thickness: float = 1.0
+    """Scales how fast clouds thicken inside their outline: above 1 more of each cloud is opaque."""
+    thin_cloud_chance: float = 0.25
+    """Chance of a haze layer, and separately of a cirrus layer, over a patch."""
+    shadow_offset: float = 1.0
+    """Scales the cloud-to-shadow distance (8-45 px at 512 px by default)."""
+    sar_separability: float = 1.0
+    """Scales the distance of grassland, cropland and barren land's mean backscatter from their common mean."""
+    parcel_weights: tuple[float, float, float] | None = None
+    """(cropland, grassland, barren) shares among parcels for every scene; None keeps each archetype's."""
+    change_rate: float = 0.05
+    """Share of parcels whose class changes between the SAR and the optical date (a longer gap, more change)."""
+
+    def __post_init__(self) -> None:
+        for name in ("cloud_thickness", "shadow_offset", "sar_separability"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("thin_cloud_chance", "change_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.parcel_weights is not None and (
+            len(self.parcel_weights) != 3 or min(self.parcel_weights) < 0 or abs(sum(self.parcel_weights) - 1) > 1e-6
+        ):
+            raise ValueError(f"parcel_weights must be three shares summing to 1, got {self.parcel_weights}")
+
+
+DEFAULT_PHYSICS = Physics()
+
+
 @dataclass
 class Scene:
     """One synthetic sample as arrays on a size x size grid."""
@@ -145,10 +181,12 @@ def road_mask(rng: np.random.Generator, size: int, count: int, width: float) -> 
     return mask
 
 
-def land_cover(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, str]:
+def land_cover(rng: np.random.Generator, size: int, physics: Physics = DEFAULT_PHYSICS,
+               ) -> tuple[np.ndarray, np.ndarray, str]:  # fmt: skip
     """(class map, region id map, archetype); regions carry per-parcel spectral and SAR variation."""
     archetype = str(rng.choice(list(ARCHETYPES), p=ARCHETYPE_WEIGHTS))
     parcel_weights, forest_share, settlement_chance, water_chance = ARCHETYPES[archetype]
+    parcel_weights = physics.parcel_weights or parcel_weights
     scale = size / 512
     parcels = voronoi_parcels(rng, size, max(4, int(rng.uniform(40, 110) * scale**2)))
     parcel_count = int(parcels.max()) + 1
@@ -186,11 +224,12 @@ def land_cover(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndar
     return classes, regions, archetype
 
 
-def temporal_change(rng: np.random.Generator, classes: np.ndarray, regions: np.ndarray) -> np.ndarray:
+def temporal_change(rng: np.random.Generator, classes: np.ndarray, regions: np.ndarray,
+                    rate: float = DEFAULT_PHYSICS.change_rate) -> np.ndarray:  # fmt: skip
     """Land cover at the SAR date: a few fields harvested, ploughed or sown since (or before) then."""
     sar_classes = classes.copy()
     parcel_ids = np.unique(regions[np.isin(classes, [CROP, GRASS, BARREN])])
-    changed = parcel_ids[rng.random(parcel_ids.size) < 0.05]
+    changed = parcel_ids[rng.random(parcel_ids.size) < rate]
     transitions = {CROP: BARREN, BARREN: CROP, GRASS: CROP}
     for parcel in changed:
         inside = regions == parcel
@@ -230,28 +269,29 @@ def optical_reflectance(rng: np.random.Generator, classes: np.ndarray, regions: 
     return np.clip(reflectance, 0.0005, 1.0)
 
 
-def add_clouds(rng: np.random.Generator, clear: np.ndarray, target_cover: float) -> tuple[np.ndarray, np.ndarray]:
+def add_clouds(rng: np.random.Generator, clear: np.ndarray, target_cover: float,
+               physics: Physics = DEFAULT_PHYSICS) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Composite shadows, haze, cirrus and opaque clouds over ``clear``; return (cloudy, cloud codes)."""
     size = clear.shape[-1]
     alpha_cloud = np.zeros((size, size), np.float32)
     if target_cover > 0.002:
         field = fractal_noise(rng, size, base_cells=int(rng.integers(2, 5)), octaves=6, persistence=0.6)
         threshold = np.quantile(field, 1 - target_cover)
-        thickness = (field - threshold) / rng.uniform(0.25, 0.8)
+        thickness = (field - threshold) / rng.uniform(0.25, 0.8) * physics.cloud_thickness
         alpha_cloud = np.clip(0.15 + thickness, 0.0, 1.0) * (field > threshold)
     alpha_haze = np.zeros_like(alpha_cloud)
-    if rng.random() < 0.25:
+    if rng.random() < physics.thin_cloud_chance:
         haze = fractal_noise(rng, size, base_cells=2, octaves=3)  # patchy: about half the patch
         alpha_haze = np.clip(rng.uniform(0.15, 0.35) * (haze - rng.uniform(-0.3, 0.8)), 0.0, 0.45)
     alpha_cirrus = np.zeros_like(alpha_cloud)
-    if rng.random() < 0.25:
+    if rng.random() < physics.thin_cloud_chance:
         stretch = (1.0, 0.2) if rng.random() < 0.5 else (0.2, 1.0)
         streaks = fractal_noise(rng, size, base_cells=10, octaves=3, stretch=stretch)
         alpha_cirrus = np.clip(rng.uniform(0.15, 0.35) * streaks, 0.0, 0.4)
 
     # Shadows: the thicker part of the clouds, displaced along the sun azimuth.
     azimuth = rng.uniform(0, 2 * np.pi)
-    distance = rng.uniform(8, 45) * size / 512
+    distance = rng.uniform(8, 45) * size / 512 * physics.shadow_offset
     shift = (round(distance * np.sin(azimuth)), round(distance * np.cos(azimuth)))
     shadow = ndimage.shift(np.clip(alpha_cloud * 1.4 - 0.2, 0, 1), shift, order=0, mode="constant")
     ground = clear * (1.0 - 0.65 * shadow)[None]
@@ -273,7 +313,8 @@ def add_clouds(rng: np.random.Generator, clear: np.ndarray, target_cover: float)
     return np.clip(cloudy, 0.0005, 1.0).astype(np.float32), mask
 
 
-def sar_backscatter(rng: np.random.Generator, classes: np.ndarray, regions: np.ndarray) -> np.ndarray:
+def sar_backscatter(rng: np.random.Generator, classes: np.ndarray, regions: np.ndarray,
+                    separability: float = DEFAULT_PHYSICS.sar_separability) -> np.ndarray:  # fmt: skip
     """VV/VH sigma0 in dB [2,H,W] with per-region offsets, texture, incidence trend and speckle."""
     size = classes.shape[0]
     region_count = int(regions.max()) + 1
@@ -283,7 +324,12 @@ def sar_backscatter(rng: np.random.Generator, classes: np.ndarray, regions: np.n
     depolarisation = rng.normal(0.0, 0.7, region_count).astype(np.float32)  # VH/VV ratio varies
     texture = 0.8 * fractal_noise(rng, size, base_cells=12, octaves=3)
     trend = np.linspace(-0.8, 0.8, size, dtype=np.float32)[None, :] * rng.choice([-1.0, 1.0])
-    base = SAR_MEAN_DB[classes] + (offsets[regions] + texture + trend)[..., None]  # [H,W,2]
+    means = SAR_MEAN_DB.copy()
+    if separability != 1.0:
+        parcels = [GRASS, BARREN, CROP]
+        centre = means[parcels].mean(axis=0)
+        means[parcels] = centre + separability * (means[parcels] - centre)
+    base = means[classes] + (offsets[regions] + texture + trend)[..., None]  # [H,W,2]
     base[..., 1] += depolarisation[regions]
     urban = classes == BUILT
     scatterers = urban & (rng.random((size, size)) < 0.04)
@@ -303,12 +349,12 @@ def sample_cloud_cover(rng: np.random.Generator) -> float:
     return float(rng.uniform(0.0, 1.0) ** 1.4)  # haze and cirrus add thin cover on top
 
 
-def make_scene(rng: np.random.Generator, size: int = 512) -> Scene:
-    """One synthetic sample; deterministic given the generator state."""
-    classes, regions, archetype = land_cover(rng, size)
-    sar_classes = temporal_change(rng, classes, regions)
+def make_scene(rng: np.random.Generator, size: int = 512, physics: Physics = DEFAULT_PHYSICS) -> Scene:
+    """One synthetic sample; deterministic given the generator state and the physics."""
+    classes, regions, archetype = land_cover(rng, size, physics)
+    sar_classes = temporal_change(rng, classes, regions, physics.change_rate)
     clear = optical_reflectance(rng, classes, regions)
     cover = sample_cloud_cover(rng)
-    cloudy, mask = add_clouds(rng, clear, cover)
-    sar_db = sar_backscatter(rng, sar_classes, regions)
+    cloudy, mask = add_clouds(rng, clear, cover, physics)
+    sar_db = sar_backscatter(rng, sar_classes, regions, physics.sar_separability)
     return Scene(classes.astype(np.uint8), sar_classes.astype(np.uint8), clear, cloudy, sar_db, mask, archetype, cover)

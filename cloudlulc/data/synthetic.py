@@ -30,7 +30,7 @@ from cloudlulc.data.metadata import (
     metadata_frame,
     write_metadata,
 )
-from cloudlulc.data.scene import Scene, make_scene
+from cloudlulc.data.scene import DEFAULT_PHYSICS, Physics, Scene, make_scene
 from cloudlulc.errors import DataError
 from cloudlulc.io.rasters import RasterProfile, write_raster
 
@@ -51,6 +51,8 @@ class SynthConfig:
     val_fraction: float = 0.15
     boa_add_offset: int = schema.S2_BASELINE_OFFSET_DN
     """L2A offset written into the files: -1000 (baseline >= 04.00) or 0 (older products)."""
+    physics: Physics = DEFAULT_PHYSICS
+    """The world's physics (robustness runs vary it); the default is recorded only when changed."""
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -162,7 +164,7 @@ def _generate_one(job: tuple[str, SynthConfig, int, Split, bool]) -> SampleMetad
     root, config, index, split, write = job
     rng = np.random.default_rng([config.seed, index])
     geo = georeference(rng, config.size)
-    scene = make_scene(rng, config.size)
+    scene = make_scene(rng, config.size, config.physics)
     record = standard_record(sample_name(index), split)
     if write:
         write_sample(DatasetLayout(root), record, scene, geo, config.boa_add_offset)
@@ -170,7 +172,10 @@ def _generate_one(job: tuple[str, SynthConfig, int, Split, bool]) -> SampleMetad
 
 
 def _check_params(layout: DatasetLayout, config: SynthConfig) -> None:
-    wanted = json.dumps(asdict(config), indent=2, sort_keys=True) + "\n"
+    params = asdict(config)
+    if config.physics == DEFAULT_PHYSICS:
+        del params["physics"]  # sets written before the knobs existed stay resumable
+    wanted = json.dumps(params, indent=2, sort_keys=True) + "\n"
     if layout.storage.exists(PARAMS_FILE):
         stored = layout.storage.read_bytes(PARAMS_FILE).decode()
         if stored != wanted:

@@ -37,6 +37,7 @@ class ModelConfig(BaseModel):
     use_shoi: bool = Field(True, description="Spatial high-order SAR-optical interaction in HIAA.")
     use_choi: bool = Field(True, description="Channel high-order interaction in HIAA.")
     use_usmt: bool = Field(True, description="Semantic mapping transformer with per-class tokens.")
+    detail: bool = Field(True, description="Full-resolution detail branch in the decoder (every architecture).")
     num_classes: int = Field(schema.NUM_CLASSES, ge=2, description="Output classes.")
 
     @model_validator(mode="after")

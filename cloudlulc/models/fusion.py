@@ -2,8 +2,12 @@
 
 Our reading of the published description (see docs/model.md):
 
-- ORM predicts a reliability map in [0, 1] from the optical features and their disagreement with
-  the SAR features, and scales the optical features by it before fusion;
+- ORM predicts where the optical image can be trusted. Clouds and shadows are a property of
+  pixels, so reliability is predicted once at input resolution from the 12 bands and the SAR pair
+  (:class:`InputReliability`, supervised by cloud masks where a dataset has them), pooled down to
+  every stage and corrected there from the stage's features (:class:`OpticalReliability`). Each
+  stage scales its optical features by it and gates the fusion towards a SAR-only projection where
+  reliability is low, so under opaque cloud the fused features come from the radar alone;
 - SHOI is a cross-modal recursive gated convolution (a g^n-conv over the concatenated modalities):
   each order multiplies the running features by a large-kernel spatial gate, so interactions of
   order n reach across modalities and across the 7x7 neighbourhood without attention's memory;
@@ -14,24 +18,57 @@ Our reading of the published description (see docs/model.md):
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cloudlulc.models.blocks import ConvBNAct
 
+TRUST_AT_START = 2.0
+"""Initial reliability logit: sigmoid(2) = 0.88, so an untrained ORM starts by trusting the optics."""
+
+
+class InputReliability(nn.Module):
+    """Reliability logits [B,1,H,W] at input resolution from the bands and the SAR pair.
+
+    A per-pixel spectral test (1x1 convolutions: clouds are bright and white, shadows dark) plus a
+    3x3 depthwise context, so it costs little at full resolution and sees cloud edges sharply.
+    """
+
+    def __init__(self, in_channels: int, hidden: int = 16) -> None:
+        super().__init__()
+        last = nn.Conv2d(hidden, 1, 1)
+        nn.init.constant_(last.bias, TRUST_AT_START)  # type: ignore[arg-type]
+        self.score = nn.Sequential(
+            ConvBNAct(in_channels, hidden, kernel_size=1),
+            nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.GELU(),
+            last,
+        )
+
+    def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
+        return self.score(torch.cat([optical, sar], dim=1))
+
 
 class OpticalReliability(nn.Module):
-    """ORM: a per-pixel reliability map of the optical features; clouds and shadows should lower it."""
+    """ORM at one stage: the pooled input reliability, corrected from the stage's own features.
+
+    The correction starts at zero, so the stage begins with the input-resolution estimate.
+    """
 
     def __init__(self, optical_channels: int, sar_channels: int) -> None:
         super().__init__()
         hidden = max(optical_channels // 2, 8)
         last = nn.Conv2d(hidden, 1, 1)
-        nn.init.constant_(last.bias, 2.0)  # type: ignore[arg-type]  # start trusting the optics: sigmoid(2) = 0.88
-        self.score = nn.Sequential(ConvBNAct(optical_channels + sar_channels, hidden), last)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)  # type: ignore[arg-type]
+        self.correction = nn.Sequential(ConvBNAct(optical_channels + sar_channels, hidden), last)
 
-    def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        reliability = torch.sigmoid(self.score(torch.cat([optical, sar], dim=1)))
-        return optical * reliability, reliability
+    def forward(self, optical: torch.Tensor, sar: torch.Tensor, input_logits: torch.Tensor) -> torch.Tensor:
+        """Reliability [B,1,h,w] in (0, 1) at the stage's resolution."""
+        size = (optical.shape[-2], optical.shape[-1])
+        pooled = F.adaptive_avg_pool2d(torch.sigmoid(input_logits), size).clamp(1e-4, 1 - 1e-4)
+        return torch.sigmoid(torch.logit(pooled) + self.correction(torch.cat([optical, sar], dim=1)))
 
 
 class SpatialHighOrder(nn.Module):
@@ -75,21 +112,31 @@ class ChannelHighOrder(nn.Module):
 class StageFusion(nn.Module):
     """One stage: optional ORM, then HIAA (a 1x1 mix, plus SHOI and CHOI when enabled).
 
-    With every module off this is the plain dual-stream fusion baseline (concatenate, 1x1 conv).
+    With ORM on, the mix of both modalities is weighted by the reliability and the rest comes from
+    a SAR-only projection (SAR-guided gating). With every module off this is the plain dual-stream
+    fusion baseline (concatenate, 1x1 conv).
     """
 
     def __init__(self, channels: int, *, use_orm: bool, use_shoi: bool, use_choi: bool, shoi_order: int) -> None:
         super().__init__()
         self.orm = OpticalReliability(channels, channels) if use_orm else None
+        self.sar_mix = ConvBNAct(channels, channels, kernel_size=1) if use_orm else None
         self.mix = ConvBNAct(2 * channels, channels, kernel_size=1)
         self.shoi = SpatialHighOrder(2 * channels, channels, shoi_order) if use_shoi else None
         self.choi = ChannelHighOrder(channels) if use_choi else None
 
-    def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, optical: torch.Tensor, sar: torch.Tensor,
+                input_reliability: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        """Fused features and this stage's reliability (None without ORM)."""
         reliability = None
-        if self.orm is not None:
-            optical, reliability = self.orm(optical, sar)
-        fused = self.mix(torch.cat([optical, sar], dim=1))
+        if self.orm is not None and self.sar_mix is not None:
+            if input_reliability is None:
+                raise ValueError("ORM needs the input-resolution reliability logits")
+            reliability = self.orm(optical, sar, input_reliability)
+            optical = optical * reliability
+            fused = reliability * self.mix(torch.cat([optical, sar], dim=1)) + (1 - reliability) * self.sar_mix(sar)
+        else:
+            fused = self.mix(torch.cat([optical, sar], dim=1))
         if self.shoi is not None:
             fused = fused + self.shoi(optical, sar)
         if self.choi is not None:

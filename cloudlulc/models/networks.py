@@ -17,7 +17,7 @@ from cloudlulc import schema
 from cloudlulc.models.blocks import Encoder
 from cloudlulc.models.config import ModelConfig
 from cloudlulc.models.decoder import SkipDecoder
-from cloudlulc.models.fusion import StageFusion
+from cloudlulc.models.fusion import InputReliability, StageFusion
 from cloudlulc.models.usmt import SemanticMappingTransformer
 
 OPTICAL_CHANNELS = len(schema.S2_BANDS)
@@ -33,6 +33,7 @@ class ModelOutput:
     logits: torch.Tensor
     embedding: torch.Tensor
     reliability: list[torch.Tensor] = field(default_factory=list)
+    """ORM's maps in (0, 1): at input resolution first, then one per encoder stage (empty without ORM)."""
     semantic_logits: torch.Tensor | None = None
     reconstruction: torch.Tensor | None = None
 
@@ -71,14 +72,17 @@ class SegmentationNetwork(nn.Module):
 
 
 class CloudLULCNet(SegmentationNetwork):
-    """Two encoders, per-stage ORM + HIAA fusion, USMT at the coarse stages, a skip decoder.
+    """Two encoders, ORM + HIAA fusion per stage, USMT at the coarse stages, a skip decoder.
 
-    With ORM, SHOI, CHOI and USMT all off it is the dual-stream fusion baseline.
+    With ORM, SHOI, CHOI and USMT all off it is the dual-stream fusion baseline. ORM's reliability
+    is predicted at input resolution, used by every stage and handed to the decoder's detail branch
+    as an extra channel, so fine detail is drawn from the optics only where they can be trusted.
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        self.reliability = InputReliability(OPTICAL_CHANNELS + SAR_CHANNELS) if config.use_orm else None
         self.optical_encoder = Encoder(OPTICAL_CHANNELS, config.widths, config.depths)
         self.sar_encoder = Encoder(SAR_CHANNELS, config.widths, config.depths)
         self.fusion = nn.ModuleList(
@@ -91,22 +95,26 @@ class CloudLULCNet(SegmentationNetwork):
                                        config.usmt_heads, config.num_classes)
             if config.use_usmt else None
         )  # fmt: skip
-        self.decoder = SkipDecoder(config.widths, config.decoder_width, config.embedding_dim, config.num_classes)
+        detail = OPTICAL_CHANNELS + SAR_CHANNELS + int(config.use_orm) if config.detail else None
+        self.decoder = SkipDecoder(config.widths, config.decoder_width, config.embedding_dim, config.num_classes,
+                                   detail)  # fmt: skip
 
     def forward_features(self, optical: torch.Tensor, sar: torch.Tensor) -> ModelOutput:
+        input_logits = self.reliability(optical, sar) if self.reliability is not None else None
+        reliability = [torch.sigmoid(input_logits)] if input_logits is not None else []
         fused: list[torch.Tensor] = []
-        reliability: list[torch.Tensor] = []
         for stage_fusion, optical_features, sar_features in zip(
             self.fusion, self.optical_encoder(optical), self.sar_encoder(sar), strict=True
         ):
-            features, stage_reliability = stage_fusion(optical_features, sar_features)
+            features, stage_reliability = stage_fusion(optical_features, sar_features, input_logits)
             fused.append(features)
             if stage_reliability is not None:
                 reliability.append(stage_reliability)
         semantic = None
         if self.usmt is not None:
             fused[2], fused[3], semantic = self.usmt(fused[2], fused[3])
-        embedding, logits = self.decoder(fused)
+        image = torch.cat([optical, sar, *reliability[:1]], dim=1) if self.config.detail else None
+        embedding, logits = self.decoder(fused, image)
         return ModelOutput(logits, embedding, reliability, semantic)
 
 
@@ -119,7 +127,8 @@ class SingleStream(SegmentationNetwork):
         self.inputs = {"optical_only": "optical", "sar_only": "sar", "early_fusion": "both"}[config.architecture]
         channels = {"optical": OPTICAL_CHANNELS, "sar": SAR_CHANNELS, "both": OPTICAL_CHANNELS + SAR_CHANNELS}
         self.encoder = Encoder(channels[self.inputs], config.widths, config.depths)
-        self.decoder = SkipDecoder(config.widths, config.decoder_width, config.embedding_dim, config.num_classes)
+        self.decoder = SkipDecoder(config.widths, config.decoder_width, config.embedding_dim, config.num_classes,
+                                   channels[self.inputs] if config.detail else None)  # fmt: skip
 
     def forward_features(self, optical: torch.Tensor, sar: torch.Tensor) -> ModelOutput:
         if self.inputs == "optical":
@@ -128,7 +137,7 @@ class SingleStream(SegmentationNetwork):
             x = sar
         else:
             x = torch.cat([optical, sar], dim=1)
-        embedding, logits = self.decoder(self.encoder(x))
+        embedding, logits = self.decoder(self.encoder(x), x)
         return ModelOutput(logits, embedding)
 
 
@@ -143,11 +152,14 @@ class ReconstructionFirst(SegmentationNetwork):
         super().__init__()
         self.config = config
         self.restore_encoder = Encoder(OPTICAL_CHANNELS + SAR_CHANNELS, config.widths, config.depths)
-        self.restore_decoder = SkipDecoder(config.widths, config.decoder_width, config.embedding_dim, OPTICAL_CHANNELS)
+        both = OPTICAL_CHANNELS + SAR_CHANNELS
+        self.restore_decoder = SkipDecoder(config.widths, config.decoder_width, config.embedding_dim, OPTICAL_CHANNELS,
+                                           both if config.detail else None)  # fmt: skip
         self.segmenter = SingleStream(config.model_copy(update={"architecture": "optical_only"}))
 
     def forward_features(self, optical: torch.Tensor, sar: torch.Tensor) -> ModelOutput:
-        _, correction = self.restore_decoder(self.restore_encoder(torch.cat([optical, sar], dim=1)))
+        both = torch.cat([optical, sar], dim=1)
+        _, correction = self.restore_decoder(self.restore_encoder(both), both)
         reconstruction = torch.clamp(optical + correction, 0.0, 1.0)
         segmented = self.segmenter.forward_features(reconstruction.detach(), sar)
         return ModelOutput(segmented.logits, segmented.embedding, reconstruction=reconstruction)

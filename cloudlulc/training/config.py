@@ -40,11 +40,21 @@ class TrainConfig(BaseModel):
     max_steps_per_epoch: int | None = Field(None, ge=1, description="Cap on batches per epoch (quick runs).")
     seed: int = 0
     num_workers: int = Field(0, ge=0)
+    in_memory: bool = Field(False, description="Keep decoded patches in memory after the first epoch (small sets).")
     mixed_precision: bool = Field(True, description="bf16 autocast on CUDA; ignored on CPU.")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     exclude_file: str | None = Field(None, description="Sample names to skip (a validation quarantine list).")
     init: str | None = Field(None, description="Start from these weights: a checkpoint path or models:/name@alias.")
     freeze_encoders: bool = Field(False, description="Fine-tune with the encoders frozen.")
+    modality_dropout: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description=(
+            "Share of training samples that lose one modality (half the optics, half the SAR), so one model also "
+            "maps with S2 only or S1 only; a dropped modality is fed as zeros, which is how a missing one is fed."
+        ),
+    )
     calibrate: bool = Field(True, description="After training, fit the probability temperature on the val split.")
 
     @field_validator("crop_size")

@@ -68,10 +68,28 @@ def _cloud_covers(root: str, records: tuple[SampleRecord, ...]) -> CloudCovers:
     return CloudCovers(by_name, dict(sources))
 
 
+MODALITIES = ("both", "optical", "sar")
+"""What a model is fed: both images, Sentinel-2 only (SAR zeroed), or Sentinel-1 only (optics zeroed)."""
+
+
+def feed(optical: torch.Tensor, sar: torch.Tensor, modalities: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inputs with the missing modality zeroed, as a missing modality is fed everywhere."""
+    if modalities not in MODALITIES:
+        raise ValueError(f"unknown modalities {modalities!r}; choose from {', '.join(MODALITIES)}")
+    if modalities == "optical":
+        return optical, torch.zeros_like(sar)
+    if modalities == "sar":
+        return torch.zeros_like(optical), sar
+    return optical, sar
+
+
 @torch.no_grad()
 def evaluate_model(model: SegmentationNetwork, dataset: CloudLULCDataset, *, batch_size: int = 4,
-                   device: torch.device | None = None) -> dict[str, object]:  # fmt: skip
-    """Metrics of ``model`` on every sample of ``dataset`` (deterministic path, full patches)."""
+                   device: torch.device | None = None, modalities: str = "both") -> dict[str, object]:  # fmt: skip
+    """Metrics of ``model`` on every sample of ``dataset`` (deterministic path, full patches).
+
+    ``modalities`` feeds Sentinel-2 only or Sentinel-1 only (see :data:`MODALITIES`).
+    """
     device = device or torch.device("cpu")
     covers = cloud_covers(dataset)
     accumulator = MetricAccumulator(model.config.num_classes)
@@ -79,7 +97,7 @@ def evaluate_model(model: SegmentationNetwork, dataset: CloudLULCDataset, *, bat
     was_training = model.training
     model.eval()
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_same_size_batch):
-        logits = model(batch["optical"].to(device), batch["sar"].to(device))
+        logits = model(*feed(batch["optical"].to(device), batch["sar"].to(device), modalities))
         names = list(batch["name"])
         cover = [covers.by_name[n] for n in names]
         accumulator.update(logits.argmax(dim=1).cpu(), batch["label"], cover)
@@ -102,9 +120,10 @@ def _same_size_batch(samples: list[Sample]) -> dict[str, Any]:
     return default_collate(samples)
 
 
-def evaluation_dataset(root: str, split: Split, exclude: tuple[str, ...] = ()) -> CloudLULCDataset:
+def evaluation_dataset(root: str, split: Split, exclude: tuple[str, ...] = (), *,
+                       in_memory: bool = False) -> CloudLULCDataset:  # fmt: skip
     """The deterministic dataset the protocol evaluates on (full patches, sides multiples of the network's stride)."""
-    return CloudLULCDataset(root, split, exclude=exclude, size_multiple=SIZE_MULTIPLE)
+    return CloudLULCDataset(root, split, exclude=exclude, size_multiple=SIZE_MULTIPLE, in_memory=in_memory)
 
 
 def load_trained_model(checkpoint: str) -> SegmentationNetwork:

@@ -4,8 +4,9 @@
 - Semantic anchor-guided term: class anchors are the per-class means of the L2-normalised stride-4
   embeddings under the reference labels of the batch; each pixel is pulled to its class anchor and
   anchors of different classes are pushed at least ``margin`` apart. Training only.
-- Reliability term (CloudLULC-Net with ORM, where cloud masks exist): each stage's reliability map
-  is pushed towards 1 on clear pixels, 0 under opaque cloud and 0.5 under thin cloud or shadow.
+- Reliability term (CloudLULC-Net with ORM, where cloud masks exist): the input-resolution map and
+  each stage's map are pushed towards 1 on clear pixels, 0 under opaque cloud and 0.5 under thin
+  cloud or shadow (targets averaged over each map's cells).
 - Semantic term (USMT): cross-entropy of the coarse semantic map against the labels at stride 32.
 - Reconstruction term (reconstruction-first baseline): L1 to Opt_S2_clear.
 """
@@ -84,12 +85,17 @@ def anchor_loss(embedding: torch.Tensor, labels: torch.Tensor, margin: float, nu
 
 
 def reliability_loss(reliability: list[torch.Tensor], cloud_mask: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy of every reliability map against the pooled cloud-code targets."""
+    """Binary cross-entropy of every reliability map against the pooled cloud-code targets.
+
+    Computed in float32 outside autocast: binary cross-entropy on probabilities is not bf16-safe.
+    """
     target = RELIABILITY_TARGET.to(cloud_mask.device)[cloud_mask.long().clamp(0, 3)][:, None]
-    terms = [
-        F.binary_cross_entropy(r.clamp(1e-6, 1 - 1e-6), F.adaptive_avg_pool2d(target, (r.shape[-2], r.shape[-1])))
-        for r in reliability
-    ]
+    with torch.autocast(device_type=cloud_mask.device.type, enabled=False):
+        terms = [
+            F.binary_cross_entropy(r.float().clamp(1e-6, 1 - 1e-6),
+                                   F.adaptive_avg_pool2d(target, (r.shape[-2], r.shape[-1])))
+            for r in reliability
+        ]  # fmt: skip
     return torch.stack(terms).mean()
 
 

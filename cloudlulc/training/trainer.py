@@ -77,6 +77,29 @@ def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]
     return factor
 
 
+OPAQUE_CLOUD = 2
+"""Cloud-mask code of opaque cloud: what a dropped optical image is, for ORM's supervision."""
+
+
+def drop_modalities(optical: torch.Tensor, sar: torch.Tensor, cloud_mask: torch.Tensor | None, share: float,
+                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """Zero the optics of ``share / 2`` of the samples and the SAR of another ``share / 2``.
+
+    A sample without its optics is, for ORM, entirely opaque cloud (its cloud mask says so). The
+    draw comes from ``generator`` (seeded per epoch), so resumed runs drop the same samples.
+    """
+    if share <= 0:
+        return optical, sar, cloud_mask
+    draw = torch.rand(optical.shape[0], generator=generator)
+    no_optics = (draw < share / 2).to(optical.device)
+    no_sar = ((draw >= share / 2) & (draw < share)).to(optical.device)
+    optical = optical * ~no_optics[:, None, None, None]
+    sar = sar * ~no_sar[:, None, None, None]
+    if cloud_mask is not None:
+        cloud_mask = torch.where(no_optics[:, None, None], torch.full_like(cloud_mask, OPAQUE_CLOUD), cloud_mask)
+    return optical, sar, cloud_mask
+
+
 def _read_exclude(path: str | None) -> tuple[str, ...]:
     if not path:
         return ()
@@ -178,8 +201,9 @@ def _train(config: TrainConfig, replica: Replica, device: torch.device, *, progr
     needs_clear = network_config.architecture == "reconstruction_first"
     has_masks = all(r.cloud_mask for r in DatasetLayout(config.dataset).read_records(("train",)))
     train_set = CloudLULCDataset(config.dataset, "train", crop_size=config.crop_size, augment=True,
-                                 return_clear=needs_clear, return_cloud_mask=has_masks, exclude=exclude)  # fmt: skip
-    val_set = evaluation_dataset(config.dataset, "val", exclude)
+                                 return_clear=needs_clear, return_cloud_mask=has_masks, exclude=exclude,
+                                 in_memory=config.in_memory)  # fmt: skip
+    val_set = evaluation_dataset(config.dataset, "val", exclude, in_memory=config.in_memory)
     shard_size = math.ceil(len(train_set) / replica.world_size)
     steps_per_epoch = math.ceil(shard_size / config.batch_size)
     if config.max_steps_per_epoch:
@@ -230,6 +254,7 @@ def _train(config: TrainConfig, replica: Replica, device: torch.device, *, progr
             loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=False,
                                 num_workers=config.num_workers, generator=shuffle_order)  # fmt: skip
         replicated.train()
+        dropout_draws = torch.Generator().manual_seed(epoch_seed + 7_919 * replica.rank)
         totals: dict[str, float] = {}
         steps = samples = 0
         bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", disable=not progress)
@@ -237,10 +262,14 @@ def _train(config: TrainConfig, replica: Replica, device: torch.device, *, progr
             if steps >= steps_per_epoch:
                 break
             optical, sar, labels = batch["optical"].to(device), batch["sar"].to(device), batch["label"].to(device)
+            cloud_mask = batch["cloud_mask"].to(device) if has_masks else None
+            optical, sar, cloud_mask = drop_modalities(optical, sar, cloud_mask, config.modality_dropout,
+                                                       dropout_draws)  # fmt: skip
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
                 output = replicated(optical, sar)
-                terms = loss_function(output, labels, clear=batch["clear"].to(device) if needs_clear else None,
-                                      cloud_mask=batch["cloud_mask"].to(device) if has_masks else None)  # fmt: skip
+                terms = loss_function(
+                    output, labels, clear=batch["clear"].to(device) if needs_clear else None, cloud_mask=cloud_mask
+                )
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
