@@ -36,20 +36,25 @@ from typing import Any
 
 BINS = ("0-10%", "10-30%", "30-60%", "60-90%", "90-100%")
 REFERENCE = "CloudLULC-Net"
+ALL = ["architecture=cloudlulc_net", "model_overrides.use_shoi=true", "model_overrides.use_choi=true",
+       "model_overrides.use_usmt=true", "loss.anchor=0.1"]  # fmt: skip
+"""CloudLULC-Net with every published module and the anchor term on (the default keeps ORM and detail only)."""
 MODELS: dict[str, list[str]] = {
     "CloudLULC-Net": ["architecture=cloudlulc_net"],
+    "CloudLULC-Net, all modules": ALL,
     "optical-only": ["architecture=optical_only"],
     "SAR-only": ["architecture=sar_only"],
     "early fusion": ["architecture=early_fusion"],
     "dual-stream": ["architecture=dual_stream"],
     "reconstruction-first": ["architecture=reconstruction_first"],
-    "CloudLULC-Net w/o ORM": ["architecture=cloudlulc_net", "model_overrides.use_orm=false"],
-    "CloudLULC-Net w/o SHOI": ["architecture=cloudlulc_net", "model_overrides.use_shoi=false"],
-    "CloudLULC-Net w/o CHOI": ["architecture=cloudlulc_net", "model_overrides.use_choi=false"],
-    "CloudLULC-Net w/o USMT": ["architecture=cloudlulc_net", "model_overrides.use_usmt=false"],
-    "CloudLULC-Net w/o anchors": ["architecture=cloudlulc_net", "loss.anchor=0"],
-    "CloudLULC-Net w/o detail": ["architecture=cloudlulc_net", "model_overrides.detail=false"],
+    "all modules w/o ORM": [*ALL, "model_overrides.use_orm=false"],
+    "all modules w/o SHOI": [*ALL, "model_overrides.use_shoi=false"],
+    "all modules w/o CHOI": [*ALL, "model_overrides.use_choi=false"],
+    "all modules w/o USMT": [*ALL, "model_overrides.use_usmt=false"],
+    "all modules w/o anchors": [*ALL, "loss.anchor=0"],
+    "all modules w/o detail": [*ALL, "model_overrides.detail=false"],
     "dual-stream w/o detail": ["architecture=dual_stream", "model_overrides.detail=false"],
+    "all modules + modality dropout": [*ALL, "modality_dropout=0.2"],
     "CloudLULC-Net + modality dropout": ["architecture=cloudlulc_net", "modality_dropout=0.2"],
 }
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -63,7 +68,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "long gap": {"change_rate": 0.25},
 }
 ROBUSTNESS_MODELS = ("CloudLULC-Net", "dual-stream", "optical-only", "SAR-only")
-DIAGNOSED = ("CloudLULC-Net", "CloudLULC-Net + modality dropout")
+DIAGNOSED = ("CloudLULC-Net", "CloudLULC-Net, all modules", "all modules + modality dropout",
+             "CloudLULC-Net + modality dropout")  # fmt: skip
 
 
 def _job_key(variant: str, model: str, seed: int) -> str:
@@ -162,15 +168,15 @@ def paired(reference: dict[int, float], other: dict[int, float]) -> str:
     return f"{100 * mean:+.1f} ± {100 * sd:.1f} ({verdict})"
 
 
-def table(results: list[dict[str, Any]], variant: str, score_key: str = "scores") -> str:
+def table(results: list[dict[str, Any]], variant: str, score_key: str = "scores", reference: str = REFERENCE) -> str:
     by_model: dict[str, dict[int, dict[str, float | None]]] = defaultdict(dict)
     for result in results:
         if result["variant"] == variant and score_key in result:
             by_model[result["model"]][result["seed"]] = result[score_key]
     columns = ["mIoU", *[f"mIoU {b}" for b in BINS], "OA", "ECE"]
-    lines = ["| model | seeds | " + " | ".join(columns) + f" | mIoU vs {REFERENCE} | 60-100 % vs {REFERENCE} |",
+    lines = ["| model | seeds | " + " | ".join(columns) + f" | mIoU vs {reference} | 60-100 % vs {reference} |",
              "| --- | --- |" + " --- |" * (len(columns) + 2)]  # fmt: skip
-    reference = by_model.get(REFERENCE, {})
+    paired_with = by_model.get(reference, {})
 
     def per_seed(runs: dict[int, dict[str, float | None]], key: str) -> dict[int, float]:
         return {seed: float(v[key]) for seed, v in runs.items() if v.get(key) is not None}  # type: ignore[arg-type]
@@ -182,8 +188,8 @@ def table(results: list[dict[str, Any]], variant: str, score_key: str = "scores"
     for model in [m for m in MODELS if m in by_model]:
         runs = by_model[model]
         cells = [_cell(list(per_seed(runs, c).values())) for c in columns]
-        versus = ("" if model == REFERENCE else paired(per_seed(reference, "mIoU"), per_seed(runs, "mIoU")),
-                  "" if model == REFERENCE else paired(cloudy(reference), cloudy(runs)))  # fmt: skip
+        versus = ("" if model == reference else paired(per_seed(paired_with, "mIoU"), per_seed(runs, "mIoU")),
+                  "" if model == reference else paired(cloudy(paired_with), cloudy(runs)))  # fmt: skip
         lines.append(f"| {model} | {len(runs)} | " + " | ".join(cells) + f" | {versus[0]} | {versus[1]} |")
     return "\n".join(lines)
 
@@ -212,16 +218,21 @@ def diagnostics_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def report(results: list[dict[str, Any]]) -> str:
+def report(results: list[dict[str, Any]], reference: str = REFERENCE) -> str:
     parts = []
     variants = [v for v in VARIANTS if any(r["variant"] == v for r in results)]
     for variant in variants:
-        parts += [f"### World: {variant} {VARIANTS[variant] or ''}".rstrip(), "", table(results, variant), ""]
+        parts += [
+            f"### World: {variant} {VARIANTS[variant] or ''}".rstrip(),
+            "",
+            table(results, variant, reference=reference),
+            "",
+        ]
     for feed in ("optical", "sar"):
         key = f"scores {feed} only"
         if any(key in r for r in results):
             parts += [f"### Fed {'Sentinel-2' if feed == 'optical' else 'Sentinel-1'} only (default world)", "",
-                      table(results, "default", key), ""]  # fmt: skip
+                      table(results, "default", key, reference), ""]  # fmt: skip
     if any("diagnostics" in r for r in results):
         parts += ["### Module diagnostics (default world, test split)", "", diagnostics_table(results), ""]
     minutes = [r["train_seconds"] / 60 for r in results]
@@ -249,9 +260,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks/table"))
     parser.add_argument("--results", type=Path, default=None, help="JSON lines of finished runs (default: OUT)")
     parser.add_argument("--report", type=Path, default=None, help="only print the tables of a results file")
+    parser.add_argument("--reference", default=REFERENCE, help="the row every other row is paired with")
     args = parser.parse_args()
     if args.report:
-        print(report(read_results(args.report)))
+        print(report(read_results(args.report), args.reference))
         return
     started = time.perf_counter()
     results_path = args.results or args.out / "results.jsonl"
@@ -298,7 +310,7 @@ def main() -> None:
                 stream.write(json.dumps(record) + "\n")
             print(f"{record['key']}: mIoU {record['scores']['mIoU']:.3f} in {record['train_seconds']} s "
                   f"({time.perf_counter() - started:.0f} s elapsed)", flush=True)  # fmt: skip
-    text = report(read_results(results_path))
+    text = report(read_results(results_path), args.reference)
     (args.out / "table.md").write_text(text + "\n")
     print(text)
 

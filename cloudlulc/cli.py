@@ -461,8 +461,12 @@ def promote(repository: str, dataset: str, tracking_uri: str | None, triton_url:
 
 
 @cli.command("map")
-@click.option("--optical", required=True, help="Sentinel-2 L2A scene GeoTIFF (12 bands); folder path or s3://.")
-@click.option("--sar", required=True, help="Sentinel-1 VV/VH GeoTIFF, any CRS; resampled onto the optical grid.")
+@click.option("--optical", default=None,
+              help="Sentinel-2 L2A scene GeoTIFF (12 bands); path or s3://. Leave out to map from "
+                   "Sentinel-1 only.")  # fmt: skip
+@click.option("--sar", default=None,
+              help="Sentinel-1 VV/VH GeoTIFF, any CRS; resampled onto the optical grid. Leave out to map from "
+                   "Sentinel-2 only (no SAR pair in the window).")  # fmt: skip
 @click.option("--out", "out_uri", required=True, help="Class map COG (.tif), local or s3://; sidecars beside it.")
 @click.option("--triton-url", default=None, help="Triton gRPC host:port [default: the running local Triton].")
 @click.option("--model", "model_name", default=None,
@@ -473,29 +477,56 @@ def promote(repository: str, dataset: str, tracking_uri: str | None, triton_url:
               help="Model repository whose served.json names the version [default: the local Triton's].")  # fmt: skip
 @click.option("--onnx", "onnx_path", type=click.Path(exists=True, dir_okay=False),
               help="Predict in-process with ONNX Runtime instead of Triton.")  # fmt: skip
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False),
+              help="Predict in-process with PyTorch from a training checkpoint (for --reliability).")  # fmt: skip
 @click.option("--local-dir", default="outputs/triton", show_default=True, help="State folder of the local Triton.")
 @click.option("--tile", default=512, show_default=True, type=click.IntRange(32), help="Tile side (multiple of 32).")
 @click.option("--overlap", default=64, show_default=True, type=click.IntRange(0))
 @click.option("--batch", "batch_size", default=4, show_default=True, type=click.IntRange(1), help="Tiles per request.")
 @click.option("--in-flight", default=2, show_default=True, type=click.IntRange(1), help="Requests in flight.")
 @click.option("--confidence", is_flag=True, help="Also write the blended top-class probability as a COG.")
+@click.option("--reliability", is_flag=True,
+              help="Also write ORM's reliability of the optics (1-255) as <stem>_reliability.tif "
+                   "(with --checkpoint).")  # fmt: skip
 @click.option("--request-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Client deadline of one Triton request (s); a late answer is retried.")  # fmt: skip
 @click.option("--attempts", default=5, show_default=True, type=click.IntRange(1),
               help="Tries per Triton request before exit 6 (transient failures, jittered backoff).")  # fmt: skip
-def map_command(optical: str, sar: str, out_uri: str, triton_url: str | None, model_name: str | None,
-                model_version: str, repository: str | None, onnx_path: str | None, local_dir: str, tile: int,
-                overlap: int, batch_size: int, in_flight: int, confidence: bool, request_timeout: float,
-                attempts: int) -> None:  # fmt: skip
-    """Map a scene through Triton over gRPC into a COG, with class areas (km2) and a quicklook; resumable."""
+def map_command(optical: str | None, sar: str | None, out_uri: str, triton_url: str | None, model_name: str | None,
+                model_version: str, repository: str | None, onnx_path: str | None, checkpoint: str | None,
+                local_dir: str, tile: int, overlap: int, batch_size: int, in_flight: int, confidence: bool,
+                reliability: bool, request_timeout: float, attempts: int) -> None:  # fmt: skip
+    """Map a scene through Triton over gRPC into a COG, with class areas (km2) and a quicklook; resumable.
+
+    Without --sar (or --optical) the scene is mapped from the other modality alone, fed as the
+    model saw a missing one in training (modality_dropout); the map's metadata says so.
+    """
     from cloudlulc.mapping import map_scene
     from cloudlulc.mapping.region import sidecar_uris
 
     if tile % 32:
         raise click.BadParameter("must be a multiple of 32", param_hint="--tile")
+    if optical is None and sar is None:
+        raise click.UsageError("give --optical, --sar, or both")
     check_outputs_apart({"--out": out_uri, **{f"--out {name}": uri for name, uri in sidecar_uris(out_uri).items()}},
-                        files={"--optical": optical, "--sar": sar, "--onnx": onnx_path})  # fmt: skip
-    if onnx_path is not None:
+                        files={"--optical": optical, "--sar": sar, "--onnx": onnx_path,
+                               "--checkpoint": checkpoint})  # fmt: skip
+    if onnx_path and checkpoint:
+        raise click.UsageError("give at most one of --onnx and --checkpoint")
+    if reliability and not checkpoint:
+        raise click.UsageError("--reliability needs --checkpoint: ONNX and Triton models return probabilities only")
+    if checkpoint is not None:
+        from cloudlulc.models.inference import torch_predictor
+        from cloudlulc.training.evaluation import load_trained_model
+
+        try:
+            predictor = torch_predictor(load_trained_model(checkpoint), reliability=reliability)
+        except ValueError as error:
+            raise click.UsageError(f"--checkpoint {checkpoint}: {error}") from error
+        result = map_scene(optical, sar, out_uri, predictor, tile=tile, overlap=overlap, batch_size=batch_size,
+                           in_flight=in_flight, confidence=confidence, reliability=reliability,
+                           model_id=f"checkpoint:{checkpoint}")  # fmt: skip
+    elif onnx_path is not None:
         from cloudlulc.export import onnxruntime_runner
 
         result = map_scene(optical, sar, out_uri, onnxruntime_runner(onnx_path), tile=tile, overlap=overlap,
@@ -513,8 +544,13 @@ def map_command(optical: str, sar: str, out_uri: str, triton_url: str | None, mo
                                  retry=RetryPolicy(attempts=attempts, request_timeout_s=request_timeout))  # fmt: skip
     click.echo(f"map:       {result.map_uri} ({result.width} x {result.height} px, {result.tiles} tiles, "
                f"{result.tiles_predicted} predicted now, {result.seconds:.1f} s)")  # fmt: skip
+    if optical is None or sar is None:
+        click.echo(f"inputs:    {'Sentinel-1' if optical is None else 'Sentinel-2'} only (CLOUDLULC_MODALITIES "
+                   f"tag); a model trained with modality_dropout maps this way")  # fmt: skip
     if result.confidence_uri:
         click.echo(f"confidence: {result.confidence_uri}")
+    if result.reliability_uri:
+        click.echo(f"reliability: {result.reliability_uri}")
     click.echo(f"areas:     {result.areas_uri}")
     click.echo(f"quicklook: {result.quicklook_uri}")
 

@@ -18,15 +18,28 @@ class UsageError(CloudLULCError):
     exit_code = 2
 
 
-class DataError(CloudLULCError):
-    """Input data is unreadable, malformed or breaks the data contract."""
-
-    exit_code = 3
+class SourcedError(CloudLULCError):
+    """An error about one file, URI or run: ``source`` names it, ``problem`` says what is wrong."""
 
     def __init__(self, source: str, problem: str) -> None:
         self.source = source
         self.problem = problem
         super().__init__(f"{source}: {problem}")
+
+
+class DataError(SourcedError):
+    """Input data is unreadable, malformed or breaks the data contract."""
+
+    exit_code = 3
+
+
+class DivergedError(SourcedError):
+    """The training loss stopped being a finite number; the run stops before saving anything of that epoch."""
+
+    exit_code = 1
+
+    def __init__(self, run: str, problem: str) -> None:
+        super().__init__(run, f"training diverged: {problem}")
 
 
 class StorageError(CloudLULCError):

@@ -72,17 +72,16 @@ def test_combined_loss_terms_follow_the_architecture():
     labels = torch.randint(0, 6, (2, 64, 64))
     labels[:, :4] = 255
     mask = torch.randint(0, 4, (2, 64, 64), dtype=torch.uint8)
-    loss = CloudLULCLoss()
-    full = loss(build_model(model_config("cloudlulc_net", "tiny")).forward_features(optical, sar), labels,
-                cloud_mask=mask)  # fmt: skip
+    loss = CloudLULCLoss(LossWeights(anchor=0.1))
+    network = build_model(model_config("cloudlulc_net", "tiny", use_usmt=True))
+    full = loss(network.forward_features(optical, sar), labels, cloud_mask=mask)
     assert set(full) == {"cross_entropy", "dice", "anchor", "reliability", "semantic", "total"}
     assert all(torch.isfinite(v) for v in full.values())
     recon = build_model(model_config("reconstruction_first", "tiny")).forward_features(optical, sar)
     assert "reconstruction" in loss(recon, labels, clear=optical)
     with pytest.raises(ValueError, match="needs Opt_S2_clear"):
         loss(recon, labels)
-    no_anchor = CloudLULCLoss(LossWeights(anchor=0.0))
-    assert "anchor" not in no_anchor(recon, labels, clear=optical)
+    assert "anchor" not in CloudLULCLoss()(recon, labels, clear=optical), "anchors are off by default"
 
 
 def test_all_ignored_batch_gives_finite_loss():

@@ -459,3 +459,122 @@ def test_s3_inputs_and_output(scene_pair, s3_bucket: str, tmp_path: Path, tiny_n
                       progress=False)  # fmt: skip
     (tmp_path / "fetched.tif").write_bytes(storage.read_bytes("out/map.tif"))
     assert np.array_equal(read_pixels(tmp_path / "fetched.tif"), read_pixels(local.map_uri))
+
+
+# --- ORM's reliability band ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def orm_checkpoint(synthetic_set, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny CloudLULC-Net trained 6 epochs on 96 synthetic patches (with cloud masks: ORM is supervised)."""
+    from cloudlulc.training.config import load_train_config
+    from cloudlulc.training.trainer import train
+
+    config = load_train_config(None, [f"dataset={synthetic_set(96, 5)}", f"output_dir={tmp_path_factory.mktemp('orm')}",
+                                      "epochs=6", "batch_size=8", "crop_size=64", "learning_rate=0.003",
+                                      "in_memory=true", "calibrate=false"])  # fmt: skip
+    result = train(config, progress=False)
+    assert result.checkpoint is not None
+    return result.checkpoint
+
+
+def test_reliability_band_is_lower_under_real_clouds(realdata: Path, tmp_path: Path, orm_checkpoint: Path):
+    """SEN12MS-CR ROI 1868 (L1C, real clouds): `cloudlulc map --reliability` trusts clear ground more than cloud.
+
+    Cloud here is a top-of-atmosphere blue reflectance above 0.2 (27 % of the patch, the quarter its
+    provenance reports), clear ground below 0.15; the model never saw a real image.
+    """
+    import subprocess
+    import sys
+
+    folder = realdata / "sen12ms-cr"
+    with rasterio.open(folder / "ROIs1868_summer_s2_cloudy_19_p30.tif") as dataset:  # 12 bands: drop B10
+        dn = dataset.read([i for i in range(1, 14) if i != 11])
+        profile = RasterProfile(dataset.crs, dataset.transform, nodata=0, descriptions=schema.S2_BANDS)
+    optical = tmp_path / "s2_12_bands.tif"
+    write_raster(str(optical), dn, profile)
+    out = tmp_path / "real_map.tif"
+    command = [sys.executable, "-m", "cloudlulc", "map", "--optical", str(optical), "--sar",
+               str(folder / "ROIs1868_summer_s1_19_p30.tif"), "--out", str(out), "--checkpoint", str(orm_checkpoint),
+               "--reliability", "--tile", "128", "--overlap", "32"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    reliability_uri = tmp_path / "real_map_reliability.tif"
+    assert f"reliability: {reliability_uri}" in done.stdout and validate_cog(str(reliability_uri)) == []
+    with rasterio.open(reliability_uri) as dataset:
+        assert dataset.nodata == 0 and dataset.descriptions == ("reliability",)
+        reliability = dataset.read(1).astype(np.float32) / 255
+    blue = dn[schema.S2_BANDS.index("B02")] / 10_000
+    cloud, clear = blue > 0.2, blue < 0.15
+    assert 0.2 < cloud.mean() < 0.35 and clear.mean() > 0.5
+    assert reliability[cloud].mean() < reliability[clear].mean() - 0.03, (
+        reliability[cloud].mean(), reliability[clear].mean())  # fmt: skip
+    refused = subprocess.run([*command[:-5], "--reliability", "--onnx", str(orm_checkpoint)], capture_output=True,
+                             text=True, check=False)  # fmt: skip
+    assert refused.returncode == 2 and "give at most one of --onnx and --checkpoint" in refused.stderr
+
+
+def test_reliability_needs_a_network_with_orm_and_a_seventh_channel(scene_pair, tmp_path: Path, tiny_net):
+    from cloudlulc.models.config import model_config
+    from cloudlulc.models.inference import torch_predictor as network_predictor
+    from cloudlulc.models.networks import build_model
+
+    with pytest.raises(ValueError, match="dual_stream has no ORM"):
+        network_predictor(build_model(model_config("dual_stream", "tiny")), reliability=True)
+    optical, sar = scene_pair
+    with pytest.raises(ValueError, match=r"expected \(4, 7, 128, 128\) \(class probabilities and reliability\)"):
+        map_scene(str(optical), str(sar), str(tmp_path / "map.tif"), tiny_net, tile=TILE, overlap=OVERLAP,
+                  reliability=True, progress=False)  # fmt: skip
+    torch.manual_seed(0)
+    network = build_model(model_config("cloudlulc_net", "tiny"))
+    result = map_scene(str(optical), str(sar), str(tmp_path / "band.tif"), network_predictor(network, reliability=True),
+                       tile=TILE, overlap=OVERLAP, confidence=True, reliability=True, progress=False)  # fmt: skip
+    assert result.reliability_uri == str(tmp_path / "band_reliability.tif") and result.confidence_uri
+    classes = read_pixels(result.map_uri)[0]
+    reliability = read_pixels(result.reliability_uri)[0]
+    assert np.array_equal(reliability == 0, classes == schema.IGNORE_INDEX), "nodata where the map has none"
+    plain = map_scene(str(optical), str(sar), str(tmp_path / "plain.tif"), network_predictor(network), tile=TILE,
+                      overlap=OVERLAP, progress=False)  # fmt: skip
+    assert np.array_equal(read_pixels(plain.map_uri), read_pixels(result.map_uri)), "the band changes no class"
+
+
+# --- a missing modality --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("missing", ["sar", "optical"])
+def test_a_missing_modality_is_fed_as_zeros_and_said_in_the_metadata(scene_pair, tmp_path: Path, tiny_net, missing):
+    optical, sar = scene_pair
+    seen: list[tuple[float, float]] = []
+
+    def recording(optical_tiles: np.ndarray, sar_tiles: np.ndarray) -> np.ndarray:
+        seen.append((float(np.abs(optical_tiles).max()), float(np.abs(sar_tiles).max())))
+        return tiny_net(optical_tiles, sar_tiles)
+
+    given = {"optical_uri": None if missing == "optical" else str(optical),
+             "sar_uri": None if missing == "sar" else str(sar)}  # fmt: skip
+    result = map_scene(out_uri=str(tmp_path / "map.tif"), predictor=recording, tile=TILE, overlap=OVERLAP,
+                       progress=False, **given)  # fmt: skip
+    assert validate_cog(result.map_uri) == []
+    absent = 1 if missing == "sar" else 0
+    assert seen and all(pair[absent] == 0 for pair in seen) and all(pair[1 - absent] > 0 for pair in seen)
+    with rasterio.open(result.map_uri) as dataset:
+        tags = dataset.tags()
+        classes = dataset.read(1)
+    assert tags["CLOUDLULC_MODALITIES"] == ("S2 only" if missing == "sar" else "S1 only")
+    assert tags["CLOUDLULC_SAR" if missing == "sar" else "CLOUDLULC_OPTICAL"] == "none"
+    present_hole, absent_hole = (OPTICAL_HOLE, SAR_HOLE) if missing == "sar" else (SAR_HOLE, OPTICAL_HOLE)
+    assert (classes[present_hole] == schema.IGNORE_INDEX).all(), "the present file's nodata stays nodata"
+    assert (classes[absent_hole] != schema.IGNORE_INDEX).all(), "the absent file's holes do not exist"
+    assert classes.shape == (HEIGHT, WIDTH)
+    assert Path(result.quicklook_uri).stat().st_size > 10_000
+
+
+def test_mapping_needs_at_least_one_modality(tmp_path: Path, tiny_net):
+    with pytest.raises(ValueError, match="give a Sentinel-2 scene, a Sentinel-1 file, or both"):
+        map_scene(None, None, str(tmp_path / "map.tif"), tiny_net, progress=False)
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "cloudlulc", "map", "--out", str(tmp_path / "m.tif")],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 2 and "give --optical, --sar, or both" in done.stderr

@@ -154,3 +154,30 @@ def test_the_table_calls_a_difference_only_beyond_twice_the_spread_of_paired_dif
     text = bench.report(rows)
     assert "| CloudLULC-Net | 3 | 81.0 ± 1.0 |" in text
     assert "| dual-stream | 3 | 79.0 ± 1.0 |" in text and "-2.0 ± 0.0 (worse)" in text
+
+
+def test_orm_stays_finite_under_bf16_autocast():
+    """A confident reliability (logit +12) pooled in bf16 rounded to 1 and logit(1) was infinite: NaN weights."""
+    model = build_model(model_config("cloudlulc_net", "tiny")).train()
+    assert model.reliability is not None
+    last = model.reliability.score[-1]
+    torch.nn.init.constant_(last.bias, 12.0)
+    optical, sar = torch.rand(2, 12, 64, 64), torch.rand(2, 2, 64, 64)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        output = model.forward_features(optical, sar)
+        loss = output.logits.float().mean() + sum(r.float().mean() for r in output.reliability)
+    loss.backward()
+    assert all(torch.isfinite(r).all() for r in output.reliability)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_a_diverging_run_stops_naming_the_step_and_keeps_its_checkpoints(synthetic_set, tmp_path):
+    from cloudlulc.errors import DivergedError
+    from cloudlulc.training.config import load_train_config
+    from cloudlulc.training.trainer import train
+
+    config = load_train_config(None, [f"dataset={synthetic_set(24, 11)}", f"output_dir={tmp_path / 'run'}",
+                                      "epochs=2", "batch_size=4", "crop_size=64", "learning_rate=1e30",
+                                      "warmup_steps=0", "calibrate=false"])  # fmt: skip
+    with pytest.raises(DivergedError, match=r"training diverged: loss is nan at epoch \d+, step \d+ \(cross_entropy"):
+        train(config, progress=False)

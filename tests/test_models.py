@@ -11,6 +11,7 @@ from cloudlulc.models import (
     model_config,
     parameter_count,
 )
+from cloudlulc.models.config import ALL_MODULES
 from cloudlulc.models.fusion import (
     ChannelHighOrder,
     InputReliability,
@@ -53,7 +54,7 @@ def test_every_architecture_exports_with_dynamic_batch_and_size(architecture: st
 
 
 def test_cloudlulc_net_modules_and_their_switches():
-    full = build_model(model_config("cloudlulc_net", "tiny"))
+    full = build_model(model_config("cloudlulc_net", "tiny", **ALL_MODULES))
     output = full.forward_features(*_inputs())
     assert [tuple(r.shape[-2:]) for r in output.reliability] == [(64, 96), (16, 24), (8, 12), (4, 6), (2, 3)]
     assert all(0 <= float(r.detach().min()) <= float(r.detach().max()) <= 1 for r in output.reliability)
@@ -67,7 +68,7 @@ def test_cloudlulc_net_modules_and_their_switches():
         "SemanticMappingTransformer",
         "DetailRefinement",
     } <= names
-    ablated = build_model(model_config("cloudlulc_net", "tiny", use_orm=False, use_usmt=False))
+    ablated = build_model(model_config("cloudlulc_net", "tiny", **{**ALL_MODULES, "use_orm": False, "use_usmt": False}))
     ablated_output = ablated.forward_features(*_inputs())
     assert ablated_output.reliability == [] and ablated_output.semantic_logits is None
     assert parameter_count(ablated) < parameter_count(full)
@@ -164,3 +165,15 @@ def test_detail_branch_starts_as_the_coarse_model_and_can_draw_single_pixels(arc
         change = (with_detail(nudged_optical, nudged_sar) - with_detail(optical, sar)).abs().sum(dim=1)[0]
     near = float(change[38:43, 38:43].max())
     assert near > 5 * float(change[40, 44]) > 0, "the change stays within two pixels of the changed pixel"
+
+
+def test_defaults_keep_only_the_modules_that_measurably_help():
+    """docs/benchmarks.md: ORM and the detail branch earned their place; SHOI, CHOI, USMT and anchors did not."""
+    from cloudlulc.training.losses import LossWeights
+
+    default = model_config("cloudlulc_net", "tiny")
+    assert (default.use_orm, default.detail) == (True, True)
+    assert (default.use_shoi, default.use_choi, default.use_usmt, LossWeights().anchor) == (False, False, False, 0)
+    names = {type(m).__name__ for m in build_model(default).modules()}
+    assert {"InputReliability", "OpticalReliability", "DetailRefinement"} <= names
+    assert not {"SpatialHighOrder", "ChannelHighOrder", "SemanticMappingTransformer"} & names

@@ -37,9 +37,16 @@ def write_quicklook(scene: SceneReader, map_uri: str, out_png: str, *, side: int
     grid, inputs = scene.overview(side)
     classes = read_map_overview(map_uri, grid.height, grid.width)
     invalid = ~inputs.valid[..., None]
+    absent = {"S2 only": "Sentinel-1", "S1 only": "Sentinel-2"}.get(scene.modalities)
     panels = [
-        ("Sentinel-2 true colour", np.where(invalid, 0.0, true_colour(inputs.optical))),
-        ("Sentinel-1 VV / VH", np.where(invalid, 0.0, sar_false_colour(inputs.sar))),
+        (
+            "Sentinel-2 true colour" + (" (absent)" if absent == "Sentinel-2" else ""),
+            np.where(invalid, 0.0, true_colour(inputs.optical)),
+        ),
+        (
+            "Sentinel-1 VV / VH" + (" (absent)" if absent == "Sentinel-1" else ""),
+            np.where(invalid, 0.0, sar_false_colour(inputs.sar)),
+        ),
         ("Land cover", label_colours(classes)),
     ]
     aspect = grid.height / grid.width

@@ -36,13 +36,14 @@ from cloudlulc.mapping.areas import ClassAreas, class_areas, write_class_areas
 from cloudlulc.mapping.quicklook import write_quicklook
 from cloudlulc.mapping.scene import SarUnits, SceneReader
 from cloudlulc.mapping.tiling import TileGrid, blend_weights, pad_to_tile
-from cloudlulc.mapping.writer import CONFIDENCE_NODATA, PartialMap, work_paths
+from cloudlulc.mapping.writer import SCORE_NODATA, PartialMap, work_paths
 
 log = logging.getLogger(__name__)
 
 Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``predictor(optical [B,12,T,T], sar [B,2,T,T]) -> probabilities [B,6,T,T]``, all float32, inputs scaled
-as the training dataset scales them (``cloudlulc.io.sentinel``)."""
+as the training dataset scales them (``cloudlulc.io.sentinel``). A map with a reliability band needs a
+predictor that appends ORM's input-resolution reliability as a 7th channel ([B,7,T,T])."""
 
 TileRef = tuple[int, int, int]  # (tile row, scene row, scene col)
 
@@ -53,6 +54,7 @@ class MapResult:
 
     map_uri: str
     confidence_uri: str | None
+    reliability_uri: str | None
     areas_uri: str
     quicklook_uri: str
     width: int
@@ -69,6 +71,7 @@ def sidecar_uris(out_uri: str) -> dict[str, str]:
     base = out_uri[: -len(".tif")] if out_uri.lower().endswith(".tif") else out_uri
     return {
         "confidence": f"{base}_confidence.tif",
+        "reliability": f"{base}_reliability.tif",
         "areas": f"{base}_areas.json",
         "quicklook": f"{base}_quicklook.png",
     }
@@ -81,14 +84,14 @@ class BandAccumulator:
     than one tile row of rows.
     """
 
-    def __init__(self, width: int, capacity: int, top: int) -> None:
+    def __init__(self, width: int, capacity: int, top: int, channels: int = schema.NUM_CLASSES) -> None:
         self.top = top
-        self.sums = np.zeros((schema.NUM_CLASSES, capacity, width), np.float32)
+        self.sums = np.zeros((channels, capacity, width), np.float32)
         self.weights = np.zeros((capacity, width), np.float32)
         self.valid = np.zeros((capacity, width), bool)
 
     def add(self, row: int, col: int, probabilities: np.ndarray, weights: np.ndarray, valid: np.ndarray) -> None:
-        """Add one tile's probabilities [6,h,w] with its blending weights [h,w]; rows above ``top`` are dropped."""
+        """Add one tile's probabilities [6(+1),h,w] with its blending weights [h,w]; rows above ``top`` are dropped."""
         skip = max(0, self.top - row)
         rows = probabilities.shape[1] - skip
         if rows <= 0:
@@ -101,18 +104,24 @@ class BandAccumulator:
         self.weights[first : first + rows, cols] += weights[skip:]
         self.valid[first : first + rows, cols] = valid[skip:]
 
-    def pop(self, until: int, *, confidence: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """Classes (uint8, 255 where inputs have no data) and optional confidence of rows ``[top, until)``."""
+    def pop(self, until: int, *, bands: tuple[str, ...] = ()) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Classes (uint8, 255 where inputs have no data) of rows ``[top, until)`` and the requested score bands.
+
+        Score bands are 1-255 (0 = nodata): ``confidence`` is the blended top-class probability,
+        ``reliability`` the blended 7th channel (ORM's reliability).
+        """
         count = until - self.top
         sums, weights, valid = self.sums[:, :count], self.weights[:count], self.valid[:count]
-        classes = np.argmax(sums, axis=0).astype(np.uint8)
+        classes = np.argmax(sums[: schema.NUM_CLASSES], axis=0).astype(np.uint8)
         classes[~valid] = schema.IGNORE_INDEX
-        scores = None
-        if confidence:
+        scores: dict[str, np.ndarray] = {}
+        for name in bands:
+            blended = sums[: schema.NUM_CLASSES].max(axis=0) if name == "confidence" else sums[schema.NUM_CLASSES]
             with np.errstate(invalid="ignore", divide="ignore"):
-                best = np.where(valid, sums.max(axis=0) / weights, 0.0)
-            scores = np.clip(np.rint(best * 255.0), 1, 255).astype(np.uint8)
-            scores[~valid] = CONFIDENCE_NODATA
+                value = np.where(valid, blended / weights, 0.0)
+            score = np.clip(np.rint(value * 255.0), 1, 255).astype(np.uint8)
+            score[~valid] = SCORE_NODATA
+            scores[name] = score
         for array in (self.sums, self.weights, self.valid):  # move the remaining rows up, clear the tail
             array[..., : array.shape[-2] - count, :] = array[..., count:, :]
             array[..., array.shape[-2] - count :, :] = 0
@@ -120,17 +129,18 @@ class BandAccumulator:
         return classes, scores
 
 
-def _check_probabilities(result: np.ndarray, count: int, tile: int) -> np.ndarray:
-    expected = (count, schema.NUM_CLASSES, tile, tile)
+def _check_probabilities(result: np.ndarray, count: int, tile: int, channels: int) -> np.ndarray:
+    expected = (count, channels, tile, tile)
     array = np.asarray(result)
     if array.shape != expected:
-        raise ValueError(f"predictor returned shape {array.shape}, expected {expected} (class probabilities)")
+        what = "class probabilities" + (" and reliability" if channels > schema.NUM_CLASSES else "")
+        raise ValueError(f"predictor returned shape {array.shape}, expected {expected} ({what})")
     return array.astype(np.float32, copy=False)
 
 
 def map_scene(
-    optical_uri: str,
-    sar_uri: str,
+    optical_uri: str | None,
+    sar_uri: str | None,
     out_uri: str,
     predictor: Predictor,
     *,
@@ -139,6 +149,7 @@ def map_scene(
     batch_size: int = 4,
     in_flight: int = 2,
     confidence: bool = False,
+    reliability: bool = False,
     progress: bool = True,
     sar_units: SarUnits = "auto",
     model_id: str | None = None,
@@ -148,7 +159,10 @@ def map_scene(
 
     Args:
         optical_uri: Sentinel-2 L2A GeoTIFF (12 bands, DN); defines the output grid. Local or ``s3://``.
-        sar_uri: Sentinel-1 GeoTIFF (VV, VH; dB or linear power) in any CRS, resolution and extent.
+            None maps from Sentinel-1 only (on the SAR file's grid).
+        sar_uri: Sentinel-1 GeoTIFF (VV, VH; dB or linear power) in any CRS, resolution and extent. None
+            maps from Sentinel-2 only. A missing modality is fed as zeros, so the model should have been
+            trained with ``modality_dropout``; the map's ``CLOUDLULC_MODALITIES`` tag says what it saw.
         out_uri: the class map COG (``.tif``), local or ``s3://``. Beside it: ``<stem>_areas.json``,
             ``<stem>_quicklook.png`` and, with ``confidence``, ``<stem>_confidence.tif``.
         predictor: class probabilities for batches of tiles (see :data:`Predictor`).
@@ -158,6 +172,9 @@ def map_scene(
         in_flight: predictor calls running at once (threads); does not change the result.
         confidence: also write the blended maximum probability, scaled to 1-255 (0 = nodata), as a
             separate single-band COG (its overviews average, the class map's take the mode).
+        reliability: also write ORM's input-resolution reliability of the optics, blended like the
+            probabilities and scaled to 1-255 (0 = nodata), as ``<stem>_reliability.tif``; the
+            predictor must return it as a 7th channel.
         progress: show a progress bar over tiles.
         sar_units: how the SAR file stores sigma0; ``"auto"`` decides from metadata or values.
         model_id: name/version of the model behind ``predictor``; recorded, and checked on resume.
@@ -177,47 +194,64 @@ def map_scene(
     if not out_uri.lower().endswith(".tif"):
         raise ValueError(f"out_uri must name a .tif file, got {out_uri}")
     sidecars = sidecar_uris(out_uri)
+    if optical_uri is None and sar_uri is None:
+        raise ValueError("give a Sentinel-2 scene, a Sentinel-1 file, or both")
     check_outputs_apart({"out_uri": out_uri, **sidecars}, files={"optical_uri": optical_uri, "sar_uri": sar_uri})
-    probe_readable(optical_uri, "Sentinel-2 scene")
-    probe_readable(sar_uri, "Sentinel-1 file")
+    if optical_uri is not None:
+        probe_readable(optical_uri, "Sentinel-2 scene")
+    if sar_uri is not None:
+        probe_readable(sar_uri, "Sentinel-1 file")
     probe_writable(out_uri, "map output")
     with bounded_block_cache(), SceneReader(optical_uri, sar_uri, sar_units=sar_units) as scene:
         grid = TileGrid(scene.grid.height, scene.grid.width, tile, overlap)
         identity = {
             "inputs": scene.fingerprint(),
             "grid": {"width": scene.grid.width, "height": scene.grid.height},
-            "parameters": {"tile": tile, "overlap": overlap, "batch_size": batch_size, "confidence": confidence},
+            "parameters": {
+                "tile": tile,
+                "overlap": overlap,
+                "batch_size": batch_size,
+                "confidence": confidence,
+                **({"reliability": True} if reliability else {}),
+            },
             "model_id": model_id,
         }
         tags = {
             "CLOUDLULC_CLASSES": ";".join(f"{c.id}={c.name}" for c in schema.CLASSES),
             "CLOUDLULC_NODATA": str(schema.IGNORE_INDEX),
-            "CLOUDLULC_OPTICAL": optical_uri,
-            "CLOUDLULC_SAR": sar_uri,
+            "CLOUDLULC_OPTICAL": optical_uri or "none",
+            "CLOUDLULC_SAR": sar_uri or "none",
+            "CLOUDLULC_MODALITIES": scene.modalities,
             "CLOUDLULC_MODEL": model_id or "",
             "CLOUDLULC_TILING": f"tile={tile} overlap={overlap}",
         }
         paths = work_paths(out_uri, work_dir)
-        partial = PartialMap.open(paths, scene.grid, identity, confidence=confidence, tags=tags)
+        bands = tuple(name for name, wanted in (("confidence", confidence), ("reliability", reliability)) if wanted)
+        partial = PartialMap.open(paths, scene.grid, identity, bands=bands, tags=tags)
         resumed_from = partial.rows_written
         if resumed_from:
             log.info("%s: resuming at row %d of %d", out_uri, resumed_from, scene.grid.height)
         predicted = 0
         if not partial.complete:
-            predicted = _predict_rows(scene, grid, partial, predictor, batch_size, in_flight, confidence, progress)
+            predicted = _predict_rows(scene, grid, partial, predictor, batch_size, in_flight, progress)
         areas = class_areas(str(paths.classes))
         if areas.mapped_pixels == 0:
             partial.remove()
+            if optical_uri is None or sar_uri is None:
+                raise DataError(str(optical_uri or sar_uri), "no pixel holds data: nothing to map")
             raise DataError(sar_uri, f"no pixel of {optical_uri} has both optical and SAR data: nothing to map")
         publish_cog(paths.classes, out_uri, overview_resampling="mode")
-        if confidence:
-            publish_cog(paths.confidence, sidecars["confidence"], overview_resampling="average")
+        for name in bands:
+            publish_cog(paths.band(name), sidecars[name], overview_resampling="average")
         write_class_areas(areas, sidecars["areas"])
         write_quicklook(scene, out_uri, sidecars["quicklook"])
+        if scene.modalities != "S2+S1":
+            log.warning("%s: mapped from %s (the missing modality fed as zeros)", out_uri, scene.modalities)
         partial.remove()
     return MapResult(
         map_uri=out_uri,
         confidence_uri=sidecars["confidence"] if confidence else None,
+        reliability_uri=sidecars["reliability"] if reliability else None,
         areas_uri=sidecars["areas"],
         quicklook_uri=sidecars["quicklook"],
         width=scene.grid.width,
@@ -244,7 +278,6 @@ def _predict_rows(
     predictor: Predictor,
     batch_size: int,
     in_flight: int,
-    confidence: bool,
     progress: bool,
 ) -> int:
     """Predict, blend and write every tile row from the first one the partial map still needs; tiles predicted."""
@@ -253,21 +286,23 @@ def _predict_rows(
     first_tile = first_row * len(grid.col_origins)
     first_batch = first_tile // batch_size
     weights = blend_weights(grid.tile, grid.overlap)
-    accumulator = BandAccumulator(scene.grid.width, min(grid.tile, scene.grid.height), grid.row_origins[first_row])
+    channels = schema.NUM_CLASSES + int("reliability" in partial.bands)
+    accumulator = BandAccumulator(scene.grid.width, min(grid.tile, scene.grid.height), grid.row_origins[first_row],
+                                  channels)  # fmt: skip
     state = {"tile_row": first_row, "predicted": 0}
     bar = tqdm(total=len(tiles), initial=first_batch * batch_size, desc="mapping", unit="tile", disable=not progress)
 
     def consume(batch: _Batch) -> None:
         probabilities = None
         if batch.future is not None:
-            probabilities = _check_probabilities(batch.future.result(), len(batch.tiles), grid.tile)
+            probabilities = _check_probabilities(batch.future.result(), len(batch.tiles), grid.tile, channels)
             state["predicted"] += len(batch.tiles)
         for index, ((tile_row, row, col), valid) in enumerate(zip(batch.tiles, batch.valid, strict=True)):
             bar.update(1)
             if tile_row < first_row:
                 continue  # recomputed only to keep batches identical; its rows are all written
             if tile_row > state["tile_row"]:
-                _flush(accumulator, partial, grid.row_origins[tile_row], confidence)
+                _flush(accumulator, partial, grid.row_origins[tile_row])
                 state["tile_row"] = tile_row
             if probabilities is None:
                 continue  # nodata tile: its pixels stay invalid in the accumulator
@@ -283,7 +318,7 @@ def _predict_rows(
                 consume(pending.popleft())
         while pending:
             consume(pending.popleft())
-        _flush(accumulator, partial, scene.grid.height, confidence)
+        _flush(accumulator, partial, scene.grid.height)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
@@ -306,10 +341,10 @@ def _submit(
     return _Batch(tiles, valid, pool.submit(predictor, np.stack(optical), np.stack(sar)))
 
 
-def _flush(accumulator: BandAccumulator, partial: PartialMap, until: int, confidence: bool) -> None:
+def _flush(accumulator: BandAccumulator, partial: PartialMap, until: int) -> None:
     """Hand the final rows ``[top, until)`` to the writer."""
     if until <= accumulator.top:
         return
     first = accumulator.top
-    classes, scores = accumulator.pop(until, confidence=confidence)
+    classes, scores = accumulator.pop(until, bands=partial.bands)
     partial.append(first, classes, scores)

@@ -8,6 +8,10 @@ dB values would bias dark areas), then converted to dB and scaled exactly like t
 
 Nodata: an optical pixel with 0 DN in all bands (or the file's declared nodata) and a SAR pixel that
 is NaN, infinite, the file's nodata or outside the SAR footprint make the pixel invalid.
+
+A missing modality (no SAR pair within the window, or no Sentinel-2 at all) is given as None: it is
+fed as zeros, how a model trained with modality dropout saw it, and only the present file decides
+validity. Without optics, the SAR file's own grid is the output grid.
 """
 
 from __future__ import annotations
@@ -109,11 +113,15 @@ class SceneReader:
             reorder them), float sigma0 in dB or linear power, in any CRS, resolution and extent.
         sar_units: ``"db"``, ``"linear"``, or ``"auto"``: the bands' unit metadata if set, else dB
             when most sampled values are negative (the rule the dataset validation applies).
+
+    Either URI may be None (a missing modality, fed as zeros), not both.
     """
 
-    def __init__(self, optical_uri: str, sar_uri: str, *, sar_units: SarUnits = "auto") -> None:
+    def __init__(self, optical_uri: str | None, sar_uri: str | None, *, sar_units: SarUnits = "auto") -> None:
         if sar_units not in ("auto", "db", "linear"):
             raise ValueError(f"sar_units must be 'auto', 'db' or 'linear', got {sar_units!r}")
+        if optical_uri is None and sar_uri is None:
+            raise ValueError("a scene needs a Sentinel-2 file, a Sentinel-1 file, or both")
         self.optical_uri = optical_uri
         self.sar_uri = sar_uri
         self.requested_sar_units: SarUnits = sar_units
@@ -135,33 +143,46 @@ class SceneReader:
     ) -> None:
         self._stack.close()
 
+    @property
+    def modalities(self) -> str:
+        """``"S2+S1"``, ``"S2 only"`` or ``"S1 only"``: what the model is fed."""
+        if self.optical_uri is None:
+            return "S1 only"
+        return "S2 only" if self.sar_uri is None else "S2+S1"
+
     def _open(self) -> None:
         stack = self._stack
-        stack.enter_context(rasterio_env(self.optical_uri))
-        if is_s3_uri(self.sar_uri) and not is_s3_uri(self.optical_uri):
-            stack.enter_context(rasterio_env(self.sar_uri))
-        self.optical: DatasetReader = stack.enter_context(open_raster(self.optical_uri))
-        self.optical_info: RasterInfo = info_of(self.optical)
-        expect_band_count(self.optical_info, len(schema.S2_BANDS), "Sentinel-2 scene")
-        crs = _expect_georeferenced(self.optical_info)
-        self.sar: DatasetReader = stack.enter_context(open_raster(self.sar_uri))
-        self.sar_info: RasterInfo = info_of(self.sar)
-        expect_band_count(self.sar_info, len(schema.S1_POLARISATIONS), "Sentinel-1 file (VV, VH)")
-        _expect_georeferenced(self.sar_info)
-        if not np.issubdtype(np.dtype(self.sar_info.dtype), np.floating):
-            raise DataError(
-                self.sar_uri, f"SAR must hold floating-point sigma0 (dB or linear), found {self.sar_info.dtype}"
-            )
-        self.grid = SceneGrid(crs, self.optical_info.transform, self.optical_info.width, self.optical_info.height)
-        self.sar_indexes = _polarisation_indexes(self.sar_info)
-        self._check_overlap()
-        self.sar_units: Literal["db", "linear"] = self._resolve_units()
-        self.optical_units: OpticalUnits = self._resolve_optical_units()
-        self.same_grid = grid_mismatch(self.optical_info, self.sar_info) is None
-        self._warped: WarpedVRT | None = None if self.same_grid else self._warp_to(self.grid, SAR_RESAMPLING)
-        self._check_not_empty()
+        for uri in dict.fromkeys(u for u in (self.optical_uri, self.sar_uri) if u is not None):
+            stack.enter_context(rasterio_env(uri))
+        if self.optical_uri is not None:
+            self.optical: DatasetReader = stack.enter_context(open_raster(self.optical_uri))
+            self.optical_info: RasterInfo = info_of(self.optical)
+            expect_band_count(self.optical_info, len(schema.S2_BANDS), "Sentinel-2 scene")
+            crs = _expect_georeferenced(self.optical_info)
+            self.grid = SceneGrid(crs, self.optical_info.transform, self.optical_info.width, self.optical_info.height)
+            self.optical_units: OpticalUnits = self._resolve_optical_units()
+        if self.sar_uri is not None:
+            self.sar: DatasetReader = stack.enter_context(open_raster(self.sar_uri))
+            self.sar_info: RasterInfo = info_of(self.sar)
+            expect_band_count(self.sar_info, len(schema.S1_POLARISATIONS), "Sentinel-1 file (VV, VH)")
+            sar_crs = _expect_georeferenced(self.sar_info)
+            if not np.issubdtype(np.dtype(self.sar_info.dtype), np.floating):
+                raise DataError(
+                    self.sar_uri, f"SAR must hold floating-point sigma0 (dB or linear), found {self.sar_info.dtype}"
+                )
+            if self.optical_uri is None:
+                self.grid = SceneGrid(sar_crs, self.sar_info.transform, self.sar_info.width, self.sar_info.height)
+            self.sar_indexes = _polarisation_indexes(self.sar_info)
+            if self.optical_uri is not None:
+                self._check_overlap()
+            self.sar_units: Literal["db", "linear"] = self._resolve_units()
+            self.same_grid = self.optical_uri is None or grid_mismatch(self.optical_info, self.sar_info) is None
+            self._warped: WarpedVRT | None = None if self.same_grid else self._warp_to(self.grid, SAR_RESAMPLING)
+        if self.optical_uri is not None:
+            self._check_not_empty()
 
     def _check_overlap(self) -> None:
+        assert self.sar_uri is not None and self.optical_uri is not None
         optical_bounds = self.optical.bounds
         try:
             left, bottom, right, top = transform_bounds(
@@ -186,6 +207,7 @@ class SceneReader:
 
     def _resolve_units(self) -> Literal["db", "linear"]:
         """SAR units: requested, or declared by the file, checked against a decimated read either way."""
+        assert self.sar_uri is not None
         sample = self._decimated_sar_sample()
         if sample.size == 0:
             raise DataError(self.sar_uri, "holds no valid SAR value (all NaN, infinite or nodata)")
@@ -198,11 +220,13 @@ class SceneReader:
 
     def _resolve_optical_units(self) -> OpticalUnits:
         """Optical units from a decimated read, decided once so every window is read alike."""
+        assert self.optical_uri is not None
         shape = (min(256, self.grid.height), min(256, self.grid.width))
         sample = _read(self.optical, self.optical_uri, out_shape=(len(schema.S2_BANDS), *shape), out_dtype="float32")
         return optical_units(self.optical, sample)
 
     def _decimated_sar_sample(self, side: int = 256) -> np.ndarray:
+        assert self.sar_uri is not None
         shape = (min(side, self.sar_info.height), min(side, self.sar_info.width))
         values = _read(self.sar, self.sar_uri, indexes=list(self.sar_indexes), out_shape=(2, *shape))
         finite = values[np.isfinite(values)]
@@ -212,6 +236,7 @@ class SceneReader:
 
     def _linear_source(self) -> DatasetReader:
         """The SAR in linear power: the file itself, or a derived VRT applying ``dB2pow`` to it (opened once)."""
+        assert self.sar_uri is not None
         if self.sar_units == "linear":
             return self.sar
         if self._power_vrt is None:
@@ -228,6 +253,7 @@ class SceneReader:
 
     def _check_not_empty(self) -> None:
         """Raise when no optical pixel holds data: a decimated look first, a strip scan only if it finds none."""
+        assert self.optical_uri is not None
         shape = (min(256, self.grid.height), min(256, self.grid.width))
         decimated = _read(self.optical, self.optical_uri, out_shape=(len(schema.S2_BANDS), *shape))
         if optical_valid(decimated, self.optical_info.nodata).any():
@@ -247,8 +273,9 @@ class SceneReader:
     # --- reading -------------------------------------------------------------------------------
 
     def sar_db(self, window: Window) -> np.ndarray:
-        """SAR sigma0 in dB [2,h,w] (VV, VH) on the optical grid; NaN where SAR has no data."""
-        if self._warped is None:  # already on the optical grid: read as stored, as the dataset does
+        """SAR sigma0 in dB [2,h,w] (VV, VH) on the output grid; NaN where SAR has no data."""
+        assert self.sar_uri is not None
+        if self._warped is None:  # already on the output grid: read as stored, as the dataset does
             values = _read(self.sar, self.sar_uri, indexes=list(self.sar_indexes), window=window, out_dtype="float32")
             nodata = self.sar_info.nodata
             if nodata is not None and not math.isnan(nodata):
@@ -258,10 +285,16 @@ class SceneReader:
         return schema.linear_to_db(power)
 
     def read(self, window: Window) -> SceneWindow:
-        """Model inputs of ``window`` (inside the scene) and the pixels where both sensors hold data."""
-        dn = read_window(self.optical, window, out_dtype="float32")
-        valid = optical_valid(dn, self.optical_info.nodata)
-        optical = dn_to_reflectance(self.optical, dn, self.optical_units)
+        """Model inputs of ``window`` (inside the scene) and the pixels where the present sensors hold data."""
+        shape = (int(window.height), int(window.width))
+        if self.optical_uri is not None:
+            dn = read_window(self.optical, window, out_dtype="float32")
+            valid = optical_valid(dn, self.optical_info.nodata)
+            optical = dn_to_reflectance(self.optical, dn, self.optical_units)
+        else:
+            valid, optical = np.ones(shape, bool), np.zeros((len(schema.S2_BANDS), *shape), np.float32)
+        if self.sar_uri is None:
+            return SceneWindow(optical, np.zeros((len(schema.S1_POLARISATIONS), *shape), np.float32), valid)
         db = self.sar_db(window)
         valid &= np.isfinite(db).all(axis=0)
         return SceneWindow(optical, scale_sar(db), valid)
@@ -276,22 +309,31 @@ class SceneReader:
         width, height = max(1, round(self.grid.width / scale)), max(1, round(self.grid.height / scale))
         transform = self.grid.transform @ Affine.scale(self.grid.width / width, self.grid.height / height)
         coarse = SceneGrid(self.grid.crs, transform, width, height)
-        dn = _read(self.optical, self.optical_uri, out_shape=(len(schema.S2_BANDS), height, width), out_dtype="float32")
-        valid = optical_valid(dn, self.optical_info.nodata)
-        optical = dn_to_reflectance(self.optical, dn, self.optical_units)
-        warped = self._warp_to(coarse, Resampling.average)
-        db = schema.linear_to_db(_read(warped, self.sar_uri, indexes=list(self.sar_indexes)))
-        valid &= np.isfinite(db).all(axis=0)
-        return coarse, SceneWindow(optical, scale_sar(db), valid)
+        valid = np.ones((height, width), bool)
+        optical = np.zeros((len(schema.S2_BANDS), height, width), np.float32)
+        sar = np.zeros((len(schema.S1_POLARISATIONS), height, width), np.float32)
+        if self.optical_uri is not None:
+            dn = _read(self.optical, self.optical_uri, out_shape=(len(schema.S2_BANDS), height, width),
+                       out_dtype="float32")  # fmt: skip
+            valid = optical_valid(dn, self.optical_info.nodata)
+            optical = dn_to_reflectance(self.optical, dn, self.optical_units)
+        if self.sar_uri is not None:
+            warped = self._warp_to(coarse, Resampling.average)
+            db = schema.linear_to_db(_read(warped, self.sar_uri, indexes=list(self.sar_indexes)))
+            valid &= np.isfinite(db).all(axis=0)
+            sar = scale_sar(db)
+        return coarse, SceneWindow(optical, sar, valid)
 
     def fingerprint(self) -> dict[str, object]:
         """What identifies the inputs of a run (headers, and size and modification time of local files)."""
-        return {
-            "optical": _file_fingerprint(self.optical_uri, self.optical_info),
-            "sar": _file_fingerprint(self.sar_uri, self.sar_info),
-            "sar_units": self.sar_units,
-            "optical_units": self.optical_units,
-        }
+        facts: dict[str, object] = {"optical": None, "sar": None, "sar_units": None, "optical_units": None}
+        if self.optical_uri is not None:
+            facts.update(
+                optical=_file_fingerprint(self.optical_uri, self.optical_info), optical_units=self.optical_units
+            )
+        if self.sar_uri is not None:
+            facts.update(sar=_file_fingerprint(self.sar_uri, self.sar_info), sar_units=self.sar_units)
+        return facts
 
 
 def _expect_georeferenced(info: RasterInfo) -> CRS:

@@ -33,17 +33,25 @@ log = logging.getLogger(__name__)
 PARTIAL_BLOCK = 128
 """Block size of the temporary GeoTIFF: the granularity of resume (rows are written a block row at a time)."""
 RECORD_FORMAT = 1
-CONFIDENCE_NODATA = 0
-"""Confidence of nodata pixels; a mapped pixel has at least 1/6 probability, so never 0."""
+SCORE_NODATA = 0
+"""Nodata of every 1-255 score band (confidence, reliability): scores are clipped to at least 1 (a mapped
+pixel's top-class probability is at least 1/6 anyway)."""
+SCORE_BANDS = ("confidence", "reliability")
+"""Optional single-band outputs beside the class map, in the order they are written."""
 
 
 @dataclass(frozen=True)
 class WorkPaths:
-    """Temporary files of one output: the partial class map, partial confidence and the progress record."""
+    """Temporary files of one output: the partial class map, the partial score bands and the progress record."""
 
     classes: Path
     confidence: Path
+    reliability: Path
     record: Path
+
+    def band(self, name: str) -> Path:
+        """The partial file of score band ``name`` (see :data:`SCORE_BANDS`)."""
+        return {"confidence": self.confidence, "reliability": self.reliability}[name]
 
 
 def work_paths(out_uri: str, work_dir: str | Path | None = None) -> WorkPaths:
@@ -65,6 +73,7 @@ def work_paths(out_uri: str, work_dir: str | Path | None = None) -> WorkPaths:
     return WorkPaths(
         classes=folder / f"{prefix}partial.tif",
         confidence=folder / f"{prefix}partial-confidence.tif",
+        reliability=folder / f"{prefix}partial-reliability.tif",
         record=folder / f"{prefix}progress.json",
     )
 
@@ -80,20 +89,26 @@ def _describe_difference(stored: Any, current: Any, path: str = "") -> list[str]
 
 
 class PartialMap:
-    """The map being written: class (and confidence) GeoTIFFs under temporary names, and their progress.
+    """The map being written: class (and score band) GeoTIFFs under temporary names, and their progress.
 
     Open with :meth:`open`, which resumes when a matching record exists. Feed final rows in order with
     :meth:`append`; rows before :attr:`rows_written` are ignored, so a resumed run may recompute them.
+    Score bands (``bands``, names from :data:`SCORE_BANDS`) are uint8 1-255 with 0 as nodata.
     """
 
-    def __init__(self, paths: WorkPaths, grid: SceneGrid, identity: dict[str, Any], *, confidence: bool) -> None:
+    def __init__(self, paths: WorkPaths, grid: SceneGrid, identity: dict[str, Any], *,
+                 bands: tuple[str, ...] = ()) -> None:  # fmt: skip
+        unknown = sorted(set(bands) - set(SCORE_BANDS))
+        if unknown:
+            raise ValueError(f"unknown score bands {unknown}; choose from {SCORE_BANDS}")
         self.paths = paths
         self.grid = grid
         self.identity = identity
-        self.confidence = confidence
+        self.bands = tuple(name for name in SCORE_BANDS if name in bands)
         self.rows_written = 0
-        self._pending_classes = np.empty((0, grid.width), np.uint8)
-        self._pending_confidence = np.empty((0, grid.width), np.uint8)
+        self._pending: dict[str, np.ndarray] = {
+            name: np.empty((0, grid.width), np.uint8) for name in ("classes", *self.bands)
+        }
 
     @classmethod
     def open(
@@ -102,7 +117,7 @@ class PartialMap:
         grid: SceneGrid,
         identity: dict[str, Any],
         *,
-        confidence: bool,
+        bands: tuple[str, ...] = (),
         tags: dict[str, str],
     ) -> PartialMap:
         """Resume the run recorded at ``paths.record`` or start a new one.
@@ -110,7 +125,7 @@ class PartialMap:
         Raises:
             DataError: the record belongs to other inputs or parameters (naming the record and what differs).
         """
-        partial = cls(paths, grid, identity, confidence=confidence)
+        partial = cls(paths, grid, identity, bands=bands)
         identity = json.loads(json.dumps(identity))  # the form it has once stored
         if paths.record.exists():
             try:
@@ -125,8 +140,11 @@ class PartialMap:
                     str(paths.record),
                     "an unfinished run with other inputs or parameters is in progress here ("
                     + "; ".join(differences or [f"record format {record.get('format')}"])
-                    + f"); rerun with the same inputs and parameters to resume it, or delete {paths.record}, "
-                    f"{paths.classes} and {paths.confidence} to start over",
+                    + "); rerun with the same inputs and parameters to resume it, or delete "
+                    + ", ".join(
+                        str(f) for f in (paths.record, paths.classes, paths.confidence, paths.reliability) if f.exists()
+                    )
+                    + " to start over",
                 )
             if partial._partials_intact():
                 partial.rows_written = int(record["rows_written"])
@@ -135,10 +153,12 @@ class PartialMap:
         partial._create(tags)
         return partial
 
+    def _files(self) -> dict[str, Path]:
+        return {"classes": self.paths.classes, **{name: self.paths.band(name) for name in self.bands}}
+
     def _partials_intact(self) -> bool:
-        files = [self.paths.classes] + ([self.paths.confidence] if self.confidence else [])
         try:
-            for path in files:
+            for path in self._files().values():
                 with rasterio.open(path) as dataset:
                     if (dataset.width, dataset.height) != (self.grid.width, self.grid.height):
                         return False
@@ -150,8 +170,8 @@ class PartialMap:
         self.paths.record.parent.mkdir(parents=True, exist_ok=True)
         self.paths.record.unlink(missing_ok=True)  # a record never describes a file it did not see made
         _create_gtiff(self.paths.classes, self.grid, schema.IGNORE_INDEX, "class", tags, schema.colour_table())
-        if self.confidence:
-            _create_gtiff(self.paths.confidence, self.grid, CONFIDENCE_NODATA, "confidence", tags, None)
+        for name in self.bands:
+            _create_gtiff(self.paths.band(name), self.grid, SCORE_NODATA, name, tags, None)
         self.rows_written = 0
         self._save_record()
 
@@ -160,36 +180,34 @@ class PartialMap:
         with atomic_local_path(self.paths.record) as temp_path:
             temp_path.write_text(json.dumps(record, indent=1) + "\n")
 
-    def append(self, first_row: int, classes: np.ndarray, confidence: np.ndarray | None) -> None:
-        """Final rows ``[first_row, first_row + len(classes))``; whole block rows are written as they fill."""
+    def append(self, first_row: int, classes: np.ndarray, scores: dict[str, np.ndarray] | None = None) -> None:
+        """Final rows ``[first_row, first_row + len(classes))`` and each score band's; written a block row at a time."""
+        scores = scores or {}
         end = first_row + classes.shape[0]
-        pending_end = self.rows_written + self._pending_classes.shape[0]
+        pending_end = self.rows_written + self._pending["classes"].shape[0]
         if end <= pending_end:
             return
         if first_row > pending_end:
             raise ValueError(f"rows {pending_end}-{first_row} were skipped: rows must be appended in order")
+        missing = [name for name in self.bands if name not in scores]
+        if missing:
+            raise ValueError(f"this map has score bands {missing}: pass their rows")
         skip = pending_end - first_row
-        self._pending_classes = np.concatenate([self._pending_classes, classes[skip:]])
-        if self.confidence:
-            if confidence is None:
-                raise ValueError("this map has a confidence band: pass confidence rows")
-            self._pending_confidence = np.concatenate([self._pending_confidence, confidence[skip:]])
+        for name, rows in {"classes": classes, **{n: scores[n] for n in self.bands}}.items():
+            self._pending[name] = np.concatenate([self._pending[name], rows[skip:]])
         self._write_ready()
 
     def _write_ready(self) -> None:
-        pending = self._pending_classes.shape[0]
+        pending = self._pending["classes"].shape[0]
         at_end = self.rows_written + pending == self.grid.height
         count = pending if at_end else pending // PARTIAL_BLOCK * PARTIAL_BLOCK
         if count == 0:
             return
         window = Window(0, self.rows_written, self.grid.width, count)
-        with rasterio.open(self.paths.classes, "r+") as dataset:
-            dataset.write(self._pending_classes[:count], 1, window=window)
-        if self.confidence:
-            with rasterio.open(self.paths.confidence, "r+") as dataset:
-                dataset.write(self._pending_confidence[:count], 1, window=window)
-            self._pending_confidence = self._pending_confidence[count:].copy()
-        self._pending_classes = self._pending_classes[count:].copy()
+        for name, path in self._files().items():
+            with rasterio.open(path, "r+") as dataset:
+                dataset.write(self._pending[name][:count], 1, window=window)
+            self._pending[name] = self._pending[name][count:].copy()
         self.rows_written += count
         self._save_record()  # only after the files are closed: the record never runs ahead of the data
 
@@ -200,7 +218,7 @@ class PartialMap:
 
     def remove(self) -> None:
         """Delete the temporary files (after publishing); the record goes first so no run resumes from half."""
-        for path in (self.paths.record, self.paths.classes, self.paths.confidence):
+        for path in (self.paths.record, self.paths.classes, self.paths.confidence, self.paths.reliability):
             path.unlink(missing_ok=True)
             Path(f"{path}.aux.xml").unlink(missing_ok=True)
 

@@ -33,11 +33,44 @@ class ModelConfig(BaseModel):
     usmt_layers: int = Field(1, ge=1, description="Transformer layers of USMT.")
     usmt_heads: int = Field(2, ge=1, description="Attention heads of USMT.")
     shoi_order: int = Field(3, ge=2, le=5, description="Order of the recursive gated spatial interaction.")
-    use_orm: bool = Field(True, description="Optical reliability modulation per stage.")
-    use_shoi: bool = Field(True, description="Spatial high-order SAR-optical interaction in HIAA.")
-    use_choi: bool = Field(True, description="Channel high-order interaction in HIAA.")
-    use_usmt: bool = Field(True, description="Semantic mapping transformer with per-class tokens.")
-    detail: bool = Field(True, description="Full-resolution detail branch in the decoder (every architecture).")
+    # Defaults follow the seed-paired table of docs/benchmarks.md (H200, tiny, 128 px, 1,000 steps):
+    # a module stays on only where removing it cost more than the seed noise (CloudLULC-Net's mIoU
+    # spread between seeds: 0.9 points).
+    use_orm: bool = Field(
+        True,
+        description=(
+            "Optical reliability modulation (input-resolution reliability, SAR-guided gating). On: removing it cost "
+            "1.1 mIoU; its map finds opaque cloud (IoU 0.93-0.95) and feeds the reliability band."
+        ),
+    )
+    use_shoi: bool = Field(
+        False,
+        description=(
+            "Spatial high-order SAR-optical interaction in HIAA. Off: removing it cost 0.6 mIoU, within seed noise, "
+            "though it changes the fused features (norm 0.1-0.55 of the mix's)."
+        ),
+    )
+    use_choi: bool = Field(
+        False,
+        description=(
+            "Channel high-order interaction in HIAA. Off: removing it gained 0.1 mIoU; its gates barely vary between "
+            "images (spread 0.03-0.14)."
+        ),
+    )
+    use_usmt: bool = Field(
+        False,
+        description=(
+            "Semantic mapping transformer with per-class tokens. Off: removing it cost 0.3 mIoU, within seed noise, "
+            "though its semantic map agrees with the labels (OA 87-88 %)."
+        ),
+    )
+    detail: bool = Field(
+        True,
+        description=(
+            "Full-resolution detail branch in the decoder (every architecture). On: removing it cost 7.4 mIoU "
+            "(8 in the clearest bin) for +2.5 GFLOPs per 512 px patch at tiny."
+        ),
+    )
     num_classes: int = Field(schema.NUM_CLASSES, ge=2, description="Output classes.")
 
     @model_validator(mode="after")
@@ -58,6 +91,8 @@ SIZES: dict[str, dict[str, object]] = {
 """Named sizes: ``tiny`` trains on a CPU in the demo and tests, ``base`` is the real model for GPUs."""
 
 FUSION_OFF = {"use_orm": False, "use_shoi": False, "use_choi": False, "use_usmt": False}
+ALL_MODULES = {"use_orm": True, "use_shoi": True, "use_choi": True, "use_usmt": True}
+"""CloudLULC-Net with every published module on (the full network of the paper's description)."""
 
 
 def model_config(architecture: str = "cloudlulc_net", size: str = "tiny", **overrides: object) -> ModelConfig:

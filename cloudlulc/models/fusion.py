@@ -67,8 +67,10 @@ class OpticalReliability(nn.Module):
     def forward(self, optical: torch.Tensor, sar: torch.Tensor, input_logits: torch.Tensor) -> torch.Tensor:
         """Reliability [B,1,h,w] in (0, 1) at the stage's resolution."""
         size = (optical.shape[-2], optical.shape[-1])
-        pooled = F.adaptive_avg_pool2d(torch.sigmoid(input_logits), size).clamp(1e-4, 1 - 1e-4)
-        return torch.sigmoid(torch.logit(pooled) + self.correction(torch.cat([optical, sar], dim=1)))
+        # float32 whatever the autocast: in bf16, 1 - 1e-4 rounds to 1 and logit(1) is infinite.
+        pooled = F.adaptive_avg_pool2d(torch.sigmoid(input_logits.float()), size).clamp(1e-4, 1 - 1e-4)
+        correction = self.correction(torch.cat([optical, sar], dim=1)).float()
+        return torch.sigmoid(torch.logit(pooled) + correction)
 
 
 class SpatialHighOrder(nn.Module):

@@ -65,9 +65,9 @@ def pinned_version(client: TritonClient, model: str, repository: str | None) -> 
     return str(loaded[0])
 
 
-def map_with_triton(optical: str, sar: str, out_uri: str, grpc_url: str, *, model_name: str = TENSORRT_MODEL,
-                    model_version: str = "", repository: str | None = None, retry: RetryPolicy | None = None,
-                    **options: Any) -> MapResult:  # fmt: skip
+def map_with_triton(optical: str | None, sar: str | None, out_uri: str, grpc_url: str, *,
+                    model_name: str = TENSORRT_MODEL, model_version: str = "", repository: str | None = None,
+                    retry: RetryPolicy | None = None, **options: Any) -> MapResult:  # fmt: skip
     """Map one scene with the model Triton serves at ``grpc_url``; ``options`` go to :func:`map_scene`.
 
     The version is pinned before the first tile (``model_version``, else :func:`pinned_version`) and

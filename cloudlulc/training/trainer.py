@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from cloudlulc.data.dataset import CloudLULCDataset
 from cloudlulc.data.layout import DatasetLayout
-from cloudlulc.errors import DataError
+from cloudlulc.errors import DataError, DivergedError
 from cloudlulc.io.guard import check_outputs_apart, probe_writable
 from cloudlulc.io.storage import staged_output
 from cloudlulc.models.networks import ModelOutput, SegmentationNetwork, build_model
@@ -269,6 +269,13 @@ def _train(config: TrainConfig, replica: Replica, device: torch.device, *, progr
                 output = replicated(optical, sar)
                 terms = loss_function(
                     output, labels, clear=batch["clear"].to(device) if needs_clear else None, cloud_mask=cloud_mask
+                )
+            if not torch.isfinite(terms["total"]):
+                raise DivergedError(
+                    config.output_dir,
+                    f"loss is {float(terms['total'])} at epoch {epoch}, step {steps + 1} "
+                    f"({', '.join(f'{k} {float(v):.4g}' for k, v in terms.items() if k != 'total')}); the "
+                    f"checkpoint of epoch {epoch - 1} is kept: lower learning_rate or check the inputs",
                 )
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
