@@ -55,12 +55,14 @@ def test_training_calibrates_and_every_predictor_applies_the_temperature(trained
 
     state = load_checkpoint(trained_checkpoint[0])
     figures = state["calibration"]
-    assert figures["temperature"] != 1.0 and figures["val_ece"] <= figures["val_ece_uncalibrated"] + 1e-9
+    assert figures["fitted_temperature"] != 1.0 and figures["val_ece"] <= figures["val_ece_uncalibrated"] + 1e-9
+    assert figures["temperature"] in (figures["fitted_temperature"], 1.0), "kept only where it lowers the val ECE"
     network = load_trained_model(str(trained_checkpoint[0]))
     assert float(network.temperature) == pytest.approx(figures["temperature"])
+    network.temperature.fill_(2.5)  # whatever was kept, every predictor must apply the stored temperature
     optical, sar = torch.rand(1, 12, 64, 64), torch.rand(1, 2, 64, 64)
     with torch.no_grad():
-        calibrated = torch.softmax(network(optical, sar) / figures["temperature"], dim=1)
+        calibrated = torch.softmax(network(optical, sar) / 2.5, dim=1)
         np.testing.assert_allclose(network.probabilities(optical, sar).numpy(), calibrated.numpy(), atol=1e-6)
     write_onnx_graph(network, tmp_path / "model.onnx")
     exported = onnxruntime_runner(tmp_path / "model.onnx")(optical.numpy(), sar.numpy())

@@ -19,6 +19,7 @@ from cloudlulc.data.dataset import CloudLULCDataset
 from cloudlulc.data.scene import Physics, make_scene
 from cloudlulc.data.synthetic import PARAMS_FILE, SynthConfig, generate_dataset
 from cloudlulc.models import build_model, model_config
+from cloudlulc.models.config import ALL_MODULES
 from cloudlulc.training.diagnostics import diagnostics_text, module_diagnostics
 from cloudlulc.training.evaluation import evaluate_model, evaluation_dataset, feed
 from cloudlulc.training.trainer import drop_modalities
@@ -35,7 +36,7 @@ class _BrightnessReliability(nn.Module):
 
 def test_diagnostics_report_what_each_module_does(synthetic_set):
     root = synthetic_set(24, 11)
-    model = build_model(model_config("cloudlulc_net", "tiny")).eval()
+    model = build_model(model_config("cloudlulc_net", "tiny", **ALL_MODULES)).eval()
     model.reliability = _BrightnessReliability()
     masked = CloudLULCDataset(str(root), ["train", "val", "test"], return_cloud_mask=True, size_multiple=32)
     result = module_diagnostics(model, masked, batch_size=8)
