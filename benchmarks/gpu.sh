@@ -15,9 +15,13 @@ fi
 export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore CUBLAS_WORKSPACE_CONFIG=:4096:8
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch, rasterio; print('torch', torch.__version__, 'rasterio', rasterio.__version__)" | tee -a "$OUT/gpu.txt"
+# First the open question (the default against dual-stream, three seeds), then every row and world.
+python3 benchmarks/bench_table.py --device cuda --parallel 12 --threads 1 --deadline "$DEADLINE" \
+  --models CloudLULC-Net dual-stream "CloudLULC-Net + modality dropout" \
+  --out /tmp/table --results "$OUT/results.jsonl" 2>&1 | grep -v -E "^\s*$" > "$OUT/table.log"
 python3 benchmarks/bench_table.py --device cuda --parallel 12 --threads 1 --deadline "$DEADLINE" \
   --variants default "thick clouds" "SAR confusable" "few barren" \
-  --out /tmp/table --results "$OUT/results.jsonl" 2>&1 | grep -v -E "^\s*$" > "$OUT/table.log"
+  --out /tmp/table --results "$OUT/results.jsonl" 2>&1 | grep -v -E "^\s*$" >> "$OUT/table.log"
 tail -n 5 "$OUT/table.log"
 cp /tmp/table/table.md "$OUT/table.md" 2>/dev/null
 CLOUDLULC_BENCH_OUT="$OUT" timeout 90 python3 benchmarks/bench_train.py --size base --crop 512 --batch 8 --steps 10 \
