@@ -273,8 +273,8 @@ def _train(config: TrainConfig, replica: Replica, device: torch.device, *, progr
             if not torch.isfinite(terms["total"]):
                 raise DivergedError(
                     config.output_dir,
-                    f"loss is {float(terms['total'])} at epoch {epoch}, step {steps + 1} "
-                    f"({', '.join(f'{k} {float(v):.4g}' for k, v in terms.items() if k != 'total')}); the "
+                    f"loss is {float(terms['total'].detach())} at epoch {epoch}, step {steps + 1} "
+                    f"({', '.join(f'{k} {float(v.detach()):.4g}' for k, v in terms.items() if k != 'total')}); the "
                     f"checkpoint of epoch {epoch - 1} is kept: lower learning_rate or check the inputs",
                 )
             optimizer.zero_grad(set_to_none=True)
