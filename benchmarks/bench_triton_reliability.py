@@ -4,7 +4,8 @@ Figures (goals of the serving design):
 - reload under load: ``--clients`` gRPC clients send tiles for ``--seconds`` while version n -> n+1
   is promoted; failed requests (0) and p50 / p99 latency before, during and after;
 - failed reloads while clients send tiles: a corrupt n+1 caught by the pre-check, and one that passes
-  it but fails inside the server; share answered by n (100 %) and readiness sampled every 0.1 s;
+  it but fails inside Triton (caught by the throwaway server of ``canary_load``); share answered by n
+  (100 %) and readiness, the server's and the model's, sampled every 0.1 s;
 - load/unload soak: ``--soak-cycles`` cycles, growth of the server's resident memory (<= 100 MB);
 - restricted API: keyless repository, config and statistics calls over gRPC and HTTP refused (100 %)
   while clients send tiles (none failed);
@@ -79,7 +80,7 @@ def promotion_under_load(repository: ModelRepository, target: LocalTarget | Brok
             marks["refused"] = str(error)[:300]
         marks["end"] = time.monotonic()
 
-    with Readiness(url) as readiness, TileLoad(url, CPU_MODEL, clients, tile,
+    with Readiness(url, model=CPU_MODEL) as readiness, TileLoad(url, CPU_MODEL, clients, tile,
                                                lambda: str(repository.served_version(CPU_MODEL))) as load:  # fmt: skip
         began = time.monotonic()
         promoter = threading.Thread(target=promote)
@@ -126,7 +127,6 @@ def main() -> None:
                 repository, target, url, corrupt, golden, args.clients, args.tile, args.failed_seconds)  # fmt: skip
             with TritonClient(url, repository_key=server.key()) as client:
                 result["soak"] = soak(client, CPU_MODEL, args.soak_cycles, state.pid)
-            # Last on this server: Triton 2.51 may keep a version that failed inside it in its readiness.
             result["failed_reload_in_server"] = promotion_under_load(
                 repository, BrokenInServerTarget(target), url, onnx, golden, args.clients, args.tile,
                 args.failed_seconds)  # fmt: skip

@@ -7,9 +7,9 @@ input data; 4 storage unreachable or not writable; 5 export refused; 6 Triton un
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +20,19 @@ from cloudlulc.errors import CloudLULCError, StorageError
 from cloudlulc.io.guard import check_outputs_apart, probe_writable
 from cloudlulc.io.storage import join_uri
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
 
 def _fail(error: CloudLULCError) -> None:
     click.echo(f"error: {error}", err=True)
     sys.exit(error.exit_code)
 
 
-def _fraction_option(flag: str, default: float, text: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """A --flag taking a fraction in [0, 1] (the gate's thresholds; defaults mirror GateConfig)."""
-    return click.option(flag, type=click.FloatRange(0, 1), default=default, show_default=True, help=text)
+def _gate_option(flag: str, field: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """A --flag for one gate threshold: default, range [0, 1] and help come from ``GateConfig``'s field."""
+    from cloudlulc.tracking.registry import GateConfig
+
+    info = GateConfig.model_fields[field]
+    return click.option(flag, type=click.FloatRange(0, 1), default=info.default, show_default=True,
+                        help=info.description)  # fmt: skip
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -138,28 +140,6 @@ def quicklook(dataset: str, out_png: str, count: int, split: str) -> None:
 
 
 @cli.command()
-@click.option("--out", "out_dir", default="outputs/demo", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for everything the job writes (a rerun adds to it).")  # fmt: skip
-@click.option("--epochs", type=click.IntRange(1, 500), default=20, show_default=True, help="Training epochs.")
-@click.option("--scene-size", type=click.IntRange(256, 4096), default=1024, show_default=True,
-              help="Side of the synthetic scenes, pixels.")  # fmt: skip
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--keep-serving", is_flag=True, help="Leave the local Triton running at the end.")
-def demo(out_dir: str, epochs: int, scene_size: int, seed: int, keep_serving: bool) -> None:
-    """Run the main job on the embedded defaults: both pipelines locally (kfp.local), acquisitions to maps.
-
-    Synthetic acquisitions -> training pipeline (ingest, validate, train tiny, evaluate and gate, export,
-    promote to the local Triton) -> regional-mapping pipeline (ingest, validate, map through Triton) ->
-    COG, class areas, quicklook and an MLflow run; prints where each result is.
-    """
-    from pipelines.local import MainJobConfig, run_main_job
-
-    result = run_main_job(out_dir, MainJobConfig(epochs=epochs, scene_size=scene_size, seed=seed),
-                          keep_serving=keep_serving, echo=click.echo)  # fmt: skip
-    click.echo("\n" + result.summary())
-
-
-@cli.command()
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="YAML training config.")
 @click.option("--track/--no-track", default=True, show_default=True,
               help="Log the run to MLflow and register the model as challenger.")  # fmt: skip
@@ -237,10 +217,10 @@ def train(config_file: str | None, track: bool, tracking_uri: str | None, proces
     help="Compare the registered challenger with the champion on the test split; move champion if better.",
 )
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, help="MLflow tracking URI (with --gate).")
-@_fraction_option("--min-gain", 0.005, "Test mIoU gain the challenger needs over the champion.")
-@_fraction_option("--max-bin-regression", 0.02, "Largest mIoU drop allowed in any cloud bin.")
-@_fraction_option("--first-min-oa", 0.4, "Test OA a first champion needs.")
-@_fraction_option("--first-min-miou", 0.2, "Test mIoU a first champion needs.")
+@_gate_option("--min-gain", "min_miou_gain")
+@_gate_option("--max-bin-regression", "max_bin_regression")
+@_gate_option("--first-min-oa", "first_min_oa")
+@_gate_option("--first-min-miou", "first_min_miou")
 def evaluate(
     dataset: str,
     checkpoint: str | None,
@@ -439,20 +419,14 @@ def promote(repository: str, dataset: str, tracking_uri: str | None, triton_url:
 
     The served version keeps answering throughout; a rolled-back promotion exits 6 naming what serves.
     """
-    from cloudlulc.serving import LocalTarget, ModelRepository, RepositoryTarget
+    from cloudlulc.serving import ModelRepository
     from cloudlulc.serving import promote as run_promotion
-    from cloudlulc.serving.model_config import ONNX_MODEL, TENSORRT_MODEL
-    from cloudlulc.serving.promotion import ServingTarget
+    from cloudlulc.serving.targets import serving_target
     from cloudlulc.tracking import TrackingSettings
 
     check_outputs_apart({"--repository": repository}, datasets={"--dataset": dataset})
     settings = TrackingSettings(tracking_uri=tracking_uri) if tracking_uri else TrackingSettings()
-    target: ServingTarget
-    if triton_url:
-        model = TENSORRT_MODEL if tensorrt else ONNX_MODEL
-        target = RepositoryTarget(triton_url, served_model=model)
-    else:
-        target = LocalTarget(Path(local_dir))
+    target = serving_target(triton_url, local_dir, tensorrt=tensorrt)
     result = run_promotion(settings, ModelRepository(repository), dataset, target)
     click.echo(f"PROMOTED: {settings.registered_model} v{result.registered_version} serves as "
                f"{result.served_model} version {result.served_version} at {result.grpc_url}")  # fmt: skip
@@ -501,11 +475,15 @@ def map_command(optical: str | None, sar: str | None, out_uri: str, triton_url: 
     Without --sar (or --optical) the scene is mapped from the other modality alone, fed as the
     model saw a missing one in training (modality_dropout); the map's metadata says so.
     """
+    from cloudlulc.errors import UsageError
     from cloudlulc.mapping import map_scene
     from cloudlulc.mapping.region import sidecar_uris
+    from cloudlulc.mapping.tiling import check_tile_parameters
 
-    if tile % 32:
-        raise click.BadParameter("must be a multiple of 32", param_hint="--tile")
+    try:
+        check_tile_parameters(tile, overlap)
+    except ValueError as error:
+        raise UsageError(f"--tile {tile} --overlap {overlap}: {error}") from None
     if optical is None and sar is None:
         raise click.UsageError("give --optical, --sar, or both")
     check_outputs_apart({"--out": out_uri, **{f"--out {name}": uri for name, uri in sidecar_uris(out_uri).items()}},
@@ -534,13 +512,20 @@ def map_command(optical: str | None, sar: str | None, out_uri: str, triton_url: 
                            model_id=f"onnx:{onnx_path}")  # fmt: skip
     else:
         from cloudlulc.serving.client import RetryPolicy
-        from cloudlulc.serving.regional import default_model, map_with_triton, resolve_grpc_url, served_repository
+        from cloudlulc.serving.regional import (
+            default_model,
+            loopback_key,
+            map_with_triton,
+            resolve_grpc_url,
+            served_repository,
+        )
 
-        result = map_with_triton(optical, sar, out_uri, resolve_grpc_url(triton_url, local_dir),
+        grpc_url = resolve_grpc_url(triton_url, local_dir)
+        result = map_with_triton(optical, sar, out_uri, grpc_url,
                                  model_name=model_name or default_model(triton_url), model_version=model_version,
                                  repository=served_repository(triton_url, local_dir, repository), tile=tile,
                                  overlap=overlap, batch_size=batch_size, in_flight=in_flight,
-                                 confidence=confidence,
+                                 confidence=confidence, shared_memory_key=loopback_key(grpc_url, local_dir),
                                  retry=RetryPolicy(attempts=attempts, request_timeout_s=request_timeout))  # fmt: skip
     click.echo(f"map:       {result.map_uri} ({result.width} x {result.height} px, {result.tiles} tiles, "
                f"{result.tiles_predicted} predicted now, {result.seconds:.1f} s)")  # fmt: skip
@@ -618,14 +603,15 @@ def ingest_search(json_out: str | None, **query_options: Any) -> None:
     pairing = pair_acquisitions(found, query.aoi, query.pair_window_days)
     click.echo(f"found {len(found.s2)} Sentinel-2 and {len(found.s1)} Sentinel-1 acquisitions in {query.catalog}")
     for pair in pairing.pairs:
+        assert pair.s1 is not None and pair.gap_days is not None  # pairing only makes true pairs
         click.echo(f"pair      {pair.s2.id} ({pair.s2.when:%Y-%m-%d}, cloud {pair.s2.cloud_cover}) + {pair.s1.id} "
                    f"(gap {pair.gap_days:+.1f} d, covers {pair.coverage:.0%} of the scene's AOI)")  # fmt: skip
     for unpaired in pairing.unpaired:
         click.echo(f"unpaired  {unpaired.s2.id}: {unpaired.reason}")
     if json_out:
         document = {
-            "pairs": [{"s2": p.s2.summary(), "s1": p.s1.summary(), "gap_days": p.gap_days, "coverage": p.coverage}
-                      for p in pairing.pairs],
+            "pairs": [{"s2": p.s2.summary(), "s1": p.s1.summary() if p.s1 else None, "gap_days": p.gap_days,
+                       "coverage": p.coverage} for p in pairing.pairs],
             "unpaired": [{"s2": u.s2.summary(), "reason": u.reason} for u in pairing.unpaired],
         }  # fmt: skip
         Path(json_out).write_text(json.dumps(document, indent=1))
@@ -671,9 +657,16 @@ def ingest_search(json_out: str | None, **query_options: Any) -> None:
     show_default=True,
     help="Seconds before a remote request counts as failed.",
 )
+@click.option(
+    "--s2-only/--pairs-only",
+    default=False,
+    show_default=True,
+    help="With --mode scenes: also stack Sentinel-2 acquisitions that have no Sentinel-1 partner (no sar.tif), "
+    "to map with a model trained with modality dropout.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def ingest_run(out: str, mode: str, chip_size: int, min_valid: float, label_source: str | None, label_table: str,
-               retries: int, timeout: float, progress: bool, **query_options: Any) -> None:  # fmt: skip
+               retries: int, timeout: float, s2_only: bool, progress: bool, **query_options: Any) -> None:  # fmt: skip
     """Ingest every new pair into OUT; already ingested pairs are skipped. Exit 3 when a pair failed."""
     from cloudlulc.ingest.assets import RetryPolicy
     from cloudlulc.ingest.outputs import ChipOptions
@@ -687,7 +680,7 @@ def ingest_run(out: str, mode: str, chip_size: int, min_valid: float, label_sour
         out=out, mode=mode,  # type: ignore[arg-type]
         chips=ChipOptions(chip_size=chip_size, min_valid_fraction=min_valid),
         label_source=label_source, label_table=label_table,
-        retry=RetryPolicy(attempts=retries, timeout_s=timeout),
+        retry=RetryPolicy(attempts=retries, timeout_s=timeout), s2_only=s2_only,
     )  # fmt: skip
     report = ingest(query, options, progress=progress)
     click.echo(report.summary())
@@ -713,95 +706,6 @@ def ingest_synthetic(out: str, size: int, seed: int) -> None:
     click.echo(f"bbox:      {west:.5f},{south:.5f},{east:.5f},{north:.5f}")
     if catalog.landcover_uri:
         click.echo(f"labels:    {catalog.landcover_uri} (ESA WorldCover codes)")
-
-
-# --- pipelines --------------------------------------------------------------------------------------
-
-
-def _kfp_options(command: Callable[..., None]) -> Callable[..., None]:
-    """Where the Kubeflow Pipelines API is and how to authenticate (options shared by submit and schedule)."""
-    options = [
-        click.option("--host", help="Kubeflow Pipelines API, e.g. https://kubeflow.example.org/pipeline [KFP_HOST]."),
-        click.option("--namespace", default="kubeflow-user", show_default=True, help="Kubeflow profile namespace."),
-        click.option("--token", help="Bearer token [KF_PIPELINES_TOKEN]."),
-        click.option("--cookies", help="Session cookie, e.g. authservice_session=... [KFP_COOKIES]."),
-        click.option("--insecure", is_flag=True, help="Do not verify the API's TLS certificate."),
-        click.option("--experiment", default="cloudlulc", show_default=True),
-        click.option("--service-account", default="cloudlulc-pipeline-runner", show_default=True,
-                     help="Kubernetes service account the run's pods use (k8s/ grants it least privilege)."),
-        click.option("--param", "params", multiple=True, help="Pipeline parameter name=value (repeatable)."),
-        click.argument("pipeline", type=click.Choice(["training", "regional-mapping"])),
-    ]  # fmt: skip
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
-@cli.group()
-def pipelines() -> None:
-    """Compile, submit and schedule the Kubeflow pipelines (training, regional-mapping)."""
-
-
-@pipelines.command("compile")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder [default: pipelines/compiled].")
-def pipelines_compile(out_dir: str | None) -> None:
-    """Compile both pipelines to the YAML the Kubeflow UI uploads (Pipelines > Upload pipeline)."""
-    from pipelines.compile import COMPILED_DIR, compile_all
-
-    for path in compile_all(Path(out_dir) if out_dir else COMPILED_DIR):
-        click.echo(f"compiled {path}")
-
-
-@pipelines.command("submit")
-@_kfp_options
-@click.option("--run-name", help="Name of the run [default: <pipeline>-manual].")
-def pipelines_submit(pipeline: str, host: str | None, namespace: str, token: str | None, cookies: str | None,
-                     insecure: bool, experiment: str, service_account: str, params: tuple[str, ...],
-                     run_name: str | None) -> None:  # fmt: skip
-    """Start one run of PIPELINE on Kubeflow (parameters are checked before anything is sent)."""
-    from pipelines.submit import connection_from, parse_params, submit
-
-    values = parse_params(pipeline, params)
-    connection = connection_from(host, namespace, token, cookies, insecure)
-    run_id = submit(connection, pipeline, values, experiment=experiment, run_name=run_name,
-                    service_account=service_account)  # fmt: skip
-    click.echo(f"started {pipeline} run {run_id} in experiment {experiment!r} at {connection.host}")
-
-
-@pipelines.command("schedule")
-@_kfp_options
-@click.option("--name", "job_name", required=True, help="Recurring run name, e.g. mapping-lyon-weekly.")
-@click.option("--cron", required=True, help="Six-field cron, seconds first: '0 0 6 * * 1' = Mondays 06:00 UTC.")
-@click.option("--max-concurrency", type=click.IntRange(1, 10), default=1, show_default=True)
-@click.option("--catchup/--no-catchup", default=False, show_default=True, help="Backfill runs missed while paused.")
-def pipelines_schedule(pipeline: str, host: str | None, namespace: str, token: str | None, cookies: str | None,
-                       insecure: bool, experiment: str, service_account: str, params: tuple[str, ...],
-                       job_name: str, cron: str, max_concurrency: int, catchup: bool) -> None:  # fmt: skip
-    """Create a recurring run of PIPELINE, e.g. the regional-mapping of one region every week."""
-    from pipelines.submit import connection_from, parse_params, schedule
-
-    values = parse_params(pipeline, params)
-    connection = connection_from(host, namespace, token, cookies, insecure)
-    job_id = schedule(connection, pipeline, values, name=job_name, cron=cron, experiment=experiment,
-                      max_concurrency=max_concurrency, catchup=catchup, service_account=service_account)  # fmt: skip
-    click.echo(f"scheduled {pipeline} as {job_name!r} ({job_id}): cron {cron!r}, at most {max_concurrency} at a "
-               f"time, {'with' if catchup else 'no'} catch-up")  # fmt: skip
-
-
-@pipelines.command("run")
-@click.argument("pipeline", type=click.Choice(["training", "regional-mapping"]))
-@click.option("--param", "params", multiple=True, help="Pipeline parameter name=value (repeatable).")
-@click.option("--root", "pipeline_root", default="outputs/pipeline-runs", show_default=True,
-              type=click.Path(file_okay=False), help="Folder for the steps' artifacts.")  # fmt: skip
-def pipelines_run(pipeline: str, params: tuple[str, ...], pipeline_root: str) -> None:
-    """Run PIPELINE on this machine with kfp.local (each step a subprocess; no cluster)."""
-    from pipelines.local import run_mapping, run_training
-    from pipelines.submit import parse_params
-
-    values = parse_params(pipeline, params)
-    runner = run_training if pipeline == "training" else run_mapping
-    runner(values, Path(pipeline_root))
-    click.echo(f"{pipeline} finished; artifacts under {pipeline_root}")
 
 
 def _warnings_handler() -> logging.Handler:
@@ -837,12 +741,31 @@ def _run() -> None:
         where = f"{error.filename}: " if error.filename else ""
         click.echo(f"error: {where}{error.strerror or error}", err=True)
         sys.exit(StorageError.exit_code)
-    except RuntimeError as error:  # kfp.local: a pipeline step failed (its log is above)
-        if "finished with status" not in str(error):
-            raise
-        click.echo(f"error: {_ANSI.sub('', str(error))}", err=True)
-        sys.exit(1)
 
+
+def _add_plugin_commands(group: click.Group) -> None:
+    """Add the commands other packages register in the ``cloudlulc.commands`` entry-point group.
+
+    The pipelines side registers ``pipelines`` and ``demo`` there, so the library never imports it; a
+    plugin that cannot be imported (its extra is not installed) becomes a command that says so.
+    """
+    for entry in entry_points(group="cloudlulc.commands"):
+        try:
+            command = entry.load()
+        except ImportError as error:
+            command = _missing_plugin(entry.name, entry.dist.name if entry.dist else "cloudlulc", error)
+        group.add_command(command, entry.name)
+
+
+def _missing_plugin(name: str, distribution: str, error: ImportError) -> click.Command:
+    def refuse() -> None:
+        raise click.UsageError(f"'{name}' needs the pipelines extra: pip install '{distribution}[pipelines]' ({error})")
+
+    return click.Command(name, callback=refuse, help=f"Not installed: {error}.", add_help_option=False,
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True})  # fmt: skip
+
+
+_add_plugin_commands(cli)
 
 if __name__ == "__main__":
     main()

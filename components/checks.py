@@ -29,7 +29,7 @@ def check_training_params(
 def check_mapping_params(
     catalog: str, bbox: str, start: str, end: str, max_cloud: float, s1_collection: str, labels: str,
     label_table: str, max_nodata: float, scenes_uri: str, maps_uri: str, region: str, model_name: str, tile: int,
-    overlap: int, batch_size: int, triton_url: str, local_dir: str,
+    overlap: int, batch_size: int, s2_only: bool, triton_url: str, local_dir: str,
 ) -> None:  # fmt: skip
     """Refuse the run before any work when a parameter is of the wrong type or out of range."""
     values = dict(locals())  # the parameters, before any name is imported

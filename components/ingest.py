@@ -19,8 +19,12 @@ def ingest_acquisitions(
     labels: str,
     label_table: str,
     dataset: dsl.Output[dsl.Dataset],
+    s2_only: bool = False,
 ) -> None:
     """Search, pair and co-register every new acquisition into ``out_uri`` (already ingested pairs are kept).
+
+    With ``s2_only`` (scenes only) Sentinel-2 acquisitions without a Sentinel-1 partner become stacks
+    without SAR, mapped from Sentinel-2 alone; otherwise they are listed as unpaired in the summary.
 
     The dataset artifact points at ``out_uri`` (metadata ``uri``, ``mode``, pair counts) and holds the
     run's summary; the data stays under the persistent prefix, so the next run only adds new pairs.
@@ -39,7 +43,8 @@ def ingest_acquisitions(
     query = SearchQuery(parse_bbox(bbox), date.fromisoformat(start), date.fromisoformat(end), max_cloud, catalog,
                         DEFAULT_S2_COLLECTION, s1_collection)  # fmt: skip
     options = IngestOptions(out=out_uri, mode=mode, chips=ChipOptions(chip_size=chip_size),  # type: ignore[arg-type]
-                            label_source=labels or None, label_table=label_table, retry=RetryPolicy())  # fmt: skip
+                            label_source=labels or None, label_table=label_table, retry=RetryPolicy(),
+                            s2_only=s2_only)  # fmt: skip
     report = ingest(query, options, progress=False)
     print(report.summary())
     if report.failed:

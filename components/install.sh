@@ -5,11 +5,12 @@
 #   components/install.sh VENV_DIR [dev|cpu|cuda]
 #
 #   dev   torch==2.13.0 from the configured index (the local CPU wheel on development machines),
-#         then the package editable with its dev extras: `make` (.venv).
-#   cpu   torch==2.13.0+cpu from the PyTorch CPU index, then the package (not editable, no extras):
+#         then the package editable with its dev, pipelines and server extras: `make` (.venv).
+#   cpu   torch==2.13.0+cpu from the PyTorch CPU index, then the package with the pipelines and server
+#         extras (pipeline steps; the MLflow server on PostgreSQL), not editable:
 #         components/Dockerfile.
-#   cuda  torch==2.13.0 from PyPI (it brings the CUDA 13 libraries), then the package, then
-#         tensorrt==$TENSORRT_VERSION (engine builds; must match the TensorRT of the Triton image):
+#   cuda  torch==2.13.0 from PyPI (it brings the CUDA 13 libraries), then the package with the pipelines
+#         extra, then tensorrt==$TENSORRT_VERSION (engine builds; must match the TensorRT of the Triton image):
 #         components/Dockerfile.cuda.
 #
 # Every step passes constraints.txt, so torch's own dependencies and the package's resolve to the same
@@ -72,8 +73,9 @@ esac
 # 2. the package, every version pinned by constraints.txt (from the repository root: pyproject.toml).
 cd "$root"
 case $profile in
-    dev) pip install -q -c "$constraints" -e '.[dev]' ;;
-    *) pip install -q -c "$constraints" . ;;
+    dev) pip install -q -c "$constraints" -e '.[dev,pipelines,server]' ;;
+    cpu) pip install -q -c "$constraints" '.[pipelines,server]' ;;
+    cuda) pip install -q -c "$constraints" '.[pipelines]' ;;
 esac
 
 # 3. the TensorRT Python package for engine builds (CUDA image only).

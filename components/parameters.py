@@ -13,12 +13,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cloudlulc.errors import CloudLULCError
 from cloudlulc.models.config import Architecture, SizeName
+from cloudlulc.tracking.registry import GateConfig
 
 
 class ParameterError(CloudLULCError):
     """A pipeline parameter of the wrong type or out of range."""
 
     exit_code = 2
+
+
+def _gate_field(name: str) -> Any:
+    """A pipeline parameter for one gate threshold, as ``GateConfig`` defines it (default, [0, 1], description)."""
+    info = GateConfig.model_fields[name]
+    return Field(info.default, ge=0, le=1, description=info.description)
 
 
 class PipelineParams(BaseModel):
@@ -80,10 +87,11 @@ class TrainingParams(PipelineParams):
     model_size: SizeName = Field("base", description="Named model size.")
     init: str = Field("", description="Fine-tune from models:/name@alias or a checkpoint; '' = retrain.")
     tracking_uri: str = Field("", description="MLflow URI ('' = MLFLOW_TRACKING_URI from the settings).")
-    min_gain: float = Field(0.005, ge=0, le=1, description="Test mIoU gain a challenger needs.")
-    max_bin_regression: float = Field(0.02, ge=0, le=1, description="Largest mIoU drop allowed in a cloud bin.")
-    first_min_miou: float = Field(0.2, ge=0, le=1, description="Test mIoU a first champion needs.")
-    first_min_oa: float = Field(0.4, ge=0, le=1, description="Test OA a first champion needs.")
+    # the gate's thresholds: defaults and descriptions from the library's GateConfig
+    min_gain: float = _gate_field("min_miou_gain")
+    max_bin_regression: float = _gate_field("max_bin_regression")
+    first_min_miou: float = _gate_field("first_min_miou")
+    first_min_oa: float = _gate_field("first_min_oa")
     repository: str = Field("s3://cloudlulc/triton-models", min_length=1, description="Triton model repository.")
     tensorrt: bool = Field(True, description="Compile and serve a TensorRT plan (GPU) instead of ONNX.")
 
@@ -111,18 +119,14 @@ class MappingParams(PipelineParams):
     tile: int = Field(512, ge=64, le=4096, description="Tile side, a multiple of 32.")
     overlap: int = Field(64, ge=0, le=1024, description="Overlap of neighbouring tiles, pixels.")
     batch_size: int = Field(4, ge=1, le=256, description="Tiles per request.")
-
-    @field_validator("tile")
-    @classmethod
-    def _tile_multiple_of_32(cls, value: int) -> int:
-        if value % 32:
-            raise ValueError(f"must be a multiple of 32, got {value}")
-        return value
+    s2_only: bool = Field(False, description="Also map Sentinel-2 scenes with no Sentinel-1 partner, from "
+                          "Sentinel-2 alone (serve a model trained with modality dropout).")  # fmt: skip
 
     @model_validator(mode="after")
-    def _overlap_fits(self) -> "MappingParams":
-        if 2 * self.overlap >= self.tile:
-            raise ValueError(f"overlap {self.overlap} must be less than half the tile {self.tile}")
+    def _tiles_fit(self) -> "MappingParams":
+        from cloudlulc.mapping.tiling import check_tile_parameters
+
+        check_tile_parameters(self.tile, self.overlap)  # the library's one rule, as `cloudlulc map` applies it
         return self
 
 

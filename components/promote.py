@@ -26,10 +26,8 @@ def promote_model(
     import os
     from pathlib import Path
 
-    from cloudlulc.errors import ServingError
-    from cloudlulc.serving import LocalTarget, ModelRepository, RepositoryTarget, promote, read_exported
-    from cloudlulc.serving.model_config import ONNX_MODEL, TENSORRT_MODEL
-    from cloudlulc.serving.promotion import ServingTarget
+    from cloudlulc.serving import ModelRepository, promote, read_exported
+    from cloudlulc.serving.targets import serving_target
     from cloudlulc.tracking import TrackingSettings
     from components.runtime import require_s3_credentials, tracking_uri_or_env
 
@@ -37,16 +35,9 @@ def promote_model(
     require_s3_credentials(uri, repository)
     settings = TrackingSettings(tracking_uri=tracking_uri_or_env(tracking_uri))
     export = read_exported(Path(exported.path) / str(exported.metadata["file"]))
-    target: ServingTarget
-    if local_dir:
-        target = LocalTarget(Path(local_dir))
-    else:
-        url = triton_url or os.environ.get("TRITON_GRPC_URL", "")
-        if not url:
-            raise ServingError("no Triton to promote to: pass triton_url or set TRITON_GRPC_URL (config map "
-                               "cloudlulc-settings), or local_dir for the local Triton")  # fmt: skip
-        model = ONNX_MODEL if export.path.suffix == ".onnx" else TENSORRT_MODEL
-        target = RepositoryTarget(url, served_model=model, replicas=os.environ.get("TRITON_GRPC_REPLICAS") or None)
+    url = "" if local_dir else (triton_url or os.environ.get("TRITON_GRPC_URL", ""))
+    target = serving_target(url, local_dir, tensorrt=export.path.suffix != ".onnx",
+                            replicas=os.environ.get("TRITON_GRPC_REPLICAS") or None)  # fmt: skip
     result = promote(settings, ModelRepository(repository), uri, target, exported=export)
     served.metadata.update({"registered_version": result.registered_version, "served_model": result.served_model,
                             "served_version": result.served_version, "grpc_url": result.grpc_url,

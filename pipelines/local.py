@@ -8,13 +8,16 @@ steps are the same components the cluster runs, executed as subprocesses of this
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kfp import local
 
+from cloudlulc.errors import CloudLULCError
 from components.parameters import MappingParams, TrainingParams, checked
 from pipelines.regional_mapping import regional_mapping
 from pipelines.training import training
@@ -29,18 +32,33 @@ def init_local(pipeline_root: Path) -> None:
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
 
 
+class PipelineStepError(CloudLULCError):
+    """A step of a local pipeline run failed; its log is above (exit 1, like a failed validation)."""
+
+    exit_code = 1
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _run_local(pipeline: Callable[..., Any], params: dict[str, Any], pipeline_root: Path) -> None:
+    init_local(pipeline_root)
+    try:
+        pipeline(**params)
+    except RuntimeError as error:  # what kfp.local raises, and only raises, for a failed step (raise_on_error)
+        raise PipelineStepError(_ANSI.sub("", str(error))) from error
+
+
 def run_training(params: dict[str, Any], pipeline_root: Path) -> None:
     """Check ``params`` (refused before any step, naming the parameter), then run the training pipeline."""
     checked(TrainingParams, params)
-    init_local(pipeline_root)
-    training(**params)
+    _run_local(training, params, pipeline_root)
 
 
 def run_mapping(params: dict[str, Any], pipeline_root: Path) -> None:
     """Check ``params``, then run the regional-mapping pipeline."""
     checked(MappingParams, params)
-    init_local(pipeline_root)
-    regional_mapping(**params)
+    _run_local(regional_mapping, params, pipeline_root)
 
 
 def latest_run(pipeline_root: Path, pipeline_name: str) -> Path:

@@ -34,6 +34,7 @@ def regional_mapping(
     tile: int = D.tile,
     overlap: int = D.overlap,
     batch_size: int = D.batch_size,
+    s2_only: bool = D.s2_only,
     triton_url: str = D.triton_url,
     local_dir: str = D.local_dir,
 ) -> None:
@@ -42,13 +43,13 @@ def regional_mapping(
         catalog=catalog, bbox=bbox, start=start, end=end, max_cloud=max_cloud, s1_collection=s1_collection,
         labels=labels, label_table=label_table, max_nodata=max_nodata, scenes_uri=scenes_uri, maps_uri=maps_uri,
         region=region, model_name=model_name, tile=tile, overlap=overlap, batch_size=batch_size,
-        triton_url=triton_url, local_dir=local_dir,
+        s2_only=s2_only, triton_url=triton_url, local_dir=local_dir,
     )  # fmt: skip
     policy(on_cpu(check, "500m", "1G"), retries=0, timeout_s=300, cache=True, name="check parameters")
 
     ingest = ingest_acquisitions(
         catalog=catalog, bbox=bbox, start=start, end=end, max_cloud=max_cloud, s1_collection=s1_collection,
-        out_uri=scenes_uri, mode="scenes", chip_size=512, labels=labels, label_table=label_table,
+        out_uri=scenes_uri, mode="scenes", chip_size=512, labels=labels, label_table=label_table, s2_only=s2_only,
     ).after(check)  # fmt: skip
     policy(with_settings(on_cpu(ingest, "4", "8G")), retries=3, timeout_s=6 * HOUR, cache=False, name="ingest")
 
@@ -60,6 +61,7 @@ def regional_mapping(
     mapped = map_region(
         scenes=ingest.outputs["dataset"], maps_uri=maps_uri, region=region, triton_url=triton_url,
         local_dir=local_dir, model_name=model_name, tile=tile, overlap=overlap, batch_size=batch_size,
+        s2_only=s2_only,
     ).after(valid)  # fmt: skip
     policy(with_settings(on_cpu(mapped, "4", "16G")), retries=2, timeout_s=12 * HOUR, cache=False,
            name="map and publish")  # fmt: skip

@@ -183,6 +183,11 @@ MAP = "map --onnx {onnx} --tile 64 --overlap 16 --batch 2 --in-flight 1"
 TRAIN = "train --no-track epochs=1 batch_size=4 crop_size=64 max_steps_per_epoch=2"
 
 CASES = [
+    # 0. map options out of range: one rule for every face (exit 2, the options named)
+    Case("map-overlap-as-large-as-the-tile", MAP.replace("--overlap 16", "--overlap 64")
+         + " --optical {s2} --sar {s1} --out {root}/o.tif", 2, ("--tile 64 --overlap 64", "[0, 32)")),
+    Case("map-tile-not-a-multiple-of-32", MAP.replace("--tile 64", "--tile 80")
+         + " --optical {s2} --sar {s1} --out {root}/o.tif", 2, ("--tile 80", "multiple of 32")),
     # 1. an output never replaces an input (exit 2, both paths named)
     Case("map-out-is-optical", MAP + " --optical {s2} --sar {s1} --out {s2}", 2, ("--out {s2}", "--optical")),
     Case("map-out-is-sar", MAP + " --optical {s2} --sar {s1} --out {s1}", 2, ("--out {s1}", "--sar")),

@@ -296,7 +296,7 @@ def test_triton_serves_with_explicit_model_control_and_a_restricted_repository_a
     for flag, port in (("--http-port", 8000), ("--grpc-port", 8001), ("--metrics-port", 8002)):
         assert f"{flag}={port}" in args
     assert server["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert server["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert server["readinessProbe"]["httpGet"]["path"] == "/v2/models/cloudlulc/ready", "model, not server, readiness"
     assert server["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert server["startupProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert spec["nodeSelector"], "Triton must land on GPU nodes"

@@ -24,6 +24,7 @@ from http_files import FileServer
 from rasterio.warp import transform as transform_points
 
 from cloudlulc.data.layout import DatasetLayout
+from cloudlulc.errors import DataError
 from cloudlulc.ingest.assets import RetryPolicy
 from cloudlulc.ingest.manifest import read_manifest
 from cloudlulc.ingest.outputs import ChipOptions
@@ -352,3 +353,55 @@ def test_scene_mode_writes_an_aligned_stack_that_the_mapper_reads(
         assert scene.same_grid and scene.sar_units == "db"
         window = scene.read(rasterio.windows.Window(0, 0, 64, 64))
         assert window.valid.mean() > 0.9 and 0 < window.optical.mean() < 1
+
+
+def test_s2_only_stacks_the_unpaired_scene_which_validates_and_maps_without_sar(
+    own_catalog: SyntheticCatalog, tmp_path: Path
+) -> None:
+    import torch
+
+    from cloudlulc.ingest.scenes import scene_stacks
+    from cloudlulc.mapping import map_scene
+    from cloudlulc.models.config import model_config
+    from cloudlulc.models.networks import build_model
+    from cloudlulc.validation.scenes import validate_scenes
+
+    out = tmp_path / "scenes"
+    options = IngestOptions(str(out), mode="scenes", s2_only=True)
+    report = ingest(query_for(own_catalog), options, progress=False)
+    s2_june, s2_july = own_catalog.s2_ids
+    assert [(p.pair_id.split("__")[0], p.status) for p in report.pairs] == [
+        (s2_june, "ingested"),
+        (s2_july, "ingested"),
+    ]
+    assert f"unpaired {s2_july}: no Sentinel-1 acquisition" in report.summary()
+    assert "stacked Sentinel-2 only" in report.summary()
+
+    paired, alone = scene_stacks(str(out))
+    assert paired.sar is not None and alone.pair_id == f"{s2_july}__S2-only" and alone.sar is None
+    assert sorted(p.name for p in (out / "scenes" / alone.pair_id).iterdir()) == ["cloud_mask.tif", "optical.tif"]
+    row = read_manifest(open_storage(str(out))).set_index("pair_id").loc[alone.pair_id]
+    assert all(not isinstance(row[c], str) or not row[c] for c in ("s1_id", "s1_datetime", "gap_days"))
+    validation = validate_scenes(str(out))
+    assert validation.success, [f"{f.rule}: {f.sample}" for f in validation.failures]
+
+    torch.manual_seed(0)
+    network = build_model(model_config("cloudlulc_net", "tiny")).eval()
+
+    def predict(optical: np.ndarray, sar: np.ndarray) -> np.ndarray:
+        assert not sar.any(), "the absent SAR is fed as zeros"
+        with torch.no_grad():
+            return torch.softmax(network(torch.from_numpy(optical), torch.from_numpy(sar)), dim=1).numpy()
+
+    result = map_scene(alone.optical, alone.sar, str(tmp_path / "map.tif"), predict, tile=128, overlap=16,
+                       progress=False)  # fmt: skip
+    with rasterio.open(result.map_uri) as mapped:
+        assert mapped.tags()["CLOUDLULC_MODALITIES"] == "S2 only"
+        assert (mapped.read(1) != 255).mean() > 0.9
+
+    again = ingest(query_for(own_catalog), options, progress=False)
+    assert [p.status for p in again.pairs] == ["already ingested", "already ingested"]
+    without = ingest(query_for(own_catalog), IngestOptions(str(tmp_path / "pairs"), mode="scenes"), progress=False)
+    assert len(without.pairs) == 1 and "stacked Sentinel-2 only" not in without.summary()
+    with pytest.raises(DataError, match=r"s2-only: .*--mode scenes"):
+        IngestOptions(str(tmp_path / "chips"), s2_only=True)

@@ -32,6 +32,8 @@ from cloudlulc.mapping import (
     row_areas_m2,
     tile_origins,
 )
+from cloudlulc.models.inference import torch_predictor
+from cloudlulc.models.networks import ModelOutput, SegmentationNetwork
 
 HEIGHT, WIDTH = 300, 420
 TILE, OVERLAP = 128, 32
@@ -86,14 +88,6 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def torch_predictor(network: torch.nn.Module) -> Predictor:
-    def predict(optical: np.ndarray, sar: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return torch.softmax(network(torch.from_numpy(optical), torch.from_numpy(sar)), dim=1).numpy()
-
-    return predict
-
-
 @pytest.fixture(scope="module")
 def tiny_net(one_thread: None) -> Predictor:
     """The real tiny CloudLULC-Net (seeded, untrained) as a prediction function."""
@@ -104,7 +98,7 @@ def tiny_net(one_thread: None) -> Predictor:
     return torch_predictor(build_model(model_config("cloudlulc_net", "tiny")).eval())
 
 
-class LocalNet(torch.nn.Module):
+class LocalNet(SegmentationNetwork):
     """A seeded conv net whose receptive field (21 px) fits in the overlap: its whole-image pass is the truth."""
 
     def __init__(self) -> None:
@@ -116,9 +110,10 @@ class LocalNet(torch.nn.Module):
         layers += [torch.nn.Conv2d(16, 6, 5, padding=2)]
         self.body = torch.nn.Sequential(*layers)
 
-    def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, optical: torch.Tensor, sar: torch.Tensor) -> ModelOutput:
         x = torch.cat([optical, sar], dim=1)
-        return 8 * self.body(10 * (x - 0.25))
+        features = self.body[:-1](10 * (x - 0.25))
+        return ModelOutput(logits=8 * self.body[-1](features), embedding=features)
 
 
 class KilledError(RuntimeError):
@@ -146,7 +141,7 @@ def read_pixels(path: Path | str) -> np.ndarray:
 
 
 @pytest.mark.parametrize("length", [1, 37, 127, 128, 129, 224, 300, 420, 1000])
-@pytest.mark.parametrize(("tile", "overlap"), [(128, 32), (128, 0), (64, 48), (256, 64)])
+@pytest.mark.parametrize(("tile", "overlap"), [(128, 32), (128, 0), (64, 24), (256, 64), (128, 63)])
 def test_tiles_cover_every_pixel_with_positive_weight(length: int, tile: int, overlap: int):
     origins = tile_origins(length, tile, overlap)
     assert origins[0] == 0 and list(origins) == sorted(set(origins))
@@ -187,6 +182,8 @@ def test_tile_grid_streaming_rows_and_reflection_padding():
         TileGrid(100, 100, 100, 10)
     with pytest.raises(ValueError, match="overlap"):
         tile_origins(500, 128, 128)
+    with pytest.raises(ValueError, match=r"overlap must be in \[0, tile / 2\) = \[0, 64\), got 64"):
+        blend_weights(128, 64)  # the taper ramps over the overlap at both ends: half the tile is the most
 
 
 # --- the SAR lands on the optical grid -----------------------------------------------------------
@@ -339,8 +336,8 @@ def test_resume_with_other_parameters_is_refused(scene_pair, tmp_path: Path, tin
     with pytest.raises(KilledError):
         map_scene(str(optical), str(sar), str(out), killed_after(tiny_net, 6), tile=TILE, overlap=OVERLAP,
                   batch_size=2, progress=False)  # fmt: skip
-    with pytest.raises(DataError, match=r"progress\.json.*overlap: 32 then, 64 now"):
-        map_scene(str(optical), str(sar), str(out), tiny_net, tile=TILE, overlap=64, batch_size=2, progress=False)
+    with pytest.raises(DataError, match=r"progress\.json.*overlap: 32 then, 48 now"):
+        map_scene(str(optical), str(sar), str(out), tiny_net, tile=TILE, overlap=48, batch_size=2, progress=False)
     with pytest.raises(DataError, match="model_id"):
         map_scene(str(optical), str(sar), str(out), tiny_net, tile=TILE, overlap=OVERLAP, batch_size=2,
                   progress=False, model_id="another model")  # fmt: skip
@@ -516,24 +513,23 @@ def test_reliability_band_is_lower_under_real_clouds(realdata: Path, tmp_path: P
 
 def test_reliability_needs_a_network_with_orm_and_a_seventh_channel(scene_pair, tmp_path: Path, tiny_net):
     from cloudlulc.models.config import model_config
-    from cloudlulc.models.inference import torch_predictor as network_predictor
     from cloudlulc.models.networks import build_model
 
     with pytest.raises(ValueError, match="dual_stream has no ORM"):
-        network_predictor(build_model(model_config("dual_stream", "tiny")), reliability=True)
+        torch_predictor(build_model(model_config("dual_stream", "tiny")), reliability=True)
     optical, sar = scene_pair
     with pytest.raises(ValueError, match=r"expected \(4, 7, 128, 128\) \(class probabilities and reliability\)"):
         map_scene(str(optical), str(sar), str(tmp_path / "map.tif"), tiny_net, tile=TILE, overlap=OVERLAP,
                   reliability=True, progress=False)  # fmt: skip
     torch.manual_seed(0)
     network = build_model(model_config("cloudlulc_net", "tiny"))
-    result = map_scene(str(optical), str(sar), str(tmp_path / "band.tif"), network_predictor(network, reliability=True),
+    result = map_scene(str(optical), str(sar), str(tmp_path / "band.tif"), torch_predictor(network, reliability=True),
                        tile=TILE, overlap=OVERLAP, confidence=True, reliability=True, progress=False)  # fmt: skip
     assert result.reliability_uri == str(tmp_path / "band_reliability.tif") and result.confidence_uri
     classes = read_pixels(result.map_uri)[0]
     reliability = read_pixels(result.reliability_uri)[0]
     assert np.array_equal(reliability == 0, classes == schema.IGNORE_INDEX), "nodata where the map has none"
-    plain = map_scene(str(optical), str(sar), str(tmp_path / "plain.tif"), network_predictor(network), tile=TILE,
+    plain = map_scene(str(optical), str(sar), str(tmp_path / "plain.tif"), torch_predictor(network), tile=TILE,
                       overlap=OVERLAP, progress=False)  # fmt: skip
     assert np.array_equal(read_pixels(plain.map_uri), read_pixels(result.map_uri)), "the band changes no class"
 

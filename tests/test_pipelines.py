@@ -20,7 +20,15 @@ from cloudlulc.cli import cli
 from components.parameters import MappingParams, ParameterError, TrainingParams, checked
 from pipelines import PIPELINES
 from pipelines.compile import COMPILED_DIR, compile_all
-from pipelines.local import MainJobConfig, MainJobLayout, latest_run, run_main_job, run_training, training_params
+from pipelines.local import (
+    MainJobConfig,
+    MainJobLayout,
+    PipelineStepError,
+    latest_run,
+    run_main_job,
+    run_training,
+    training_params,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from kfp_api import KfpApiStandIn
@@ -115,6 +123,7 @@ def test_mapping_yaml_maps_after_validation_with_secrets():
         (TrainingParams, {"start": "2026-07-01", "end": "2026-06-01"}, "start"),
         (TrainingParams, {"architecture": "resnet"}, "architecture"),
         (MappingParams, {"tile": 100}, "tile"),
+        (MappingParams, {"tile": 128, "overlap": 64}, "overlap"),
         (MappingParams, {"region": "a b"}, "region"),
         (MappingParams, {"colour": "red"}, "colour"),
     ],
@@ -235,7 +244,7 @@ def test_failing_validation_stops_before_training_with_the_report(main_job: Any)
     chip.write_bytes(chip.read_bytes()[:300])  # a truncated upload
     versions_before = len(Registry(layout.tracking_uri, "cloudlulc").client.search_model_versions("name='cloudlulc'"))
     params = {**training_params(layout, config, result.acquisitions), "data_uri": str(broken)}
-    with pytest.raises(RuntimeError, match="require-valid"):
+    with pytest.raises(PipelineStepError, match="require-valid"):
         run_training(params, layout.pipeline_root)
     run = latest_run(layout.pipeline_root, "cloudlulc-training")
     report = (run / "validate-data" / "report").read_text()

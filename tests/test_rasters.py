@@ -2,14 +2,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from cloudlulc.errors import DataError
 from cloudlulc.io.rasters import (
+    OPEN_PROBLEM,
     RasterProfile,
     check_same_grid,
+    gdal_errors,
     open_raster,
     raster_info,
     read_raster,
@@ -121,3 +124,14 @@ def test_real_sen12ms_cr_l1c_has_13_bands(realdata: Path):
     s1 = raster_info(str(realdata / "sen12ms-cr" / "ROIs1868_summer_s1_19_p30.tif"))
     assert (s2.count, s1.count) == (13, 2)
     assert s2.crs == s1.crs and s2.transform.almost_equals(s1.transform)
+
+
+def test_gdal_errors_name_the_source_with_the_readers_wording(tmp_path: Path):
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"not a tiff")
+    opened = r"^item asset 'red': cannot open as a raster \(not a GeoTIFF or corrupt header\)$"
+    with pytest.raises(DataError, match=opened), gdal_errors("item asset 'red'", OPEN_PROBLEM):
+        rasterio.open(broken)
+    read = r"^x.tif: cannot read pixels, file truncated or corrupt \(file not found\)$"
+    with pytest.raises(DataError, match=read), gdal_errors("x.tif"):
+        rasterio.open(tmp_path / "missing.tif")

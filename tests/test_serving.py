@@ -31,6 +31,7 @@ from cloudlulc.serving import (
 )
 from cloudlulc.serving.model_config import SERVED_MODELS
 from cloudlulc.serving.python_backend import VersionFiles, load_runner, run_requests
+from cloudlulc.serving.regional import loopback_key
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).with_name("cloudlulc"))
@@ -140,7 +141,8 @@ def group_gone(pgid: int) -> bool:
 
 
 def test_local_triton_serves_the_repository_like_onnxruntime(onnx_export: Path, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture):  # fmt: skip
     monkeypatch.delenv("TRITON_REPOSITORY_KEY", raising=False)
     repository = cpu_repository(tmp_path / "repository", onnx_export)
     blocker = socket.socket()
@@ -171,6 +173,21 @@ def test_local_triton_serves_the_repository_like_onnxruntime(onnx_export: Path, 
                     keyless.unload_model(CPU_MODEL)
             with TritonClient(state.grpc_url, repository_key=server.key()) as admin:
                 assert admin.ready_versions(CPU_MODEL) == [1]
+                # System shared memory: same answers, a region per thread grown for a larger batch, freed at close.
+                with TritonClient(state.grpc_url, repository_key=server.key(), shared_memory=True) as shm_client:
+                    np.testing.assert_array_equal(shm_client.infer(CPU_MODEL, optical, sar, "1"), served)
+                    np.testing.assert_array_equal(shm_client.infer(CPU_MODEL, optical[:1], sar[:1], "1"), served[:1])
+                    bigger = np.concatenate([optical, optical]), np.concatenate([sar, sar])
+                    np.testing.assert_array_equal(shm_client.infer(CPU_MODEL, *bigger, "1")[3:], served)
+                    assert len(admin.shared_memory_regions()) == 1, "one region per thread, grown in place"
+                assert admin.shared_memory_regions() == [], "the client unregisters its regions when closed"
+                assert not [p for p in Path("/dev/shm").glob(f"cloudlulc_{os.getpid()}_*")], "and frees them"
+            with TritonClient(state.grpc_url, retry=quick, repository_key="", shared_memory=True) as keyless:
+                np.testing.assert_array_equal(keyless.infer(CPU_MODEL, optical, sar, "1"), served)
+            assert "registering shared memory" in caplog.text and "restricted" in caplog.text
+            assert "inside the gRPC messages instead" in caplog.text, "a keyless client falls back, saying why"
+            assert loopback_key(state.grpc_url, tmp_path / "triton") == server.key()
+            assert loopback_key(f"10.0.0.7:{state.grpc_port}", tmp_path / "triton") is None, "not on this host"
             stubs = subprocess.run(["pgrep", "-g", str(state.pid)], capture_output=True, text=True).stdout.split()
             assert len(stubs) >= 2, "the server and its Python-backend stub share the process group"
     blocker.close()

@@ -18,6 +18,7 @@ from cloudlulc.serving import (
     ModelRepository,
     ServerState,
     ServingSettings,
+    TritonClient,
     publish_and_serve,
     reliability,
 )
@@ -52,15 +53,34 @@ def test_keyless_repository_calls_are_refused_over_grpc_and_http_while_inference
     assert figures["requests"] and figures["failed"] == 0, figures
 
 
-def test_promotion_under_load_fails_no_request(served: Served, onnx_export: Path):
+def test_promotion_under_load_fails_no_request_and_the_model_stays_ready(served: Served, onnx_export: Path):
     repository, target, state, _ = served
-    with TileLoad(state.grpc_url, CPU_MODEL, 4, 64, lambda: _served_version(repository)) as load:
+    with (
+        Readiness(state.grpc_url, model=CPU_MODEL) as readiness,
+        TileLoad(state.grpc_url, CPU_MODEL, 4, 64, lambda: _served_version(repository)) as load,
+    ):
         publish_and_serve(repository, target, onnx_export, golden_sample(0, onnx_export), {})
         promoted = len(load.answers)
         while len(load.answers) < promoted + 8:
             time.sleep(0.05)  # a few requests after the promotion
     figures = reliability.latency_summary(load.answers)
     assert figures["failed"] == 0 and figures["versions"] == ["1", "2"], figures
+    assert readiness.summary()["model_ready_share"] == 1.0, "the probe of the k8s Deployment asks this"
+
+
+def test_a_version_that_raises_inside_triton_never_reaches_the_serving_server(served: Served, onnx_export: Path):
+    repository, target, state, _ = served
+    served_version = _served_version(repository)
+    with (
+        Readiness(state.grpc_url, model=CPU_MODEL) as readiness,
+        TileLoad(state.grpc_url, CPU_MODEL, 4, 64, lambda: _served_version(repository)) as load,
+        pytest.raises(ServingError, match=r"failed to load in a throwaway Triton: .*fails only inside the server"),
+    ):
+        publish_and_serve(repository, reliability.BrokenInServerTarget(target), onnx_export, golden_sample(0), {})
+    figures = reliability.latency_summary(load.answers)
+    assert figures["requests"] and figures["failed"] == 0 and figures["versions"] == [served_version], figures
+    assert readiness.summary()["ready_share"] == 1.0 and readiness.summary()["model_ready_share"] == 1.0
+    assert _served_version(repository) == served_version and LocalTriton(target.state_dir).state() == state
 
 
 def test_a_version_refused_by_the_precheck_leaves_n_answering_and_the_server_ready(served: Served, tmp_path: Path):
@@ -76,7 +96,16 @@ def test_a_version_refused_by_the_precheck_leaves_n_answering_and_the_server_rea
         publish_and_serve(repository, target, corrupt, golden_sample(0), {})
     figures = reliability.latency_summary(load.answers)
     assert figures["failed"] == 0 and figures["versions"] == [served_version], figures
-    assert readiness.summary()["ready_share"] == 1.0
+    # the refusal takes well under the sampling interval: the sampler's first and last answers bracket it
+    assert readiness.summary()["samples"] >= 2 and readiness.summary()["ready_share"] == 1.0, readiness.summary()
+
+
+def test_load_unload_soak_keeps_server_memory_flat(served: Served):
+    _, _, state, key = served
+    with TritonClient(state.grpc_url, repository_key=key) as client:
+        figures = reliability.soak(client, CPU_MODEL, 20, state.pid)
+        assert client.ready_versions(CPU_MODEL), "the model is loaded again after the soak"
+    assert float(figures["growth_mb"]) <= 100, figures  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +132,8 @@ def test_map_against_a_slow_server_retries_then_exits_6_naming_server_model_and_
     optical, sar = _scene(tmp_path)
     mapped = subprocess.run([CLI, "map", "--optical", str(optical), "--sar", str(sar), "--out",
                              str(tmp_path / "map.tif"), "--triton-url", slow, "--model", CPU_MODEL,
-                             "--model-version", "1", "--request-timeout", "1", "--attempts", "2", "--tile", "128"],
+                             "--model-version", "1", "--request-timeout", "1", "--attempts", "2", "--tile", "128",
+                             "--overlap", "32"],
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     message = mapped.stderr.strip().splitlines()[-1]  # after the progress bar
     assert mapped.returncode == 6 and message.startswith("error: ") and "Traceback" not in mapped.stderr, message

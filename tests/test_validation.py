@@ -80,7 +80,7 @@ CASES: dict[str, tuple[Callable, str, str]] = {
     "SAR in linear power": (_sar_linear, "sar.units_db", "0"),
     "CRS mismatch": (_crs_mismatch, "grid.agree", "EPSG:32601"),
     "all-nodata patch": (_all_nodata, "sample.nodata", "1"),
-    "NaN in SAR": (_nan_sar, "sar.nan", "0.3125"),
+    "NaN in SAR": (_nan_sar, "sar.nodata", "0.3125"),
     "label values outside the class set": (_bad_labels, "label.values", "7,200"),
     "split row pointing at a missing file": (_missing_file, "split.files_exist", "Label/"),
 }
@@ -188,3 +188,37 @@ def test_validate_dataset_on_s3(s3_bucket: str, synthetic_master: Path):
         "report.html",
         "report.json",
     ]
+
+
+def test_a_rule_id_means_one_check_in_both_layouts():
+    """Chips and scene stacks draw every rule from one vocabulary; different checks carry different ids."""
+    from cloudlulc.validation.rules import SAR_BANDS, VOCABULARY, WHOLE
+    from cloudlulc.validation.suites import sample_rules, scene_rules
+    from cloudlulc.validation.thresholds import SceneThresholds, Thresholds
+
+    definitions = [d for table in (*VOCABULARY.values(), SAR_BANDS, WHOLE) for d in table]
+    stats_by_id: dict[str, set[tuple[str, str]]] = {}
+    for definition in definitions:
+        stats_by_id.setdefault(definition.id, set()).add((definition.stat, definition.check))
+    chips = {r.id for r in sample_rules(Thresholds())}
+    scenes = {r.id for r in scene_rules(SceneThresholds())}
+    for rule in [*sample_rules(Thresholds()), *scene_rules(SceneThresholds())]:
+        assert any(rule.kwargs["column"].endswith(stat) for stat, _ in stats_by_id[rule.id]), rule
+        assert rule.expectation in {check for _, check in stats_by_id[rule.id]}, rule
+    assert {"sar.median_db_range", "optical.p99_range"} <= chips - scenes
+    assert {"sar.percentile_range", "optical.percentile_range"} <= scenes - chips
+    assert "sar.value_range" not in chips | scenes and "optical.value_range" not in chips | scenes
+
+
+def test_storage_digest_streams_the_object(tmp_path: Path):
+    import hashlib
+
+    from cloudlulc.errors import MissingObjectError
+    from cloudlulc.io.storage import open_storage
+
+    storage = open_storage(tmp_path)
+    data = bytes(range(256)) * 9000  # more than one hashing block
+    storage.write_bytes("a/b.bin", data)
+    assert storage.sha256("a/b.bin") == hashlib.sha256(data).hexdigest()
+    with pytest.raises(MissingObjectError, match="no such file"):
+        storage.sha256("a/missing.bin")

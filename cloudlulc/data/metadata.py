@@ -134,14 +134,3 @@ def read_metadata(layout: DatasetLayout) -> pd.DataFrame | None:
         return pd.read_csv(io.BytesIO(layout.storage.read_bytes(METADATA_FILE)))
     except (ValueError, pd.errors.ParserError) as error:
         raise DataError(source, f"cannot parse the metadata table ({error})") from error
-
-
-def summary_table(frame: pd.DataFrame) -> str:
-    """Plain-text summary of a metadata table: samples per split, cloud-cover bins, class balance."""
-    lines = [f"samples: {len(frame)}  " + "  ".join(f"{k}={v}" for k, v in frame["split"].value_counts().items())]
-    bins = frame["cloud_cover"].dropna().map(schema.cloud_bin_label).value_counts()
-    order = [schema.cloud_bin_label(low) for low, _ in schema.CLOUD_BINS]
-    lines.append("cloud cover: " + "  ".join(f"{label}: {int(bins.get(label, 0))}" for label in order))
-    shares = {c.name: float(frame.get(f"class_{c.id}", pd.Series([0.0])).mean()) for c in schema.CLASSES}
-    lines.append("class share: " + "  ".join(f"{name} {share:.1%}" for name, share in shares.items()))
-    return "\n".join(lines)

@@ -20,35 +20,28 @@ import requests
 
 from cloudlulc import schema
 from cloudlulc.errors import CloudLULCError, DataError
+from cloudlulc.ingest.earth_search import (
+    BASELINE_WITH_OFFSET,
+    BOA_OFFSET_APPLIED,
+    PROCESSING_BASELINE,
+    S2_ASSET_KEYS,
+    SAR_ASSET_KEYS,
+    SCL_ASSET_KEYS,
+    SCL_CIRRUS,
+    SCL_CLOUD_HIGH,
+    SCL_CLOUD_MEDIUM,
+    SCL_SHADOW,
+)
 from cloudlulc.io.storage import is_s3_uri, open_storage
 
 log = logging.getLogger(__name__)
 
-S2_ASSET_KEYS: dict[str, tuple[str, ...]] = {
-    "B01": ("coastal", "B01"),
-    "B02": ("blue", "B02"),
-    "B03": ("green", "B03"),
-    "B04": ("red", "B04"),
-    "B05": ("rededge1", "B05"),
-    "B06": ("rededge2", "B06"),
-    "B07": ("rededge3", "B07"),
-    "B08": ("nir", "B08"),
-    "B8A": ("nir08", "B8A"),
-    "B09": ("nir09", "B09"),
-    "B11": ("swir16", "B11"),
-    "B12": ("swir22", "B12"),
-}
-"""Asset keys of each band in the public catalogues (Earth Search, then Planetary Computer)."""
-SCL_ASSET_KEYS = ("scl", "SCL", "SCL_20m")
-SAR_ASSET_KEYS = {"VV": ("vv", "VV"), "VH": ("vh", "VH")}
-BASELINE_WITH_OFFSET = (4, 0)
-"""Processing baseline from which L2A digital numbers carry BOA_ADD_OFFSET = -1000 (25 January 2022)."""
 
 SCL_TO_CLOUD_MASK: dict[int, int] = {
-    3: schema.CLOUD_SHADOW,
-    8: schema.CLOUD_OPAQUE,  # cloud, medium probability
-    9: schema.CLOUD_OPAQUE,  # cloud, high probability
-    10: schema.CLOUD_THIN,  # thin cirrus
+    SCL_SHADOW: schema.CLOUD_SHADOW,
+    SCL_CLOUD_MEDIUM: schema.CLOUD_OPAQUE,
+    SCL_CLOUD_HIGH: schema.CLOUD_OPAQUE,
+    SCL_CIRRUS: schema.CLOUD_THIN,
 }
 """Scene classification (SCL) classes that become cloud-mask codes; every other class is clear."""
 
@@ -139,7 +132,7 @@ def sar_assets(item: pystac.Item) -> dict[str, Asset]:
 
 
 def _baseline(item: pystac.Item) -> tuple[int, int] | None:
-    value = item.properties.get("s2:processing_baseline") or item.properties.get("processing:version")
+    value = item.properties.get(PROCESSING_BASELINE) or item.properties.get("processing:version")
     if value is None:
         return None
     try:
@@ -156,7 +149,7 @@ def boa_offset_dn(item: pystac.Item, asset: Asset) -> float:
     applied to the pixels (0); a ``raster:bands`` offset is taken as ``offset / scale``; otherwise
     processing baseline 04.00 or later means -1000, earlier 0.
     """
-    if item.properties.get("earthsearch:boa_offset_applied") is True:
+    if item.properties.get(BOA_OFFSET_APPLIED) is True:
         return 0.0
     offset, scale = asset.raster_band.get("offset"), asset.raster_band.get("scale")
     if offset is not None and scale:

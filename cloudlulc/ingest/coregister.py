@@ -20,7 +20,6 @@ from typing import Literal
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
@@ -30,7 +29,7 @@ from cloudlulc.errors import DataError
 from cloudlulc.ingest.assets import SCL_TO_CLOUD_MASK, Asset, RetryPolicy, probe, with_retries
 from cloudlulc.ingest.grid import Grid
 from cloudlulc.io.gdal_env import rasterio_env
-from cloudlulc.io.rasters import info_of
+from cloudlulc.io.rasters import OPEN_PROBLEM, gdal_errors, info_of
 from cloudlulc.io.sentinel import check_sar_units, unit_of_label
 from cloudlulc.io.vrt import db_to_power_vrt, warped_view
 
@@ -61,11 +60,8 @@ class AssetView:
         return with_retries(lambda: self._read_once(window), self.asset.where, policy_for(self.asset.href, self.policy))
 
     def _read_once(self, window: Window) -> np.ndarray:
-        try:
+        with gdal_errors(self.asset.where):
             return self.view.read(1, window=window)
-        except RasterioError as error:
-            reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
-            raise DataError(self.asset.where, f"cannot read pixels, file truncated or corrupt ({reason})") from error
 
 
 class GridReader:
@@ -99,11 +95,8 @@ class GridReader:
 
     def _open_source(self, asset: Asset) -> DatasetReader:
         def open_once() -> DatasetReader:
-            try:
+            with gdal_errors(asset.where, OPEN_PROBLEM):
                 return rasterio.open(asset.href)
-            except RasterioError as error:
-                reason = str(error).strip().splitlines()[0][:300]
-                raise DataError(asset.where, f"cannot open as a raster ({reason})") from error
 
         source = self._stack.enter_context(with_retries(open_once, asset.where, policy_for(asset.href, self.policy)))
         if source.crs is None or source.transform == rasterio.Affine.identity():
@@ -148,10 +141,8 @@ def _sar_units(asset: Asset, source: DatasetReader) -> Literal["db", "linear"]:
 
     def sample() -> np.ndarray:
         side = (min(256, source.height), min(256, source.width))
-        try:
+        with gdal_errors(asset.where):
             values = source.read(1, out_shape=side)
-        except RasterioError as error:
-            raise DataError(asset.where, f"cannot read pixels, file truncated or corrupt ({error})") from error
         values = values[np.isfinite(values)]
         if source.nodata is not None and not math.isnan(source.nodata):
             values = values[values != source.nodata]

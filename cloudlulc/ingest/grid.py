@@ -22,7 +22,9 @@ from rasterio.windows import Window
 from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 
-PIXEL_M = 10.0
+from cloudlulc.ingest import earth_search
+
+PIXEL_M = earth_search.PIXEL_M
 """Output ground sampling distance (the 10 m bands of Sentinel-2)."""
 
 

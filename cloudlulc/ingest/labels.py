@@ -15,19 +15,20 @@ import numpy as np
 
 from cloudlulc import schema
 from cloudlulc.errors import DataError
+from cloudlulc.ingest import earth_search as es
 
 WORLDCOVER: dict[int, int] = {
-    10: 1,  # tree cover -> Forest
-    20: 2,  # shrubland -> Grassland
-    30: 2,  # grassland -> Grassland
-    40: 5,  # cropland -> Cropland
-    50: 4,  # built-up -> Built-up land
-    60: 3,  # bare / sparse vegetation -> Barren land
-    70: schema.IGNORE_INDEX,  # snow and ice: no CloudLULC class
-    80: 0,  # permanent water bodies -> Water
-    90: 2,  # herbaceous wetland -> Grassland
-    95: 1,  # mangroves -> Forest
-    100: 2,  # moss and lichen -> Grassland
+    es.WC_TREE_COVER: 1,  # Forest
+    es.WC_SHRUBLAND: 2,  # Grassland
+    es.WC_GRASSLAND: 2,  # Grassland
+    es.WC_CROPLAND: 5,  # Cropland
+    es.WC_BUILT_UP: 4,  # Built-up land
+    es.WC_BARE: 3,  # bare / sparse vegetation -> Barren land
+    es.WC_SNOW_ICE: schema.IGNORE_INDEX,  # snow and ice: no CloudLULC class
+    es.WC_WATER: 0,  # permanent water bodies -> Water
+    es.WC_WETLAND: 2,  # herbaceous wetland -> Grassland
+    es.WC_MANGROVES: 1,  # Forest
+    es.WC_MOSS_LICHEN: 2,  # Grassland
 }
 """ESA WorldCover 2021 v200 codes to CloudLULC class ids (our choice; 0 = WorldCover nodata -> 255)."""
 

@@ -27,13 +27,13 @@ from typing import Any
 
 import pandas as pd
 
-from cloudlulc.data.layout import METADATA_FILE, SPLIT_DIR, SPLITS, SampleRecord, format_split_file
+from cloudlulc.data.layout import MANIFEST_FILE, METADATA_FILE, SPLIT_DIR, SPLITS, SampleRecord, format_split_file
 from cloudlulc.errors import DataError
 from cloudlulc.io.storage import TEMP_MARKER, LocalStorage, Storage
 
 ENTRY_DIR = "ingest/pairs"
 PARAMS_KEY = "ingest/params.json"
-MANIFEST_KEY = "manifest.csv"
+MANIFEST_KEY = MANIFEST_FILE
 MAX_INDEX_ROUNDS = 20
 MANIFEST_COLUMNS = (
     "pair_id",
@@ -145,11 +145,28 @@ def publish_index(storage: Storage, *, on_write: Callable[[str], None] | None = 
     raise DataError(storage.uri, f"the index did not settle after {MAX_INDEX_ROUNDS} rounds of concurrent commits")
 
 
+def is_s2_only(s1_id: object) -> bool:
+    """Whether a manifest row with this ``s1_id`` is a Sentinel-2-only stack (empty or missing: no partner)."""
+    return not isinstance(s1_id, str) or not s1_id.strip()
+
+
 def read_manifest(storage: Storage) -> pd.DataFrame:
     """The manifest table (empty when the prefix holds none)."""
     if not storage.exists(MANIFEST_KEY):
         return pd.DataFrame(columns=list(MANIFEST_COLUMNS))
     return pd.read_csv(io.BytesIO(storage.read_bytes(MANIFEST_KEY)))
+
+
+def read_manifest_text(storage: Storage) -> pd.DataFrame:
+    """The manifest with every cell as the text ingest wrote, for checkers that must not guess types.
+
+    Raises MissingObjectError when there is no manifest, ValueError (or pandas' parser errors) when it
+    is empty or not a CSV.
+    """
+    data = storage.read_bytes(MANIFEST_KEY)
+    if not data.strip():
+        raise ValueError("the file is empty")
+    return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
 
 
 def sweep_temporaries(storage: Storage, older_than_s: float) -> int:

@@ -20,9 +20,11 @@ from rasterio.windows import Window
 from tqdm import tqdm
 
 from cloudlulc import schema
-from cloudlulc.data.layout import Split, standard_record
+from cloudlulc.data.layout import SCENE_DIR as SCENE_DIR  # kept for importers that predate SceneLayout
+from cloudlulc.data.layout import SceneLayout, Split, standard_record
 from cloudlulc.data.metadata import DATE_TAG, SampleMetadata, class_fractions, cloud_fractions
 from cloudlulc.errors import DataError
+from cloudlulc.ingest.earth_search import PROCESSING_BASELINE
 from cloudlulc.ingest.grid import Chip, Grid
 from cloudlulc.ingest.manifest import sha256_of
 from cloudlulc.ingest.prepare import PairViews, WindowData, read_window
@@ -31,7 +33,6 @@ from cloudlulc.io.storage import Storage
 
 SCENE_WINDOW = 512
 """Rows and columns read and written at a time when building a scene stack (bounds memory)."""
-SCENE_DIR = "scenes"
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def _optical_profile(views: PairViews, grid: Grid, window: Window) -> RasterProf
     tags = {
         DATE_TAG: _date(s2.when.isoformat()),
         "SOURCE_ITEM": s2.id,
-        "PROCESSING_BASELINE": str(s2.item.properties.get("s2:processing_baseline", "")),
+        "PROCESSING_BASELINE": str(s2.item.properties.get(PROCESSING_BASELINE, "")),
     }
     band_tags = [{"BOA_ADD_OFFSET": f"{views.offsets_dn[band]:g}"} for band in schema.S2_BANDS]
     return RasterProfile(grid.crs, grid.window_transform(window), schema.S2_NODATA_DN, schema.S2_BANDS, tags, band_tags)
@@ -84,6 +85,7 @@ def _optical_profile(views: PairViews, grid: Grid, window: Window) -> RasterProf
 
 def _sar_profile(views: PairViews, grid: Grid, window: Window, polarisation: str) -> RasterProfile:
     s1 = views.pair.s1
+    assert s1 is not None, "a Sentinel-2-only pair has no SAR layer"
     tags = {DATE_TAG: _date(s1.when.isoformat()), "SOURCE_ITEM": s1.id, "POLARISATION": polarisation, "UNITS": "dB"}
     descriptions = tuple(polarisation.split(","))  # "VV" for a chip, "VV,VH" for a scene stack
     return RasterProfile(grid.crs, grid.window_transform(window), float("nan"), descriptions, tags)
@@ -103,6 +105,7 @@ def _mask_profile(grid: Grid, window: Window) -> RasterProfile:
 
 def _chip_metadata(name: str, split: Split, views: PairViews, data: WindowData, epsg: int) -> dict[str, Any]:
     pair = views.pair
+    assert pair.s1 is not None and pair.gap_days is not None, "training chips need both sensors"
     if data.cloud_mask is not None:
         cover, opaque, shadow = cloud_fractions(data.cloud_mask)
         source = "scl"
@@ -176,14 +179,15 @@ def write_scene(
     """Write the pair as an aligned stack on ``grid``: optical, SAR (dB), cloud mask and label COGs.
 
     Built window by window into tiled GeoTIFFs, then converted to COGs, so memory does not grow with
-    the scene. Raises a DataError naming the Sentinel-2 item when no pixel holds both sensors' data.
+    the scene. A Sentinel-2-only pair has no ``sar.tif``. Raises a DataError naming the Sentinel-2
+    item when no pixel holds both sensors' data (Sentinel-2's alone for a Sentinel-2-only pair).
     """
-    prefix = f"{SCENE_DIR}/{views.pair.id}"
     whole = Window(0, 0, grid.width, grid.height)
     layers: dict[str, tuple[int, str, RasterProfile]] = {
         "optical": (len(schema.S2_BANDS), "uint16", _optical_profile(views, grid, whole)),
-        "sar": (2, "float32", _sar_profile(views, grid, whole, ",".join(schema.S1_POLARISATIONS))),
     }
+    if views.pair.s1 is not None:
+        layers["sar"] = (2, "float32", _sar_profile(views, grid, whole, ",".join(schema.S1_POLARISATIONS)))
     if views.scl is not None:
         layers["cloud_mask"] = (1, "uint8", _mask_profile(grid, whole))
     if views.label is not None:
@@ -203,7 +207,8 @@ def write_scene(
             data = read_window(views, window)
             valid_pixels += int(data.valid.sum())
             datasets["optical"].write(data.dn, window=window)
-            datasets["sar"].write(data.sar_db, window=window)
+            if "sar" in datasets:
+                datasets["sar"].write(data.sar_db, window=window)
             if data.cloud_mask is not None:
                 datasets["cloud_mask"].write(data.cloud_mask, 1, window=window)
             if data.label is not None:
@@ -212,10 +217,8 @@ def write_scene(
         for dataset in datasets.values():
             dataset.close()
     if valid_pixels == 0:
-        raise DataError(
-            views.pair.s2.id,
-            f"no pixel of the area of interest holds both Sentinel-2 and Sentinel-1 ({views.pair.s1.id}) data",
-        )
+        held = f"both Sentinel-2 and Sentinel-1 ({views.pair.s1.id})" if views.pair.s1 else "Sentinel-2 (S2-only)"
+        raise DataError(views.pair.s2.id, f"no pixel of the area of interest holds {held} data")
     checksums: dict[str, str] = {}
     files: dict[str, str] = {}
     for name in layers:
@@ -224,7 +227,7 @@ def write_scene(
             partial[name], str(final), overview_resampling="nearest" if name in {"cloud_mask", "label"} else "average"
         )
         partial[name].unlink()
-        files[name] = f"{prefix}/{name}.tif"
+        files[name] = SceneLayout.role_key(views.pair.id, name)
         _publish(final, files[name], storage, checksums)
     return [
         {"name": views.pair.id, "files": files, "valid_fraction": valid_pixels / (grid.width * grid.height)}

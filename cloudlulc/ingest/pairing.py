@@ -3,7 +3,9 @@
 Rule (DATA.md, our tie-breaks): among Sentinel-1 acquisitions within the window (default +/- 6 days)
 whose footprint overlaps the part of the area of interest the Sentinel-2 scene covers, prefer one
 that covers all of that part, then the smallest time gap, then the larger coverage, then the id.
-Sentinel-2 acquisitions that find no partner are returned with the reason, never dropped silently.
+Sentinel-2 acquisitions that find no partner are returned with the reason, never dropped silently;
+:meth:`Unpaired.alone` makes one a Sentinel-2-only "pair" for mapping with a model trained with
+modality dropout (``ingest run --mode scenes --s2-only``).
 """
 
 from __future__ import annotations
@@ -14,28 +16,30 @@ from shapely.geometry.base import BaseGeometry
 
 from cloudlulc.ingest.stac import Acquisition, SearchResult
 
+S2_ONLY = "S2-only"
+"""Second half of the id of a Sentinel-2 acquisition ingested without a Sentinel-1 partner."""
 FULL_COVERAGE = 0.999
 """Coverage (fraction of the target area) from which an S1 footprint counts as covering it fully."""
 
 
 @dataclass(frozen=True)
 class Pair:
-    """A Sentinel-2 acquisition and its Sentinel-1 partner."""
+    """A Sentinel-2 acquisition and its Sentinel-1 partner (None: a Sentinel-2-only stack)."""
 
     s2: Acquisition
-    s1: Acquisition
+    s1: Acquisition | None
     coverage: float
-    """Fraction of the S2 scene's part of the AOI that the S1 footprint covers."""
+    """Fraction of the S2 scene's part of the AOI that the S1 footprint covers (0 without one)."""
 
     @property
     def id(self) -> str:
-        """Stable identity of the pair (both item ids)."""
-        return f"{self.s2.id}__{self.s1.id}"
+        """Stable identity of the pair (both item ids; ``<s2>__S2-only`` without a partner)."""
+        return f"{self.s2.id}__{self.s1.id if self.s1 else S2_ONLY}"
 
     @property
-    def gap_days(self) -> float:
-        """Days from the SAR to the optical acquisition (positive: SAR came first)."""
-        return (self.s2.when - self.s1.when).total_seconds() / 86_400
+    def gap_days(self) -> float | None:
+        """Days from the SAR to the optical acquisition (positive: SAR came first); None without SAR."""
+        return None if self.s1 is None else (self.s2.when - self.s1.when).total_seconds() / 86_400
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,10 @@ class Unpaired:
 
     s2: Acquisition
     reason: str
+
+    def alone(self) -> Pair:
+        """This acquisition as a Sentinel-2-only pair (no SAR; mapped with the SAR input absent)."""
+        return Pair(self.s2, None, 0.0)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 What comes out of :func:`read_window` follows the data contract (DATA.md): Sentinel-2 uint16 digital
 numbers as delivered (the file's L2A offset goes into a ``BOA_ADD_OFFSET`` tag, nothing is shifted),
 0 where any band or SAR lacks data; Sentinel-1 sigma0 in dB, NaN where it lacks data; the SCL-derived
-cloud mask; labels remapped to class ids.
+cloud mask; labels remapped to class ids. A Sentinel-2-only pair (no Sentinel-1 partner) reads SAR as
+all NaN and its validity from the optical bands alone.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class PairViews:
     offsets_dn: dict[str, float]
     scl: AssetView | None
     sar: dict[str, AssetView]
+    """Empty for a Sentinel-2-only pair."""
     label: AssetView | None
     label_source: LabelSource | None
 
@@ -58,7 +60,7 @@ class WindowData:
 def open_pair(reader: GridReader, pair: Pair, label_source: LabelSource | None) -> PairViews:
     """Find and open every asset of ``pair``; DataErrors name the item and asset at fault."""
     bands = s2_band_assets(pair.s2.item)
-    sar = sar_assets(pair.s1.item)
+    sar = sar_assets(pair.s1.item) if pair.s1 is not None else {}
     scl = scl_asset(pair.s2.item)
     label = None
     if label_source is not None:
@@ -78,8 +80,12 @@ def open_pair(reader: GridReader, pair: Pair, label_source: LabelSource | None) 
 def read_window(views: PairViews, window: Window) -> WindowData:
     """Read ``window`` of every asset of the pair (see the module note for the conventions)."""
     resampled = np.stack([views.optical[band].read(window) for band in schema.S2_BANDS])
-    power = np.stack([views.sar[p].read(window) for p in schema.S1_POLARISATIONS])
-    valid = np.isfinite(resampled).all(axis=0) & np.isfinite(power).all(axis=0) & (power > 0).all(axis=0)
+    valid = np.isfinite(resampled).all(axis=0)
+    if views.sar:
+        power = np.stack([views.sar[p].read(window) for p in schema.S1_POLARISATIONS])
+        valid &= np.isfinite(power).all(axis=0) & (power > 0).all(axis=0)
+    else:
+        power = np.full((len(schema.S1_POLARISATIONS), *valid.shape), np.nan, dtype="float32")
     dn = dn_to_uint16(resampled)
     dn[:, ~valid] = schema.S2_NODATA_DN
     sar_db = schema.linear_to_db(power)

@@ -60,10 +60,15 @@ class IngestOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     stale_temp_age_s: float = 3600.0
     """Temporary files older than this in a local output are leftovers of killed runs and are removed."""
+    s2_only: bool = False
+    """Also ingest Sentinel-2 acquisitions without a Sentinel-1 partner, as stacks without ``sar.tif``
+    (scenes only: for mapping with a model trained with modality dropout; training needs both)."""
 
     def __post_init__(self) -> None:
         if self.mode not in ("chips", "scenes"):
             raise DataError("mode", f"must be 'chips' or 'scenes', got {self.mode!r}")
+        if self.s2_only and self.mode != "scenes":
+            raise DataError("s2-only", "Sentinel-2-only stacks are for mapping: use it with --mode scenes")
         if not 64 <= self.chips.chip_size <= 4096:
             raise DataError("chip size", f"must be within 64-4096 pixels, got {self.chips.chip_size}")
         if not 0.0 < self.chips.min_valid_fraction <= 1.0:
@@ -125,7 +130,11 @@ class IngestReport:
             if p.status == "ingested"
         ]
         lines += [f"  FAILED {p.pair_id}: {p.error}" for p in self.failed]
-        lines += [f"  unpaired {u.s2.id}: {u.reason}" for u in self.unpaired]
+        stacked = {p.pair_id for p in self.pairs}
+        lines += [
+            f"  unpaired {u.s2.id}: {u.reason}" + ("; stacked Sentinel-2 only" if u.alone().id in stacked else "")
+            for u in self.unpaired
+        ]
         index = ", ".join(self.index_written) if self.index_written else "unchanged"
         lines.append(f"index ({MANIFEST_KEY} written last): {index}")
         lines.append(f"output: {self.out}")
@@ -142,7 +151,10 @@ def ingest(query: SearchQuery, options: IngestOptions, *, progress: bool = True)
 def ingest_pairing(
     pairing: Pairing, aoi: BaseGeometry, options: IngestOptions, *, progress: bool = True
 ) -> IngestReport:
-    """Ingest the pairs of ``pairing`` (skipping committed ones) and publish the index."""
+    """Ingest the pairs of ``pairing`` (skipping committed ones) and publish the index.
+
+    With ``options.s2_only`` the unpaired Sentinel-2 acquisitions follow as Sentinel-2-only stacks.
+    """
     storage = open_storage(options.out)
     label_source = None
     if options.label_source:
@@ -154,7 +166,8 @@ def ingest_pairing(
     crs = grid_crs_for(aoi)
     done = committed_pairs(storage)
     outcomes: list[PairOutcome] = []
-    for pair in pairing.pairs:
+    alone = [unpaired.alone() for unpaired in pairing.unpaired] if options.s2_only else []
+    for pair in [*pairing.pairs, *alone]:
         if pair.id in done:
             outcomes.append(PairOutcome(pair.id, "already ingested"))
             continue
@@ -181,51 +194,13 @@ def _ingest_pair(
     *,
     progress: bool,
 ) -> dict[str, Any]:
-    overlap = aoi.intersection(pair.s2.footprint).intersection(pair.s1.footprint)
-    if overlap.is_empty or overlap.area == 0:
-        raise DataError(pair.s2.id, f"no overlap of the area of interest, this scene and Sentinel-1 {pair.s1.id}")
-    region = to_crs(overlap, crs)
-    epsg = crs.to_epsg()
-    entry: dict[str, Any] = {
-        "pair_id": pair.id,
-        "s2_id": pair.s2.id,
-        "s1_id": pair.s1.id,
-        "s2_datetime": pair.s2.when.isoformat().replace("+00:00", "Z"),
-        "s1_datetime": pair.s1.when.isoformat().replace("+00:00", "Z"),
-        "gap_days": round(pair.gap_days, 3),
-        "s2_cloud_cover": pair.s2.cloud_cover,
-        "s1_coverage": round(pair.coverage, 4),
-        "crs": f"EPSG:{epsg}",
-        "mode": options.mode,
-        "skipped_chips": 0,
-    }
+    """Write one pair's chips or scene stack; the returned entry is what the manifest commits."""
+    region = _pair_region(pair, aoi, crs)
+    entry = _pair_entry(pair, crs, options.mode)
     with tempfile.TemporaryDirectory(prefix="cloudlulc-ingest-") as folder, bounded_block_cache(INGEST_CACHE_MB):
         work_dir = Path(folder)
         if options.mode == "chips":
-            chip_options = options.chips
-            grid = snapped_grid(region, crs, chip_options.chip_size * PIXEL_M)
-            threshold = chip_options.min_valid_fraction - GEOMETRY_SLACK
-            candidates = [
-                chip
-                for chip in chips(grid, chip_options.chip_size)
-                if grid.window_box(chip.window).intersection(region).area
-                >= threshold * grid.window_box(chip.window).area
-            ]
-            if not candidates:
-                entry.update(outputs=[], checksums={}, note="the overlap holds no whole chip")
-                return entry
-            with GridReader(grid, options.retry) as reader:
-                views = open_pair(reader, pair, label_source)
-                outputs, checksums, skipped = write_chips(
-                    views, grid, candidates, storage, chip_options, work_dir, progress=progress
-                )
-            if not outputs:
-                raise DataError(
-                    pair.s2.id,
-                    f"all {len(candidates)} chips over the area of interest lack data (Sentinel-2 or Sentinel-1 "
-                    f"{pair.s1.id} nodata on more than {1 - chip_options.min_valid_fraction:.0%} of each)",
-                )
-            entry.update(outputs=outputs, checksums=checksums, skipped_chips=skipped)
+            entry.update(_ingest_chips(pair, region, crs, storage, options, label_source, work_dir, progress))
         else:
             grid = snapped_grid(region, crs, PIXEL_M)
             with GridReader(grid, options.retry) as reader:
@@ -233,3 +208,67 @@ def _ingest_pair(
                 outputs, checksums = write_scene(views, grid, storage, work_dir, progress=progress)
             entry.update(outputs=outputs, checksums=checksums)
     return entry
+
+
+def _pair_region(pair: Pair, aoi: BaseGeometry, crs: CRS) -> BaseGeometry:
+    """The part of the area of interest both scenes cover, in the output CRS; none is a DataError."""
+    overlap = aoi.intersection(pair.s2.footprint)
+    if pair.s1 is not None:
+        overlap = overlap.intersection(pair.s1.footprint)
+    if overlap.is_empty or overlap.area == 0:
+        partner = f" and Sentinel-1 {pair.s1.id}" if pair.s1 else ""
+        raise DataError(pair.s2.id, f"no overlap of the area of interest, this scene{partner}")
+    return to_crs(overlap, crs)
+
+
+def _pair_entry(pair: Pair, crs: CRS, mode: Mode) -> dict[str, Any]:
+    """The manifest fields that describe the pair itself, before anything is written."""
+    return {
+        "pair_id": pair.id,
+        "s2_id": pair.s2.id,
+        "s1_id": pair.s1.id if pair.s1 else "",
+        "s2_datetime": pair.s2.when.isoformat().replace("+00:00", "Z"),
+        "s1_datetime": pair.s1.when.isoformat().replace("+00:00", "Z") if pair.s1 else "",
+        "gap_days": round(pair.gap_days, 3) if pair.gap_days is not None else "",
+        "s2_cloud_cover": pair.s2.cloud_cover,
+        "s1_coverage": round(pair.coverage, 4),
+        "crs": f"EPSG:{crs.to_epsg()}",
+        "mode": mode,
+        "skipped_chips": 0,
+    }
+
+
+def _ingest_chips(
+    pair: Pair,
+    region: BaseGeometry,
+    crs: CRS,
+    storage: Storage,
+    options: IngestOptions,
+    label_source: LabelSource | None,
+    work_dir: Path,
+    progress: bool,
+) -> dict[str, Any]:
+    """Chips whose lattice cell the region fills (up to the valid-data slack); entry fields to add."""
+    chip_options = options.chips
+    grid = snapped_grid(region, crs, chip_options.chip_size * PIXEL_M)
+    threshold = chip_options.min_valid_fraction - GEOMETRY_SLACK
+    candidates = [
+        chip
+        for chip in chips(grid, chip_options.chip_size)
+        if grid.window_box(chip.window).intersection(region).area >= threshold * grid.window_box(chip.window).area
+    ]
+    if not candidates:
+        return {"outputs": [], "checksums": {}, "note": "the overlap holds no whole chip"}
+    with GridReader(grid, options.retry) as reader:
+        views = open_pair(reader, pair, label_source)
+        outputs, checksums, skipped = write_chips(
+            views, grid, candidates, storage, chip_options, work_dir, progress=progress
+        )
+    if not outputs:
+        assert pair.s1 is not None  # chips are made of pairs only (IngestOptions)
+        raise DataError(
+            pair.s2.id,
+            f"all {len(candidates)} chips over the area of interest lack data (Sentinel-2 or Sentinel-1 "
+            f"{pair.s1.id} nodata on more than {1 - chip_options.min_valid_fraction:.0%} of each)",
+        )
+    return {"outputs": outputs, "checksums": checksums, "skipped_chips": skipped}

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 
+from cloudlulc.data.layout import SceneLayout
 from cloudlulc.errors import DataError
-from cloudlulc.ingest.manifest import MANIFEST_KEY, read_manifest
-from cloudlulc.ingest.outputs import SCENE_DIR
-from cloudlulc.io.storage import open_storage
+from cloudlulc.ingest.manifest import is_s2_only, read_manifest
 
 
 @dataclass(frozen=True)
@@ -24,30 +24,40 @@ class SceneStack:
     pair_id: str
     s2_datetime: datetime
     optical: str
-    sar: str
+    sar: str | None
+    """None for a Sentinel-2-only stack (``ingest run --s2-only``): map it with the SAR input absent."""
     cloud_mask: str
     label: str | None
 
 
 def scene_stacks(root: str) -> list[SceneStack]:
     """Every committed scene stack under ``root``, oldest acquisition first; none is a DataError."""
-    storage = open_storage(root)
-    manifest = read_manifest(storage)
+    layout = SceneLayout(root)
+    manifest = read_manifest(layout.storage)
     if "mode" in manifest:
         manifest = manifest[manifest["mode"] == "scenes"]
     if manifest.empty:
-        raise DataError(storage.join(MANIFEST_KEY), "lists no scene stacks; run `cloudlulc ingest run --mode "
-                                                    "scenes` for this region and dates first")  # fmt: skip
-    stacks = []
-    for row in manifest.itertuples(index=False):
-        folder = f"{SCENE_DIR}/{row.pair_id}"
-        paths = set(str(row.paths).split())
-        stacks.append(SceneStack(
-            pair_id=str(row.pair_id),
-            s2_datetime=pd.Timestamp(row.s2_datetime).to_pydatetime(),
-            optical=storage.join(f"{folder}/optical.tif"),
-            sar=storage.join(f"{folder}/sar.tif"),
-            cloud_mask=storage.join(f"{folder}/cloud_mask.tif"),
-            label=storage.join(f"{folder}/label.tif") if f"{folder}/label.tif" in paths else None,
-        ))  # fmt: skip
-    return sorted(stacks, key=lambda stack: (stack.s2_datetime, stack.pair_id))
+        raise DataError(
+            layout.manifest_uri(),
+            "lists no scene stacks; run `cloudlulc ingest run --mode scenes` for this region and dates first",
+        )
+    return sorted(
+        (_stack(layout, row) for row in manifest.itertuples(index=False)),
+        key=lambda stack: (stack.s2_datetime, stack.pair_id),
+    )
+
+
+def _stack(layout: SceneLayout, row: Any) -> SceneStack:
+    """One manifest row as URIs; SAR and label only where the stack has them."""
+    pair_id = str(row.pair_id)
+    paths = set(str(row.paths).split())
+    has_sar = layout.role_key(pair_id, "sar") in paths or not is_s2_only(row.s1_id)
+    has_label = layout.role_key(pair_id, "label") in paths
+    return SceneStack(
+        pair_id=pair_id,
+        s2_datetime=pd.Timestamp(row.s2_datetime).to_pydatetime(),
+        optical=layout.role_uri(pair_id, "optical"),
+        sar=layout.role_uri(pair_id, "sar") if has_sar else None,
+        cloud_mask=layout.role_uri(pair_id, "cloud_mask"),
+        label=layout.role_uri(pair_id, "label") if has_label else None,
+    )

@@ -21,12 +21,12 @@ from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from cloudlulc.errors import DataError, MissingObjectError, StorageError, UsageError
+from cloudlulc.ingest import earth_search
 from cloudlulc.io.storage import is_s3_uri, open_storage
 
-DEFAULT_CATALOG = "https://earth-search.aws.element84.com/v1"
-"""Element 84's Earth Search: public Sentinel-2 L2A and Sentinel-1 GRD collections (COG assets on AWS)."""
-DEFAULT_S2_COLLECTION = "sentinel-2-l2a"
-DEFAULT_S1_COLLECTION = "sentinel-1-grd"
+DEFAULT_CATALOG = earth_search.CATALOG_URL
+DEFAULT_S2_COLLECTION = earth_search.S2_COLLECTION
+DEFAULT_S1_COLLECTION = earth_search.S1_COLLECTION
 DEFAULT_PAIR_WINDOW_DAYS = 6
 """Largest S1/S2 time gap paired by default (DATA.md; Sentinel-1 revisits every 6 to 12 days)."""
 API_TIMEOUT_S = 60

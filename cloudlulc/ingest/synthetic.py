@@ -39,6 +39,32 @@ from tqdm import tqdm
 
 from cloudlulc import schema
 from cloudlulc.data.scene import BARREN, BUILT, CROP, FOREST, GRASS, WATER, Scene, add_clouds, make_scene
+from cloudlulc.ingest.earth_search import (
+    BASELINE_WITH_OFFSET,
+    BOA_OFFSET_APPLIED,
+    COG_MEDIA_TYPE,
+    EARTH_SEARCH_BANDS,
+    PIXEL_M,
+    PROCESSING_BASELINE,
+    S1_COLLECTION,
+    S2_COLLECTION,
+    SCL_ASSET_KEY,
+    SCL_CIRRUS,
+    SCL_CLOUD_HIGH,
+    SCL_NOT_VEGETATED,
+    SCL_SHADOW,
+    SCL_VEGETATION,
+    SCL_WATER,
+    WC_BARE,
+    WC_BUILT_UP,
+    WC_CROPLAND,
+    WC_GRASSLAND,
+    WC_TREE_COVER,
+    WC_WATER,
+    WORLDCOVER_COLOURS,
+    WORLDCOVER_PIXEL_DEG,
+    sar_asset_key,
+)
 from cloudlulc.io.storage import is_s3_uri, join_uri, open_storage
 
 __all__ = [
@@ -56,11 +82,6 @@ __all__ = [
     "write_synthetic_catalog",
 ]
 
-S2_COLLECTION = "sentinel-2-l2a"
-S1_COLLECTION = "sentinel-1-grd"
-PIXEL_M = 10.0
-"""Pixel size of the optical tile grid (the 10 m bands, the labels)."""
-COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 S1_NODATA = -32768.0
 S2_TIME = time(10, 30, 0, tzinfo=UTC)
 S1_START, S1_END = "055411", "055436"
@@ -85,36 +106,6 @@ S1_EXTENSIONS = [
 ]
 
 
-@dataclass(frozen=True)
-class EarthSearchBand:
-    """How Earth Search v1 describes one L2A band: asset key and ``eo:bands`` entry."""
-
-    key: str
-    common_name: str
-    description: str
-    center_wavelength: float
-    full_width_half_max: float
-
-
-EARTH_SEARCH_BANDS: dict[str, EarthSearchBand] = {
-    "B01": EarthSearchBand("coastal", "coastal", "Coastal aerosol (band 1)", 0.443, 0.027),
-    "B02": EarthSearchBand("blue", "blue", "Blue (band 2)", 0.49, 0.098),
-    "B03": EarthSearchBand("green", "green", "Green (band 3)", 0.56, 0.045),
-    "B04": EarthSearchBand("red", "red", "Red (band 4)", 0.665, 0.038),
-    "B05": EarthSearchBand("rededge1", "rededge", "Red edge 1 (band 5)", 0.704, 0.019),
-    "B06": EarthSearchBand("rededge2", "rededge", "Red edge 2 (band 6)", 0.74, 0.018),
-    "B07": EarthSearchBand("rededge3", "rededge", "Red edge 3 (band 7)", 0.783, 0.028),
-    "B08": EarthSearchBand("nir", "nir", "NIR 1 (band 8)", 0.842, 0.145),
-    "B8A": EarthSearchBand("nir08", "nir08", "NIR 2 (band 8A)", 0.865, 0.033),
-    "B09": EarthSearchBand("nir09", "nir09", "NIR 3 (band 9)", 0.945, 0.026),
-    "B11": EarthSearchBand("swir16", "swir16", "SWIR 1 (band 11)", 1.61, 0.143),
-    "B12": EarthSearchBand("swir22", "swir22", "SWIR 2 (band 12)", 2.19, 0.242),
-}
-"""Per band of :data:`schema.S2_BANDS`; as in real items, the ``eo:bands`` name is the asset key (``red``)."""
-
-# Scene classification (SCL) codes of Sen2Cor that the synthetic SCL uses.
-SCL_NODATA, SCL_SHADOW, SCL_VEGETATION, SCL_NOT_VEGETATED, SCL_WATER = 0, 3, 4, 5, 6
-SCL_CLOUD_HIGH, SCL_CIRRUS = 9, 10
 SCL_OF_CLASS = np.zeros(256, np.uint8)
 SCL_OF_CLASS[[WATER, FOREST, GRASS, BARREN, BUILT, CROP]] = [
     SCL_WATER,
@@ -126,18 +117,15 @@ SCL_OF_CLASS[[WATER, FOREST, GRASS, BARREN, BUILT, CROP]] = [
 ]
 SCL_CLEAR_CODES = (SCL_VEGETATION, SCL_NOT_VEGETATED, SCL_WATER)
 
-WORLDCOVER_CODES = {WATER: 80, FOREST: 10, GRASS: 30, BARREN: 60, BUILT: 50, CROP: 40}
-"""Our class id -> ESA WorldCover code."""
-WORLDCOVER_COLOURS = {
-    10: (0, 100, 0, 255),
-    30: (255, 255, 76, 255),
-    40: (240, 150, 255, 255),
-    50: (250, 0, 0, 255),
-    60: (180, 180, 180, 255),
-    80: (0, 100, 200, 255),
+WORLDCOVER_CODES = {
+    WATER: WC_WATER,
+    FOREST: WC_TREE_COVER,
+    GRASS: WC_GRASSLAND,
+    BARREN: WC_BARE,
+    BUILT: WC_BUILT_UP,
+    CROP: WC_CROPLAND,
 }
-WORLDCOVER_PIXEL_DEG = 1 / 12000
-"""The ESA WorldCover grid (about 9 m north-south)."""
+"""Our class id -> ESA WorldCover code."""
 
 MGRS_TILE = re.compile(r"^(\d{1,2})([C-HJ-NP-X])([A-HJ-NP-Z]{2})$")
 
@@ -175,7 +163,9 @@ class S2Spec:
     @property
     def offset_dn(self) -> int:
         """BOA_ADD_OFFSET the pixels carry: -1000 from baseline 04.00 on, unless Earth Search removed it."""
-        carries = (_baseline(self.processing_baseline) or (0, 0)) >= (4, 0) and not self.boa_offset_applied
+        carries = (
+            _baseline(self.processing_baseline) or (0, 0)
+        ) >= BASELINE_WITH_OFFSET and not self.boa_offset_applied
         return schema.S2_BASELINE_OFFSET_DN if carries else 0
 
 
@@ -546,13 +536,28 @@ def _href(config: SyntheticCatalogConfig, item_folder: str, name: str) -> str:
 
 
 def _s2_item(config: SyntheticCatalogConfig, acquisition: _Acquisition) -> pystac.Item:
+    """An Earth Search v1 ``sentinel-2-l2a`` item: properties, 12 band assets and the SCL asset."""
     spec = acquisition.spec
     item_id = s2_item_id(config, spec)
     geometry, bbox = _footprint(CRS.from_epsg(config.epsg), s2_bounds(config))
+    when = datetime.combine(date.fromisoformat(spec.date), S2_TIME)
+    properties = _s2_properties(config, acquisition)
+    item = pystac.Item(item_id, geometry, bbox, when, properties, stac_extensions=list(S2_EXTENSIONS))
+    folder = f"{S2_COLLECTION}/{item_id}"
+    offset = spec.declared_offset if spec.declared_offset is not None else spec.offset_dn / schema.S2_DN_SCALE
+    for band_name in schema.S2_BANDS:
+        item.add_asset(EARTH_SEARCH_BANDS[band_name].key, _s2_band_asset(config, folder, band_name, offset))
+    item.add_asset(SCL_ASSET_KEY, _scl_asset(config, folder))
+    return item
+
+
+def _s2_properties(config: SyntheticCatalogConfig, acquisition: _Acquisition) -> dict[str, Any]:
+    """Item properties as Earth Search writes them, with cloud shares measured on the generated mask."""
+    spec = acquisition.spec
     zone, band, square = MGRS_TILE.match(config.mgrs_tile).groups()  # type: ignore[union-attr]
     fractions = acquisition.fractions()
     cloudy = fractions["thin cloud"] + fractions["opaque cloud"]
-    properties: dict[str, Any] = {
+    return {
         "platform": "sentinel-2b",
         "constellation": "sentinel-2",
         "instruments": ["msi"],
@@ -567,52 +572,52 @@ def _s2_item(config: SyntheticCatalogConfig, acquisition: _Acquisition) -> pysta
         "s2:high_proba_clouds_percentage": round(100 * fractions["opaque cloud"], 6),
         "s2:thin_cirrus_percentage": round(100 * fractions["thin cloud"], 6),
         "s2:product_type": "S2MSI2A",
-        "s2:processing_baseline": spec.processing_baseline,
+        PROCESSING_BASELINE: spec.processing_baseline,
         "s2:sequence": "0",
-        "earthsearch:boa_offset_applied": spec.boa_offset_applied,
+        BOA_OFFSET_APPLIED: spec.boa_offset_applied,
     }
-    when = datetime.combine(date.fromisoformat(spec.date), S2_TIME)
-    item = pystac.Item(item_id, geometry, bbox, when, properties, stac_extensions=list(S2_EXTENSIONS))
-    folder = f"{S2_COLLECTION}/{item_id}"
-    offset = spec.declared_offset if spec.declared_offset is not None else spec.offset_dn / schema.S2_DN_SCALE
-    for band_name in schema.S2_BANDS:
-        meta = EARTH_SEARCH_BANDS[band_name]
-        resolution = schema.S2_BAND_RESOLUTION_M[band_name]
-        eo_band = {
-            "name": meta.key,
-            "common_name": meta.common_name,
-            "description": meta.description,
-            "center_wavelength": meta.center_wavelength,
-            "full_width_half_max": meta.full_width_half_max,
-        }
-        raster_band = {
-            "nodata": 0,
-            "data_type": "uint16",
-            "bits_per_sample": 15,
-            "spatial_resolution": resolution,
-            "scale": 1 / schema.S2_DN_SCALE,
-            "offset": offset,
-        }
-        extra = {
-            "eo:bands": [eo_band],
-            "gsd": resolution,
-            "proj:shape": list(s2_shape(config, resolution)),
-            "proj:transform": _proj_transform(s2_transform(config, resolution)),
-            "raster:bands": [raster_band],
-        }
-        title = f"{meta.description} - {resolution}m"
-        href = _href(config, folder, f"{band_name}.tif")
-        item.add_asset(meta.key, pystac.Asset(href, title, None, COG_MEDIA_TYPE, ["data", "reflectance"], extra))
-    scl_extra = {
+
+
+def _s2_band_asset(config: SyntheticCatalogConfig, folder: str, band_name: str, offset: float) -> pystac.Asset:
+    """One band's COG asset with its ``eo:bands``, ``raster:bands`` (scale, offset) and ``proj:`` fields."""
+    meta = EARTH_SEARCH_BANDS[band_name]
+    resolution = schema.S2_BAND_RESOLUTION_M[band_name]
+    eo_band = {
+        "name": meta.key,
+        "common_name": meta.common_name,
+        "description": meta.description,
+        "center_wavelength": meta.center_wavelength,
+        "full_width_half_max": meta.full_width_half_max,
+    }
+    raster_band = {
+        "nodata": 0,
+        "data_type": "uint16",
+        "bits_per_sample": 15,
+        "spatial_resolution": resolution,
+        "scale": 1 / schema.S2_DN_SCALE,
+        "offset": offset,
+    }
+    extra = {
+        "eo:bands": [eo_band],
+        "gsd": resolution,
+        "proj:shape": list(s2_shape(config, resolution)),
+        "proj:transform": _proj_transform(s2_transform(config, resolution)),
+        "raster:bands": [raster_band],
+    }
+    title = f"{meta.description} - {resolution}m"
+    href = _href(config, folder, f"{band_name}.tif")
+    return pystac.Asset(href, title, None, COG_MEDIA_TYPE, ["data", "reflectance"], extra)
+
+
+def _scl_asset(config: SyntheticCatalogConfig, folder: str) -> pystac.Asset:
+    """The 20 m scene classification asset."""
+    extra = {
         "proj:shape": list(s2_shape(config, 20)),
         "proj:transform": _proj_transform(s2_transform(config, 20)),
         "raster:bands": [{"nodata": 0, "data_type": "uint8", "spatial_resolution": 20}],
     }
-    scl_title = "Scene classification map (SCL)"
-    item.add_asset(
-        "scl", pystac.Asset(_href(config, folder, "SCL.tif"), scl_title, None, COG_MEDIA_TYPE, ["data"], scl_extra)
-    )
-    return item
+    title = "Scene classification map (SCL)"
+    return pystac.Asset(_href(config, folder, "SCL.tif"), title, None, COG_MEDIA_TYPE, ["data"], extra)
 
 
 def _s1_item(config: SyntheticCatalogConfig, index: int, spec: S1Spec) -> pystac.Item:
@@ -657,7 +662,7 @@ def _s1_item(config: SyntheticCatalogConfig, index: int, spec: S1Spec) -> pystac
     item = pystac.Item(item_id, geometry, bbox, when, properties, stac_extensions=list(S1_EXTENSIONS))
     folder = f"{S1_COLLECTION}/{item_id}"
     for polarisation in schema.S1_POLARISATIONS:
-        key = polarisation.lower()
+        key = sar_asset_key(polarisation)
         extra = {
             "sar:polarizations": [polarisation],
             "proj:shape": [height, width],
@@ -803,7 +808,7 @@ def _write_sar(config: SyntheticCatalogConfig, spec: S1Spec, truth: np.ndarray, 
             truth[band], out, src_transform=s2_transform(config), src_crs=CRS.from_epsg(config.epsg),
             dst_transform=transform, dst_crs=crs, dst_nodata=S1_NODATA, resampling=resampling,
         )  # fmt: skip
-        _write_cog(work, folder / f"{polarisation.lower()}.tif", out, crs, transform, S1_NODATA, "average")
+        _write_cog(work, folder / f"{sar_asset_key(polarisation)}.tif", out, crs, transform, S1_NODATA, "average")
 
 
 def _write_worldcover(config: SyntheticCatalogConfig, labels: np.ndarray, target: Path, work: Path) -> None:

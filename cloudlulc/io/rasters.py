@@ -52,14 +52,29 @@ class RasterInfo:
         return self.height, self.width
 
 
+OPEN_PROBLEM = "cannot open as a raster"
+READ_PROBLEM = "cannot read pixels, file truncated or corrupt"
+
+
+@contextmanager
+def gdal_errors(source: str, problem: str = READ_PROBLEM) -> Iterator[None]:
+    """Turn a GDAL/rasterio failure inside the block into a DataError naming ``source``.
+
+    The one place that words GDAL's reason, so every reader (dataset, ingest, mapping) reports an
+    unreadable file the same way: ``<source>: <problem> (<reason>)``, exit code 3.
+    """
+    try:
+        yield
+    except RasterioError as error:
+        raise DataError(source, f"{problem} ({_gdal_reason(error)})") from error
+
+
 @contextmanager
 def open_raster(path: str) -> Iterator[DatasetReader]:
     """Open a local path or ``s3://`` URI for reading; failures name the file."""
     with rasterio_env(path):
-        try:
+        with gdal_errors(path, OPEN_PROBLEM):
             dataset = rasterio.open(path)
-        except RasterioError as error:
-            raise DataError(path, f"cannot open as a raster ({_gdal_reason(error)})") from error
         with dataset:
             yield dataset
 
@@ -106,12 +121,8 @@ def read_window(
     ``out_dtype`` lets GDAL convert while reading (one buffer instead of two). A truncated or corrupt
     file fails here rather than at open time, so the error names the file.
     """
-    try:
+    with gdal_errors(dataset.name):
         return dataset.read(list(indexes) if indexes is not None else None, window=window, out_dtype=out_dtype)
-    except RasterioError as error:
-        raise DataError(
-            dataset.name, f"cannot read pixels, file truncated or corrupt ({_gdal_reason(error)})"
-        ) from error
 
 
 def read_raster(path: str, window: Window | None = None, indexes: Sequence[int] | None = None) -> np.ndarray:

@@ -10,6 +10,7 @@ and manifests.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import shutil
 import tempfile
@@ -62,6 +63,13 @@ class Storage(Protocol):
         """Remove ``key``; a missing key is not an error (deletes are retried after crashes)."""
         ...
 
+    def sha256(self, key: str) -> str:
+        """Hex SHA-256 of ``key``, streamed in blocks so memory does not grow with the object.
+
+        Raises MissingObjectError when ``key`` is absent, StorageError when it cannot be read.
+        """
+        ...
+
 
 def is_s3_uri(uri: str) -> bool:
     """Whether ``uri`` names an S3 location."""
@@ -82,6 +90,8 @@ def join_uri(root: str, key: str) -> str:
 
 
 TEMP_MARKER = ".tmp-"
+DIGEST_BLOCK = 1 << 20
+"""Bytes per read while hashing (the memory of a checksum does not depend on the object)."""
 
 
 def is_temporary(key: str) -> bool:
@@ -186,6 +196,18 @@ class LocalStorage:
                     break
                 parent.rmdir()
 
+    def sha256(self, key: str) -> str:
+        digest = hashlib.sha256()
+        try:
+            with (self.root / key).open("rb") as handle:
+                for block in iter(lambda: handle.read(DIGEST_BLOCK), b""):
+                    digest.update(block)
+        except FileNotFoundError as error:
+            raise MissingObjectError(f"{self.join(key)}: no such file") from error
+        except OSError as error:
+            raise StorageError(f"{self.join(key)}: cannot read ({error.strerror})") from error
+        return digest.hexdigest()
+
 
 def s3_endpoint_url(explicit: str | None = None) -> str | None:
     """The S3 endpoint to use: the explicit one, else the first variable of S3_ENDPOINT_VARIABLES set."""
@@ -267,17 +289,23 @@ class S3Storage:
         except BotoCoreError as error:
             raise self._fail(key, "check", error) from error
 
-    def read_bytes(self, key: str) -> bytes:
+    @contextmanager
+    def _reading(self, key: str) -> Iterator[None]:
+        """A missing object becomes MissingObjectError, any other S3 failure a StorageError naming the key."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            yield
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NoSuchBucket"}:
                 raise MissingObjectError(f"{self.join(key)}: no such object") from error
             raise self._fail(key, "read", error) from error
         except BotoCoreError as error:
             raise self._fail(key, "read", error) from error
+
+    def read_bytes(self, key: str) -> bytes:
+        with self._reading(key):
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
 
     def write_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -323,6 +351,14 @@ class S3Storage:
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
         except (ClientError, BotoCoreError) as error:
             raise self._fail(key, "delete", error) from error
+
+    def sha256(self, key: str) -> str:
+        digest = hashlib.sha256()
+        with self._reading(key):
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            for chunk in body.iter_chunks(DIGEST_BLOCK):
+                digest.update(chunk)
+        return digest.hexdigest()
 
 
 @contextmanager

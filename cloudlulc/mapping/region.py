@@ -138,6 +138,7 @@ def _check_probabilities(result: np.ndarray, count: int, tile: int, channels: in
     return array.astype(np.float32, copy=False)
 
 
+# Over 60 lines only for its public signature and argument docs; the body is under 30 lines of named phases.
 def map_scene(
     optical_uri: str | None,
     sar_uri: str | None,
@@ -189,44 +190,13 @@ def map_scene(
             unfinished run of other inputs or parameters at the same output.
     """
     started = time.perf_counter()
-    if batch_size < 1 or in_flight < 1:
-        raise ValueError(f"batch_size and in_flight must be >= 1, got {batch_size} and {in_flight}")
-    if not out_uri.lower().endswith(".tif"):
-        raise ValueError(f"out_uri must name a .tif file, got {out_uri}")
-    sidecars = sidecar_uris(out_uri)
-    if optical_uri is None and sar_uri is None:
-        raise ValueError("give a Sentinel-2 scene, a Sentinel-1 file, or both")
-    check_outputs_apart({"out_uri": out_uri, **sidecars}, files={"optical_uri": optical_uri, "sar_uri": sar_uri})
-    if optical_uri is not None:
-        probe_readable(optical_uri, "Sentinel-2 scene")
-    if sar_uri is not None:
-        probe_readable(sar_uri, "Sentinel-1 file")
-    probe_writable(out_uri, "map output")
+    sidecars = _check_request(optical_uri, sar_uri, out_uri, batch_size=batch_size, in_flight=in_flight)
+    bands = tuple(name for name, wanted in (("confidence", confidence), ("reliability", reliability)) if wanted)
     with bounded_block_cache(), SceneReader(optical_uri, sar_uri, sar_units=sar_units) as scene:
         grid = TileGrid(scene.grid.height, scene.grid.width, tile, overlap)
-        identity = {
-            "inputs": scene.fingerprint(),
-            "grid": {"width": scene.grid.width, "height": scene.grid.height},
-            "parameters": {
-                "tile": tile,
-                "overlap": overlap,
-                "batch_size": batch_size,
-                "confidence": confidence,
-                **({"reliability": True} if reliability else {}),
-            },
-            "model_id": model_id,
-        }
-        tags = {
-            "CLOUDLULC_CLASSES": ";".join(f"{c.id}={c.name}" for c in schema.CLASSES),
-            "CLOUDLULC_NODATA": str(schema.IGNORE_INDEX),
-            "CLOUDLULC_OPTICAL": optical_uri or "none",
-            "CLOUDLULC_SAR": sar_uri or "none",
-            "CLOUDLULC_MODALITIES": scene.modalities,
-            "CLOUDLULC_MODEL": model_id or "",
-            "CLOUDLULC_TILING": f"tile={tile} overlap={overlap}",
-        }
+        identity = _run_identity(scene, grid, batch_size=batch_size, bands=bands, model_id=model_id)
+        tags = _map_tags(scene, grid, optical_uri, sar_uri, model_id)
         paths = work_paths(out_uri, work_dir)
-        bands = tuple(name for name, wanted in (("confidence", confidence), ("reliability", reliability)) if wanted)
         partial = PartialMap.open(paths, scene.grid, identity, bands=bands, tags=tags)
         resumed_from = partial.rows_written
         if resumed_from:
@@ -234,20 +204,7 @@ def map_scene(
         predicted = 0
         if not partial.complete:
             predicted = _predict_rows(scene, grid, partial, predictor, batch_size, in_flight, progress)
-        areas = class_areas(str(paths.classes))
-        if areas.mapped_pixels == 0:
-            partial.remove()
-            if optical_uri is None or sar_uri is None:
-                raise DataError(str(optical_uri or sar_uri), "no pixel holds data: nothing to map")
-            raise DataError(sar_uri, f"no pixel of {optical_uri} has both optical and SAR data: nothing to map")
-        publish_cog(paths.classes, out_uri, overview_resampling="mode")
-        for name in bands:
-            publish_cog(paths.band(name), sidecars[name], overview_resampling="average")
-        write_class_areas(areas, sidecars["areas"])
-        write_quicklook(scene, out_uri, sidecars["quicklook"])
-        if scene.modalities != "S2+S1":
-            log.warning("%s: mapped from %s (the missing modality fed as zeros)", out_uri, scene.modalities)
-        partial.remove()
+        areas = _publish(scene, partial, out_uri, sidecars, optical_uri=optical_uri, sar_uri=sar_uri)
     return MapResult(
         map_uri=out_uri,
         confidence_uri=sidecars["confidence"] if confidence else None,
@@ -264,11 +221,142 @@ def map_scene(
     )
 
 
+def _check_request(
+    optical_uri: str | None, sar_uri: str | None, out_uri: str, *, batch_size: int, in_flight: int
+) -> dict[str, str]:
+    """Refuse a request that cannot succeed before any tile is read; the sidecar URIs of its output.
+
+    Raises:
+        ValueError: bad batching, an output that is not a ``.tif``, or neither modality given.
+        UsageError: an output that overwrites an input.
+        DataError: an input that cannot be read.
+        StorageError: an output that cannot be written.
+    """
+    if batch_size < 1 or in_flight < 1:
+        raise ValueError(f"batch_size and in_flight must be >= 1, got {batch_size} and {in_flight}")
+    if not out_uri.lower().endswith(".tif"):
+        raise ValueError(f"out_uri must name a .tif file, got {out_uri}")
+    sidecars = sidecar_uris(out_uri)
+    if optical_uri is None and sar_uri is None:
+        raise ValueError("give a Sentinel-2 scene, a Sentinel-1 file, or both")
+    check_outputs_apart({"out_uri": out_uri, **sidecars}, files={"optical_uri": optical_uri, "sar_uri": sar_uri})
+    if optical_uri is not None:
+        probe_readable(optical_uri, "Sentinel-2 scene")
+    if sar_uri is not None:
+        probe_readable(sar_uri, "Sentinel-1 file")
+    probe_writable(out_uri, "map output")
+    return sidecars
+
+
+def _run_identity(
+    scene: SceneReader, grid: TileGrid, *, batch_size: int, bands: tuple[str, ...], model_id: str | None
+) -> dict[str, object]:
+    """What a resumed run must share with the interrupted one: inputs, grid, parameters and model."""
+    parameters: dict[str, object] = {"tile": grid.tile, "overlap": grid.overlap, "batch_size": batch_size}
+    parameters["confidence"] = "confidence" in bands
+    if "reliability" in bands:
+        parameters["reliability"] = True  # only when asked, so runs recorded before the band still resume
+    return {
+        "inputs": scene.fingerprint(),
+        "grid": {"width": scene.grid.width, "height": scene.grid.height},
+        "parameters": parameters,
+        "model_id": model_id,
+    }
+
+
+def _map_tags(
+    scene: SceneReader, grid: TileGrid, optical_uri: str | None, sar_uri: str | None, model_id: str | None
+) -> dict[str, str]:
+    """GeoTIFF metadata of the class map: legend, nodata, inputs and modalities seen, model and tiling."""
+    return {
+        "CLOUDLULC_CLASSES": ";".join(f"{c.id}={c.name}" for c in schema.CLASSES),
+        "CLOUDLULC_NODATA": str(schema.IGNORE_INDEX),
+        "CLOUDLULC_OPTICAL": optical_uri or "none",
+        "CLOUDLULC_SAR": sar_uri or "none",
+        "CLOUDLULC_MODALITIES": scene.modalities,
+        "CLOUDLULC_MODEL": model_id or "",
+        "CLOUDLULC_TILING": f"tile={grid.tile} overlap={grid.overlap}",
+    }
+
+
+def _publish(
+    scene: SceneReader,
+    partial: PartialMap,
+    out_uri: str,
+    sidecars: dict[str, str],
+    *,
+    optical_uri: str | None,
+    sar_uri: str | None,
+) -> ClassAreas:
+    """Publish the finished map, its score bands, areas and quicklook, then drop the work files.
+
+    Raises:
+        DataError: no pixel of the scene holds data (the work files are dropped first: nothing to resume).
+    """
+    areas = class_areas(str(partial.paths.classes))
+    if areas.mapped_pixels == 0:
+        partial.remove()
+        if optical_uri is None or sar_uri is None:
+            raise DataError(str(optical_uri or sar_uri), "no pixel holds data: nothing to map")
+        raise DataError(sar_uri, f"no pixel of {optical_uri} has both optical and SAR data: nothing to map")
+    publish_cog(partial.paths.classes, out_uri, overview_resampling="mode")
+    for name in partial.bands:
+        publish_cog(partial.paths.band(name), sidecars[name], overview_resampling="average")
+    write_class_areas(areas, sidecars["areas"])
+    write_quicklook(scene, out_uri, sidecars["quicklook"])
+    if scene.modalities != "S2+S1":
+        log.warning("%s: mapped from %s (the missing modality fed as zeros)", out_uri, scene.modalities)
+    partial.remove()
+    return areas
+
+
 @dataclass
 class _Batch:
     tiles: list[TileRef]
     valid: list[np.ndarray]  # per tile, [h,w] inside the scene
     future: Future[np.ndarray] | None  # None when every tile of the batch is nodata
+
+
+class _TileRowBlender:
+    """Takes predicted batches in submission order, blends their tiles and hands rows to the writer once final.
+
+    Strict submission order keeps the floating-point sums, and so the map, independent of thread timing.
+    """
+
+    def __init__(self, scene: SceneReader, grid: TileGrid, partial: PartialMap, first_row: int) -> None:
+        self.grid = grid
+        self.partial = partial
+        self.first_row = first_row
+        self.tile_row = first_row
+        self.predicted = 0
+        self.weights = blend_weights(grid.tile, grid.overlap)
+        self.channels = schema.NUM_CLASSES + int("reliability" in partial.bands)
+        capacity = min(grid.tile, scene.grid.height)  # one tile row of scene rows
+        self.accumulator = BandAccumulator(scene.grid.width, capacity, grid.row_origins[first_row], self.channels)
+
+    def consume(self, batch: _Batch, bar: tqdm) -> None:
+        """Blend one batch's tiles; rows above a new tile row are final and written first."""
+        probabilities = None
+        if batch.future is not None:
+            result = batch.future.result()
+            probabilities = _check_probabilities(result, len(batch.tiles), self.grid.tile, self.channels)
+            self.predicted += len(batch.tiles)
+        for index, ((tile_row, row, col), valid) in enumerate(zip(batch.tiles, batch.valid, strict=True)):
+            bar.update(1)
+            if tile_row < self.first_row:
+                continue  # recomputed only to keep batches identical; its rows are all written
+            if tile_row > self.tile_row:
+                _flush(self.accumulator, self.partial, self.grid.row_origins[tile_row])
+                self.tile_row = tile_row
+            if probabilities is None:
+                continue  # nodata tile: its pixels stay invalid in the accumulator
+            rows, cols = valid.shape
+            weights = self.weights[:rows, :cols]
+            self.accumulator.add(row, col, probabilities[index, :, :rows, :cols], weights, valid)
+
+    def finish(self, height: int) -> None:
+        """Write the rows still held: the scene's last tile row is complete."""
+        _flush(self.accumulator, self.partial, height)
 
 
 def _predict_rows(
@@ -280,49 +368,29 @@ def _predict_rows(
     in_flight: int,
     progress: bool,
 ) -> int:
-    """Predict, blend and write every tile row from the first one the partial map still needs; tiles predicted."""
+    """Predict, blend and write every tile row from the first one the partial map still needs; tiles predicted.
+
+    Reading stays in this thread (GDAL handles are not shared) while up to ``in_flight`` batches predict.
+    """
     tiles = grid.tiles()
     first_row = grid.first_tile_row_reaching(partial.rows_written)
-    first_tile = first_row * len(grid.col_origins)
-    first_batch = first_tile // batch_size
-    weights = blend_weights(grid.tile, grid.overlap)
-    channels = schema.NUM_CLASSES + int("reliability" in partial.bands)
-    accumulator = BandAccumulator(scene.grid.width, min(grid.tile, scene.grid.height), grid.row_origins[first_row],
-                                  channels)  # fmt: skip
-    state = {"tile_row": first_row, "predicted": 0}
+    first_batch = first_row * len(grid.col_origins) // batch_size
+    blender = _TileRowBlender(scene, grid, partial, first_row)
     bar = tqdm(total=len(tiles), initial=first_batch * batch_size, desc="mapping", unit="tile", disable=not progress)
-
-    def consume(batch: _Batch) -> None:
-        probabilities = None
-        if batch.future is not None:
-            probabilities = _check_probabilities(batch.future.result(), len(batch.tiles), grid.tile, channels)
-            state["predicted"] += len(batch.tiles)
-        for index, ((tile_row, row, col), valid) in enumerate(zip(batch.tiles, batch.valid, strict=True)):
-            bar.update(1)
-            if tile_row < first_row:
-                continue  # recomputed only to keep batches identical; its rows are all written
-            if tile_row > state["tile_row"]:
-                _flush(accumulator, partial, grid.row_origins[tile_row])
-                state["tile_row"] = tile_row
-            if probabilities is None:
-                continue  # nodata tile: its pixels stay invalid in the accumulator
-            rows, cols = valid.shape
-            accumulator.add(row, col, probabilities[index, :, :rows, :cols], weights[:rows, :cols], valid)
-
     pool = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="predictor")
     pending: deque[_Batch] = deque()
     try:
         for start in range(first_batch * batch_size, len(tiles), batch_size):
             pending.append(_submit(scene, grid, tiles[start : start + batch_size], predictor, pool))
             while len(pending) > in_flight:
-                consume(pending.popleft())
+                blender.consume(pending.popleft(), bar)
         while pending:
-            consume(pending.popleft())
-        _flush(accumulator, partial, scene.grid.height)
+            blender.consume(pending.popleft(), bar)
+        blender.finish(scene.grid.height)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
-    return state["predicted"]
+    return blender.predicted
 
 
 def _submit(

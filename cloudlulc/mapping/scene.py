@@ -38,7 +38,15 @@ from rasterio.windows import Window
 from cloudlulc import schema
 from cloudlulc.errors import DataError
 from cloudlulc.io.gdal_env import rasterio_env
-from cloudlulc.io.rasters import RasterInfo, expect_band_count, grid_mismatch, info_of, open_raster, read_window
+from cloudlulc.io.rasters import (
+    RasterInfo,
+    expect_band_count,
+    gdal_errors,
+    grid_mismatch,
+    info_of,
+    open_raster,
+    read_window,
+)
 from cloudlulc.io.sentinel import (
     OpticalUnits,
     check_sar_units,
@@ -94,11 +102,9 @@ def optical_valid(dn: np.ndarray, nodata: float | None) -> np.ndarray:
 
 def _read(dataset: DatasetReader | WarpedVRT, uri: str, **kwargs: Any) -> np.ndarray:
     """``dataset.read`` with GDAL failures turned into a DataError naming ``uri``."""
-    try:
-        return dataset.read(**kwargs)
-    except RasterioError as error:
-        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
-        raise DataError(uri, f"cannot read pixels, file truncated or corrupt ({reason})") from error
+    with gdal_errors(uri):
+        result: np.ndarray = dataset.read(**kwargs)
+    return result
 
 
 class SceneReader:

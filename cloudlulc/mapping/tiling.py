@@ -20,11 +20,16 @@ MIN_WEIGHT = 1e-3
 
 
 def check_tile_parameters(tile: int, overlap: int) -> None:
-    """Raise ValueError for a tile size the network cannot take or an overlap that leaves no stride."""
+    """Raise ValueError for a tile size the network cannot take or an overlap the blending cannot honour.
+
+    The one rule every face applies (``cloudlulc map``, the mapping pipeline's parameters, the library):
+    the blending taper ramps over ``overlap`` pixels at both ends of a tile, so an overlap of half the
+    tile or more would be blended over less than asked while still costing the extra tiles.
+    """
     if tile <= 0 or tile % SIZE_MULTIPLE:
         raise ValueError(f"tile must be a positive multiple of {SIZE_MULTIPLE}, got {tile}")
-    if not 0 <= overlap < tile:
-        raise ValueError(f"overlap must be in [0, tile) = [0, {tile}), got {overlap}")
+    if not 0 <= 2 * overlap < tile:
+        raise ValueError(f"overlap must be in [0, tile / 2) = [0, {tile // 2}), got {overlap}")
 
 
 def tile_origins(length: int, tile: int, overlap: int) -> tuple[int, ...]:

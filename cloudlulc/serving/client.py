@@ -9,6 +9,7 @@ model and version. It also drives the repository API (load / unload) of explicit
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import time
@@ -21,10 +22,12 @@ import numpy as np
 
 from cloudlulc import schema
 from cloudlulc.errors import ServingError
-from cloudlulc.export.onnx import OUTPUT_NAME
+from cloudlulc.export.onnx import INPUT_NAMES, OUTPUT_NAME
 from cloudlulc.models.networks import OPTICAL_CHANNELS, SAR_CHANNELS
+from cloudlulc.serving.shared_memory import SharedMemorySlots
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED")
 CONTRACT = {"optical": ("FP32", OPTICAL_CHANNELS), "sar": ("FP32", SAR_CHANNELS), OUTPUT_NAME: ("FP32", 6)}
 
@@ -67,7 +70,8 @@ def repository_headers(key: str | None = None) -> dict[str, str] | None:
 class TritonClient:
     """A context-managed gRPC client bound to one server URL (``host:port``)."""
 
-    def __init__(self, url: str, *, retry: RetryPolicy | None = None, repository_key: str | None = None) -> None:
+    def __init__(self, url: str, *, retry: RetryPolicy | None = None, repository_key: str | None = None,
+                 shared_memory: bool = False) -> None:  # fmt: skip
         import tritonclient.grpc as grpcclient
 
         self.url = url.removeprefix("grpc://")
@@ -75,6 +79,10 @@ class TritonClient:
         self._admin_headers = repository_headers(repository_key)
         self._grpc = grpcclient
         self._client = grpcclient.InferenceServerClient(url=self.url)
+        self._slots: SharedMemorySlots | None = None
+        self._shared_memory = shared_memory
+        if shared_memory:  # tensors through /dev/shm: the server must share this host (and the key)
+            self._slots = SharedMemorySlots(self._register_region, self._unregister_region)
 
     def __enter__(self) -> TritonClient:
         return self
@@ -83,8 +91,23 @@ class TritonClient:
         self.close()
 
     def close(self) -> None:
-        """Close the gRPC channel."""
+        """Free the shared-memory regions, if any, and close the gRPC channel."""
+        if self._slots is not None:
+            self._slots.close()
         self._client.close()
+
+    def _register_region(self, name: str, key: str, size: int) -> None:
+        self._call(f"registering shared memory {name}", lambda: self._client.register_system_shared_memory(
+            name, key, size, headers=self._admin_headers))  # fmt: skip
+
+    def _unregister_region(self, name: str) -> None:
+        self._client.unregister_system_shared_memory(name, headers=self._admin_headers)
+
+    def shared_memory_regions(self) -> list[str]:
+        """Names of the system shared-memory regions registered with the server (a keyed call)."""
+        status = self._call("shared memory status", lambda: self._client.get_system_shared_memory_status(
+            headers=self._admin_headers, as_json=True))  # fmt: skip
+        return sorted(status.get("regions", {}))
 
     def _call(self, what: str, call: Callable[[], T]) -> T:
         """Run ``call`` with retries on transient gRPC statuses; ServingError otherwise."""
@@ -171,12 +194,27 @@ class TritonClient:
 
     def infer(self, model: str, optical: np.ndarray, sar: np.ndarray, version: str = "") -> np.ndarray:
         """Class probabilities [B,6,H,W] for one batch."""
-        inputs = []
-        for name, array in (("optical", optical), ("sar", sar)):
-            tensor = self._grpc.InferInput(name, list(array.shape), "FP32")
-            tensor.set_data_from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-            inputs.append(tensor)
+        arrays = [np.ascontiguousarray(a, dtype=np.float32) for a in (optical, sar)]
+        expected = (optical.shape[0], schema.NUM_CLASSES, *optical.shape[2:])
+        inputs = [self._grpc.InferInput(n, list(a.shape), "FP32") for n, a in zip(INPUT_NAMES, arrays, strict=True)]
         outputs = [self._grpc.InferRequestedOutput(OUTPUT_NAME)]
+        region = None
+        out_bytes = int(np.prod(expected)) * 4
+        if self._slots is not None and self._shared_memory:
+            try:
+                region = self._slots.region(sum(a.nbytes for a in arrays) + out_bytes)
+            except ServingError as error:  # not keyed, or the server is on another host (a port-forward)
+                log.warning("%s; sending tensors inside the gRPC messages instead", error)
+                self._shared_memory = False
+        if region is not None and self._slots is not None:
+            offsets = self._slots.write(region, arrays)
+            for tensor, array, offset in zip(inputs, arrays, offsets, strict=True):
+                tensor.set_shared_memory(region.name, array.nbytes, offset)
+            out_offset = sum(a.nbytes for a in arrays)
+            outputs[0].set_shared_memory(region.name, out_bytes, out_offset)
+        else:
+            for tensor, array in zip(inputs, arrays, strict=True):
+                tensor.set_data_from_numpy(array)
         timeout = self.retry.request_timeout_s
         result = self._call(f"inference on {model!r} version {version or 'latest'}", lambda: self._client.infer(
             model, inputs, model_version=version, outputs=outputs, client_timeout=timeout))  # fmt: skip
@@ -184,8 +222,10 @@ class TritonClient:
         if version and answered != version:
             raise ServingError(f"Triton at {self.url}: {model!r} answered from version {answered}, not the pinned "
                                f"version {version}")  # fmt: skip
-        probs = result.as_numpy(OUTPUT_NAME)
-        expected = (optical.shape[0], schema.NUM_CLASSES, *optical.shape[2:])
+        if region is not None and self._slots is not None:
+            probs = self._slots.read(region, expected, out_offset)
+        else:
+            probs = result.as_numpy(OUTPUT_NAME)
         if probs is None or probs.shape != expected:
             shape = None if probs is None else probs.shape
             raise ServingError(f"Triton at {self.url}: {model!r} returned {OUTPUT_NAME} {shape}, expected {expected}")
@@ -216,9 +256,14 @@ class TritonClient:
         return sorted(int(entry["version"]) for entry in self._index(model) if entry.get("state") == "READY")
 
     def failed_versions(self, model: str) -> list[tuple[int, str]]:
-        """Versions of ``model`` that failed to load, with the first line of Triton's reason."""
-        return sorted((int(e["version"]), (e.get("reason") or "no reason given").strip().splitlines()[0][:300])
-                      for e in self._index(model) if e.get("state") == "UNAVAILABLE")  # fmt: skip
+        """Versions of ``model`` that failed to load, with the first line of Triton's reason.
+
+        A version that is UNAVAILABLE with the reason ``unloaded`` did not fail: Triton unloads the
+        other versions of a model when one of them fails to load.
+        """
+        failed = [(int(e["version"]), (e.get("reason") or "no reason given").strip().splitlines()[0][:300])
+                  for e in self._index(model) if e.get("state") == "UNAVAILABLE"]  # fmt: skip
+        return sorted((version, reason) for version, reason in failed if reason != "unloaded")
 
     def serving_versions(self, model: str) -> list[int]:
         """Versions the model's (open) metadata lists as available for requests."""

@@ -115,7 +115,28 @@ class LocalTarget:
         return TritonClient(url, repository_key=LocalTriton(self.state_dir).key())
 
     def load(self, repository: ModelRepository, version: int | None) -> str:
+        """Load ``version`` into the local Triton, after a throwaway server has loaded it (:func:`canary_load`)."""
+        if version is not None and version != repository.served_version(self.served_model):
+            canary_load(repository, self.served_model, version, self.state_dir / "canary")
         return self._server(repository).load(repository, version)
+
+
+def canary_load(repository: ModelRepository, model: str, version: int, state_dir: Path) -> None:
+    """Load the repository's ``model`` (so ``version`` too) in a throwaway local Triton first, then stop it.
+
+    Measured with Triton 2.51: a Python-backend version that raises while the server loads it takes
+    the whole server down (``Signal (11) received`` in its log, then exit), and with it the versions it
+    was serving. The throwaway server takes that blow instead (a few seconds per promotion); the
+    serving one never loads a version that did not load there. A ServingError names the version.
+    """
+    canary = LocalTriton(state_dir)
+    canary.stop()  # a leftover of a killed promotion
+    try:
+        canary.start(repository.uri, models=[model])
+    except ServingError as error:
+        raise ServingError(f"version {version} of {model} failed to load in a throwaway Triton: {error}") from None
+    finally:
+        canary.stop()
 
 
 @dataclass(frozen=True)
@@ -139,7 +160,9 @@ def preflight(model: str, model_file: Path, version: int, golden: GoldenSample) 
     """Run an ONNX version through the Python backend's own loading code before any server loads it.
 
     A version that fails to load in Triton leaves the server not ready until it restarts (Triton 2.51
-    keeps the failed version in its strict readiness check), so a corrupt export is refused here.
+    keeps the failed version in its strict readiness check), and a Python-backend one crashes it, so a
+    corrupt export is refused here (on one machine :func:`canary_load` then catches what only fails
+    inside Triton).
     """
     if model == TENSORRT_MODEL:
         return  # a plan only deserializes on the serving GPU: the server's load is its check

@@ -93,45 +93,61 @@ def latency_summary(answers: list[Answer], start: float = 0.0, end: float = floa
 
 
 class Readiness:
-    """Samples the server's ready answer every ``interval_s`` while the block runs.
+    """Samples the server's ready answer (and, given ``model``, the model's) every ``interval_s`` while the block runs.
 
-    A sample is ``(time, answer)``: True or False as the server answered, None when it did not answer
-    within ``timeout_s`` (a loaded server is slow, which is not the same as not ready).
+    A sample is ``(time, server answer, model answer)``: True or False as the server answered, None
+    when it did not answer within ``timeout_s`` (a loaded server is slow, which is not the same as not
+    ready). The two differ during a load: Triton 2.51 answers server-not-ready while any version
+    loads, while the model stays ready as long as a version of it serves (what a probe should ask).
     """
 
-    def __init__(self, url: str, interval_s: float = 0.1, timeout_s: float = 5.0) -> None:
-        self.url, self.interval_s, self.timeout_s = url, interval_s, timeout_s
-        self.samples: list[tuple[float, bool | None]] = []
-        self._stop = threading.Event()
+    def __init__(self, url: str, interval_s: float = 0.1, timeout_s: float = 5.0, model: str | None = None) -> None:
+        self.url, self.interval_s, self.timeout_s, self.model = url, interval_s, timeout_s, model
+        self.samples: list[tuple[float, bool | None, bool | None]] = []
+        self._stop, self._first = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def __enter__(self) -> Readiness:
         self._thread.start()
+        self._first.wait(self.timeout_s * 2)  # the block starts with an answer in hand, however short it is
         return self
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
-        self._stop.set()
+        self._stop.set()  # the sampler takes one last sample on its way out
         self._thread.join()
 
     def _sample(self) -> None:
         import tritonclient.grpc as grpcclient
         from tritonclient.utils import InferenceServerException
 
+        def ask(question: Callable[[], bool]) -> bool | None:
+            try:
+                return bool(question())
+            except InferenceServerException:
+                return None
+
         with grpcclient.InferenceServerClient(self.url) as client:
-            while not self._stop.wait(self.interval_s):
-                try:
-                    answer: bool | None = bool(client.is_server_ready(client_timeout=self.timeout_s))
-                except InferenceServerException:
-                    answer = None
-                self.samples.append((time.monotonic(), answer))
+            while True:
+                stopping = self._stop.is_set()
+                server = ask(lambda: client.is_server_ready(client_timeout=self.timeout_s))
+                model = None
+                if self.model:
+                    model = ask(lambda: client.is_model_ready(self.model, client_timeout=self.timeout_s))
+                self.samples.append((time.monotonic(), server, model))
+                self._first.set()
+                if stopping:
+                    return
+                self._stop.wait(self.interval_s)
 
     def summary(self) -> dict[str, object]:
-        """Samples taken and unanswered, share answered ready, seconds from the first not-ready answer to the end."""
-        answered = [(t, ready) for t, ready in self.samples if ready is not None]
+        """Samples, unanswered ones, shares answered ready (server, model), seconds from the first server not-ready."""
+        answered = [(t, ready) for t, ready, _ in self.samples if ready is not None]
         not_ready = [t for t, ready in answered if not ready]
         not_ready_for = round(self.samples[-1][0] - not_ready[0], 1) if not_ready else None
+        model = [ready for _, _, ready in self.samples if ready is not None]
         return {"samples": len(self.samples), "unanswered": len(self.samples) - len(answered),
-                "ready_share": sum(ready for _, ready in answered) / max(len(answered), 1),
+                "ready_share": sum(ready for _, ready in answered) / len(answered) if answered else None,
+                "model_ready_share": sum(model) / len(model) if model else None,
                 "not_ready_from_first_s": not_ready_for}  # fmt: skip
 
 

@@ -7,7 +7,6 @@ two-input network that export and serving use.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -24,8 +23,3 @@ class PackedInputModel(nn.Module):
     def forward(self, packed: torch.Tensor) -> torch.Tensor:
         """Split the stacked channels, run the network, return its calibrated probabilities."""
         return self.network.probabilities(packed[:, :OPTICAL_CHANNELS], packed[:, OPTICAL_CHANNELS:])
-
-
-def pack_inputs(optical: np.ndarray, sar: np.ndarray) -> np.ndarray:
-    """Stack optical [B,12,H,W] and SAR [B,2,H,W] into the logged model's input."""
-    return np.concatenate([optical, sar], axis=1).astype(np.float32)

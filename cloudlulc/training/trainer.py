@@ -23,11 +23,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from cloudlulc.data.dataset import CloudLULCDataset
+from cloudlulc.data.dataset import CloudLULCDataset, Sample
 from cloudlulc.data.layout import DatasetLayout
 from cloudlulc.errors import DataError, DivergedError
 from cloudlulc.io.guard import check_outputs_apart, probe_writable
 from cloudlulc.io.storage import staged_output
+from cloudlulc.models.config import ModelConfig
 from cloudlulc.models.networks import ModelOutput, SegmentationNetwork, build_model
 from cloudlulc.training.calibration import calibrate
 from cloudlulc.training.checkpoints import CHECKPOINT_DIR, list_checkpoints, load_checkpoint, save_checkpoint
@@ -177,16 +178,136 @@ def train(config: TrainConfig, *, progress: bool = True, on_epoch_end: EpochCall
                       on_epoch_end=on_epoch_end, init_state=init_state)  # fmt: skip
 
 
+@dataclass
+class _TrainingRun:
+    """What the phases of one run share: the model, its data and optimiser, and the progress so far."""
+
+    config: TrainConfig
+    replica: Replica
+    device: torch.device
+    network_config: ModelConfig
+    model: SegmentationNetwork
+    loss_function: CloudLULCLoss
+    train_set: CloudLULCDataset
+    val_set: CloudLULCDataset
+    needs_clear: bool
+    has_masks: bool
+    steps_per_epoch: int
+    trainable: list[torch.nn.Parameter]
+    optimizer: torch.optim.AdamW
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    history: list[dict[str, float]] = field(default_factory=list)
+    start_epoch: int = 1
+    checkpoint: Path | None = None
+
+    @property
+    def output_dir(self) -> Path:
+        """Where checkpoints and the history are written."""
+        return Path(self.config.output_dir)
+
+    def checkpoint_state(self, epoch: int, calibration: dict[str, float] | None = None) -> dict[str, object]:
+        """Everything an exact resume needs, plus the settings a predictor rebuilds the network from."""
+        return {
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "history": self.history,
+            "config": self.config.model_dump(mode="json"),
+            "network": self.network_config.model_dump(mode="json"),
+            "calibration": calibration,
+        }
+
+
 def _train(config: TrainConfig, replica: Replica, device: torch.device, *, progress: bool,
            on_epoch_end: EpochCallback | None, init_state: dict[str, torch.Tensor] | None) -> TrainResult:  # fmt: skip
+    """Set up, resume, train the remaining epochs, then calibrate; every replica runs every phase.
+
+    Rank 0 alone validates and writes; the barriers keep the replicas in step around what it does.
+    """
     if replica.is_main:
         check_training_paths(config)
     seed_everything(config.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    run = _set_up_run(config, replica, device, init_state)
+    _resume(run)
+    replicated = _replicate(run.model, replica, device)
+    for epoch in range(run.start_epoch, config.epochs + 1):
+        record = _train_epoch(run, replicated, epoch, progress=progress)
+        if replica.is_main:
+            _validate_and_checkpoint(run, epoch, record, on_epoch_end)
+        barrier(replica)
+    calibration = _calibrate(run)
+    barrier(replica)
+    return TrainResult(model=run.model, history=run.history, checkpoint=run.checkpoint, calibration=calibration)
+
+
+def _set_up_run(
+    config: TrainConfig, replica: Replica, device: torch.device, init_state: dict[str, torch.Tensor] | None
+) -> _TrainingRun:
+    """Build the model, loss, datasets, optimiser and schedule, in the order that fixes the seeded draws."""
     exclude = _read_exclude(config.exclude_file)
     network_config = config.network()
+    model = _starting_model(config, network_config, replica, device, init_state)
+    loss_function = CloudLULCLoss(config.loss, network_config.num_classes)
+    needs_clear = network_config.architecture == "reconstruction_first"
+    has_masks = all(r.cloud_mask for r in DatasetLayout(config.dataset).read_records(("train",)))
+    train_set, val_set = _datasets(config, exclude, needs_clear=needs_clear, has_masks=has_masks)
+    # The schedule counts the steps of one replica's shard: that is what each replica steps through.
+    steps_per_epoch = math.ceil(math.ceil(len(train_set) / replica.world_size) / config.batch_size)
+    if config.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    schedule = warmup_cosine(config.warmup_steps, steps_per_epoch * config.epochs)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    return _TrainingRun(
+        config,
+        replica,
+        device,
+        network_config,
+        model,
+        loss_function,
+        train_set,
+        val_set,
+        needs_clear,
+        has_masks,
+        steps_per_epoch,
+        trainable,
+        optimizer,
+        scheduler,
+    )
+
+
+def _datasets(
+    config: TrainConfig, exclude: tuple[str, ...], *, needs_clear: bool, has_masks: bool
+) -> tuple[CloudLULCDataset, CloudLULCDataset]:
+    """Augmented random crops to train on; the full, unaugmented patches the protocol validates on."""
+    train_set = CloudLULCDataset(
+        config.dataset,
+        "train",
+        crop_size=config.crop_size,
+        augment=True,
+        return_clear=needs_clear,
+        return_cloud_mask=has_masks,
+        exclude=exclude,
+        in_memory=config.in_memory,
+    )
+    return train_set, evaluation_dataset(config.dataset, "val", exclude, in_memory=config.in_memory)
+
+
+def _starting_model(
+    config: TrainConfig,
+    network_config: ModelConfig,
+    replica: Replica,
+    device: torch.device,
+    init_state: dict[str, torch.Tensor] | None,
+) -> SegmentationNetwork:
+    """The network with its starting weights and frozen encoders (if asked), on ``device``.
+
+    Under DDP only rank 0 loads them: the other replicas receive rank 0's weights when the model is wrapped.
+    """
     model = build_model(network_config)
-    # Under DDP the other replicas receive rank 0's weights when the model is wrapped.
     start_weights = init_state if init_state is not None else initial_weights(config) if replica.is_main else None
     if start_weights is not None:
         try:
@@ -196,116 +317,155 @@ def _train(config: TrainConfig, replica: Replica, device: torch.device, *, progr
                             f"{config.size}: {str(error).splitlines()[0]}") from error  # fmt: skip
     if config.freeze_encoders:
         freeze_encoders(model)
-    model = model.to(device)
-    loss_function = CloudLULCLoss(config.loss, network_config.num_classes)
-    needs_clear = network_config.architecture == "reconstruction_first"
-    has_masks = all(r.cloud_mask for r in DatasetLayout(config.dataset).read_records(("train",)))
-    train_set = CloudLULCDataset(config.dataset, "train", crop_size=config.crop_size, augment=True,
-                                 return_clear=needs_clear, return_cloud_mask=has_masks, exclude=exclude,
-                                 in_memory=config.in_memory)  # fmt: skip
-    val_set = evaluation_dataset(config.dataset, "val", exclude, in_memory=config.in_memory)
-    shard_size = math.ceil(len(train_set) / replica.world_size)
-    steps_per_epoch = math.ceil(shard_size / config.batch_size)
-    if config.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(config.warmup_steps, steps_per_epoch * config.epochs)
-    )
-    output_dir = Path(config.output_dir)
-    history: list[dict[str, float]] = []
-    start_epoch = 1
-    existing = list_checkpoints(output_dir)
-    if existing:
-        state = load_checkpoint(existing[-1])
-        if state.get("config") != config.model_dump(mode="json"):
-            raise DataError(str(existing[-1]), "checkpoint was written by a run with another config; "
-                            "use another output_dir")  # fmt: skip
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history = state["history"]
-        start_epoch = state["epoch"] + 1
+    return model.to(device)
 
-    def checkpoint_state(epoch: int, calibration: dict[str, float] | None = None) -> dict[str, object]:
-        return {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "history": history, "config": config.model_dump(mode="json"),
-                "network": network_config.model_dump(mode="json"), "calibration": calibration}  # fmt: skip
 
+def _resume(run: _TrainingRun) -> None:
+    """Continue from the newest checkpoint, if any, so a killed run ends with the weights of an unbroken one.
+
+    Raises:
+        DataError: the checkpoint was written under another config (its run cannot be continued).
+    """
+    existing = list_checkpoints(run.output_dir)
+    if not existing:
+        return
+    state = load_checkpoint(existing[-1])
+    if state.get("config") != run.config.model_dump(mode="json"):
+        raise DataError(str(existing[-1]), "checkpoint was written by a run with another config; "
+                        "use another output_dir")  # fmt: skip
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.history = state["history"]
+    run.start_epoch = state["epoch"] + 1
+    run.checkpoint = existing[-1]
+
+
+def _replicate(model: SegmentationNetwork, replica: Replica, device: torch.device) -> torch.nn.Module:
+    """The training forward, wrapped in DDP (with synchronised batch norm on GPUs) when there are replicas."""
     replicated: torch.nn.Module = _Features(model)
     if replica.distributed:
         if device.type == "cuda":
             replicated = torch.nn.SyncBatchNorm.convert_sync_batchnorm(replicated)
         replicated = DistributedDataParallel(replicated, device_ids=[device.index] if device.type == "cuda" else None)
+    return replicated
+
+
+def _epoch_loader(run: _TrainingRun, epoch_seed: int) -> DataLoader[Sample]:
+    """This replica's batches of one epoch, shuffled from the epoch's seed alone (what makes resume exact)."""
+    config, replica = run.config, run.replica
+    if replica.distributed:
+        sampler: DistributedSampler[dict[str, torch.Tensor]] = DistributedSampler(
+            run.train_set, replica.world_size, replica.rank, shuffle=True, seed=epoch_seed
+        )
+        return DataLoader(run.train_set, batch_size=config.batch_size, sampler=sampler,
+                          num_workers=config.num_workers)  # fmt: skip
+    shuffle_order = torch.Generator().manual_seed(epoch_seed)
+    return DataLoader(run.train_set, batch_size=config.batch_size, shuffle=True, drop_last=False,
+                      num_workers=config.num_workers, generator=shuffle_order)  # fmt: skip
+
+
+def _train_epoch(run: _TrainingRun, replicated: torch.nn.Module, epoch: int, *, progress: bool) -> dict[str, float]:
+    """One pass over this replica's shard (at most ``steps_per_epoch`` steps); its record, summed over replicas.
+
+    Augmentation and modality dropout are reseeded from (seed, epoch, rank), so a resumed epoch draws the same.
+    """
+    config, replica = run.config, run.replica
+    epoch_seed = config.seed * 100_003 + epoch
+    seed_everything(epoch_seed + 1_000_003 * replica.rank)  # augmentation of this epoch and replica only
+    loader = _epoch_loader(run, epoch_seed)
+    replicated.train()
+    dropout_draws = torch.Generator().manual_seed(epoch_seed + 7_919 * replica.rank)
+    totals: dict[str, float] = {}
+    steps = samples = 0
+    bar = tqdm(loader, total=run.steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", disable=not progress)
+    for batch in bar:
+        if steps >= run.steps_per_epoch:
+            break
+        terms = _train_step(run, replicated, batch, dropout_draws, epoch=epoch, step=steps + 1)
+        for name, value in terms.items():
+            totals[name] = totals.get(name, 0.0) + value
+        steps += 1
+        samples += len(batch["label"])
+        bar.set_postfix(loss=f"{totals['total'] / steps:.3f}")
+    return _epoch_record(run, epoch, totals, steps, samples)
+
+
+def _train_step(
+    run: _TrainingRun,
+    replicated: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    dropout_draws: torch.Generator,
+    *,
+    epoch: int,
+    step: int,
+) -> dict[str, float]:
+    """Forward, loss, backward, clipped update; the loss terms of the batch.
+
+    Raises:
+        DivergedError: the loss is not finite; raised before the update, so no weight is spoiled.
+    """
+    config, device = run.config, run.device
+    optical, sar, labels = batch["optical"].to(device), batch["sar"].to(device), batch["label"].to(device)
+    cloud_mask = batch["cloud_mask"].to(device) if run.has_masks else None
+    optical, sar, cloud_mask = drop_modalities(optical, sar, cloud_mask, config.modality_dropout, dropout_draws)
     autocast = device.type == "cuda" and config.mixed_precision
-    checkpoint = existing[-1] if existing else None
-    for epoch in range(start_epoch, config.epochs + 1):
-        epoch_seed = config.seed * 100_003 + epoch
-        seed_everything(epoch_seed + 1_000_003 * replica.rank)  # augmentation of this epoch and replica only
-        if replica.distributed:
-            sampler: DistributedSampler[dict[str, torch.Tensor]] = DistributedSampler(
-                train_set, replica.world_size, replica.rank, shuffle=True, seed=epoch_seed
-            )
-            loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler,
-                                num_workers=config.num_workers)  # fmt: skip
-        else:
-            shuffle_order = torch.Generator().manual_seed(epoch_seed)
-            loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=False,
-                                num_workers=config.num_workers, generator=shuffle_order)  # fmt: skip
-        replicated.train()
-        dropout_draws = torch.Generator().manual_seed(epoch_seed + 7_919 * replica.rank)
-        totals: dict[str, float] = {}
-        steps = samples = 0
-        bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", disable=not progress)
-        for batch in bar:
-            if steps >= steps_per_epoch:
-                break
-            optical, sar, labels = batch["optical"].to(device), batch["sar"].to(device), batch["label"].to(device)
-            cloud_mask = batch["cloud_mask"].to(device) if has_masks else None
-            optical, sar, cloud_mask = drop_modalities(optical, sar, cloud_mask, config.modality_dropout,
-                                                       dropout_draws)  # fmt: skip
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
-                output = replicated(optical, sar)
-                terms = loss_function(
-                    output, labels, clear=batch["clear"].to(device) if needs_clear else None, cloud_mask=cloud_mask
-                )
-            if not torch.isfinite(terms["total"]):
-                raise DivergedError(
-                    config.output_dir,
-                    f"loss is {float(terms['total'].detach())} at epoch {epoch}, step {steps + 1} "
-                    f"({', '.join(f'{k} {float(v.detach()):.4g}' for k, v in terms.items() if k != 'total')}); the "
-                    f"checkpoint of epoch {epoch - 1} is kept: lower learning_rate or check the inputs",
-                )
-            optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            for name, value in terms.items():
-                totals[name] = totals.get(name, 0.0) + float(value.detach())
-            steps += 1
-            samples += len(labels)
-            bar.set_postfix(loss=f"{totals['total'] / steps:.3f}")
-        names = sorted(totals)
-        summed = sum_across(replica, [totals[name] for name in names] + [float(steps), float(samples)])
-        all_steps, all_samples = summed[-2], summed[-1]
-        record = {f"train_{name}": value / max(all_steps, 1) for name, value in zip(names, summed, strict=False)}
-        record["train_samples"] = all_samples
-        record["epoch"] = float(epoch)
-        record["learning_rate"] = float(scheduler.get_last_lr()[0])
-        if replica.is_main:
-            record.update(_summary(evaluate_model(model, val_set, device=device)["overall"]))  # type: ignore[arg-type]
-            history.append(record)
-            checkpoint = save_checkpoint(output_dir, epoch, checkpoint_state(epoch))
-            with staged_output(str(output_dir / "history.json")) as temp_path:
-                temp_path.write_text(json.dumps(history, indent=2) + "\n")
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, record)
-        barrier(replica)
-    calibration = None
-    if config.calibrate and replica.is_main and history:
-        calibration = calibrate(model, val_set, device=device)  # raw logits: a rerun fits the same temperature
-        checkpoint = save_checkpoint(output_dir, len(history), checkpoint_state(len(history), calibration))
-    barrier(replica)
-    return TrainResult(model=model, history=history, checkpoint=checkpoint, calibration=calibration)
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+        output = replicated(optical, sar)
+        clear = batch["clear"].to(device) if run.needs_clear else None
+        terms = run.loss_function(output, labels, clear=clear, cloud_mask=cloud_mask)
+    if not torch.isfinite(terms["total"]):
+        raise _diverged(config, terms, epoch=epoch, step=step)
+    run.optimizer.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    torch.nn.utils.clip_grad_norm_(run.trainable, config.grad_clip)
+    run.optimizer.step()
+    run.scheduler.step()
+    return {name: float(value.detach()) for name, value in terms.items()}
+
+
+def _diverged(config: TrainConfig, terms: dict[str, torch.Tensor], *, epoch: int, step: int) -> DivergedError:
+    """The error of a non-finite loss: where it happened, each term, and which checkpoint is still good."""
+    parts = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in terms.items() if k != "total")
+    return DivergedError(
+        config.output_dir,
+        f"loss is {float(terms['total'].detach())} at epoch {epoch}, step {step} ({parts}); the "
+        f"checkpoint of epoch {epoch - 1} is kept: lower learning_rate or check the inputs",
+    )
+
+
+def _epoch_record(
+    run: _TrainingRun, epoch: int, totals: dict[str, float], steps: int, samples: int
+) -> dict[str, float]:
+    """Mean loss terms over every replica's steps, samples seen, epoch and learning rate."""
+    names = sorted(totals)
+    summed = sum_across(run.replica, [totals[name] for name in names] + [float(steps), float(samples)])
+    all_steps, all_samples = summed[-2], summed[-1]
+    record = {f"train_{name}": value / max(all_steps, 1) for name, value in zip(names, summed, strict=False)}
+    record["train_samples"] = all_samples
+    record["epoch"] = float(epoch)
+    record["learning_rate"] = float(run.scheduler.get_last_lr()[0])
+    return record
+
+
+def _validate_and_checkpoint(
+    run: _TrainingRun, epoch: int, record: dict[str, float], on_epoch_end: EpochCallback | None
+) -> None:
+    """Rank 0: score the validation split, then write checkpoint and history (each staged, then renamed)."""
+    record.update(_summary(evaluate_model(run.model, run.val_set, device=run.device)["overall"]))  # type: ignore[arg-type]
+    run.history.append(record)
+    run.checkpoint = save_checkpoint(run.output_dir, epoch, run.checkpoint_state(epoch))
+    with staged_output(str(run.output_dir / "history.json")) as temp_path:
+        temp_path.write_text(json.dumps(run.history, indent=2) + "\n")
+    if on_epoch_end is not None:
+        on_epoch_end(epoch, record)
+
+
+def _calibrate(run: _TrainingRun) -> dict[str, float] | None:
+    """Rank 0, when asked and an epoch exists: fit the temperature and rewrite the last checkpoint with it."""
+    if not (run.config.calibrate and run.replica.is_main and run.history):
+        return None
+    calibration = calibrate(run.model, run.val_set, device=run.device)  # raw logits: a rerun fits the same temperature
+    epochs = len(run.history)
+    run.checkpoint = save_checkpoint(run.output_dir, epochs, run.checkpoint_state(epochs, calibration))
+    return calibration

@@ -9,6 +9,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from cloudlulc import schema
@@ -60,6 +61,16 @@ class ValidationReport:
         document: dict[str, Any] = asdict(self)
         document["success"] = self.success
         return json.dumps(document, indent=2, default=float) + "\n"
+
+
+def class_balance(table: pd.DataFrame) -> dict[str, float]:
+    """Mean share of each class over the rows' ``class_<id>`` columns, normalised ({} without them)."""
+    columns = [f"class_{c.id}" for c in schema.CLASSES]
+    if not set(columns) <= set(table.columns) or table[columns].isna().all(axis=None):
+        return {}
+    means = table[columns].astype(float).mean().to_numpy()
+    total = float(np.nansum(means)) or 1.0
+    return {c.name: float(m / total) for c, m in zip(schema.CLASSES, means, strict=True)}
 
 
 def write_report(report: ValidationReport, out_dir: str) -> dict[str, str]:

@@ -1,7 +1,7 @@
-"""Per-sample raster statistics and split-file facts: the tables the expectation suites check.
+"""Measurements of the chip layout: one row per sample (its files' statistics) and per split record.
 
-Reading is separated from judging: this module only measures (band counts, dtypes, grids, value
-ranges, NaN/nodata shares, label values, missing files); ``suites.py`` holds the rules.
+Reading is separated from judging: this module only measures, with the per-raster statistics of
+``measure.py`` that the scene stacks use too; ``suites.py`` holds the rules.
 """
 
 from __future__ import annotations
@@ -13,56 +13,36 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from rasterio.io import DatasetReader
 
 from cloudlulc import schema
 from cloudlulc.data.layout import DatasetLayout, SampleRecord
 from cloudlulc.errors import DataError
 from cloudlulc.io.rasters import RasterInfo, expect_patch_size, grid_mismatch, info_of, open_raster, read_window
-from cloudlulc.io.sentinel import boa_add_offset
+from cloudlulc.validation.measure import (
+    PERCENTILE_STRIDE,
+    code_stats,
+    optical_stats,
+    prefixed,
+    sar_stats,
+)
 
-PERCENTILE_STRIDE = 4
-"""Percentiles use every 4th pixel per axis: exact enough for range rules, 16x cheaper."""
-
-CANONICAL_BAND_NAMES = ",".join(schema.S2_BANDS)
-
-
-def _subsample(values: np.ndarray) -> np.ndarray:
-    return values[..., ::PERCENTILE_STRIDE, ::PERCENTILE_STRIDE]
-
-
-def _optical_stats(prefix: str, dataset: Any, pixels: np.ndarray) -> dict[str, Any]:
-    descriptions = [d for d in dataset.descriptions if d]
-    valid = np.any(pixels != schema.S2_NODATA_DN, axis=0)
-    reflectance = (_subsample(pixels).astype(np.float32) + boa_add_offset(dataset)) / schema.S2_DN_SCALE
-    sampled_valid = _subsample(valid)
-    values = reflectance[:, sampled_valid]
-    return {
-        f"{prefix}_band_names": ",".join(descriptions) if len(descriptions) == dataset.count else "",
-        f"{prefix}_nodata_fraction": float(1.0 - valid.mean()),
-        f"{prefix}_reflectance_p50": float(np.median(values)) if values.size else np.nan,
-        f"{prefix}_reflectance_p99": float(np.percentile(values, 99)) if values.size else np.nan,
-    }
+OPTICAL_ROLES = frozenset({"opt_cloudy", "opt_clear"})
+SAR_ROLES: dict[str, str] = {"sar_vv": "VV", "sar_vh": "VH"}
 
 
-def _sar_stats(prefix: str, pixels: np.ndarray) -> dict[str, Any]:
-    band = pixels[0].astype(np.float32, copy=False)
-    finite = np.isfinite(band)
-    values = _subsample(band)[_subsample(finite)]
-    return {
-        f"{prefix}_nan_fraction": float(1.0 - finite.mean()),
-        f"{prefix}_negative_fraction": float(np.mean(values < 0)) if values.size else np.nan,
-        f"{prefix}_p50_db": float(np.median(values)) if values.size else np.nan,
-        f"{prefix}_p99_db": float(np.percentile(values, 99)) if values.size else np.nan,
-    }
-
-
-def _label_stats(pixels: np.ndarray) -> dict[str, Any]:
-    counts = np.bincount(pixels.ravel().astype(np.int64), minlength=256)
-    invalid = sorted(set(np.flatnonzero(counts).tolist()) - schema.VALID_LABEL_VALUES)
-    return {
-        "label_invalid_fraction": float(counts[invalid].sum() / max(pixels.size, 1)),
-        "label_invalid_values": ",".join(map(str, invalid)),
-    }
+def _file_stats(role: str, dataset: DatasetReader, pixels: np.ndarray) -> tuple[dict[str, Any], np.ndarray | None]:
+    """The statistics of one chip file, prefixed by its role, and its valid-pixel mask (optical and SAR)."""
+    if role in OPTICAL_ROLES:
+        stats, valid = optical_stats(dataset, pixels, PERCENTILE_STRIDE)
+        return prefixed(role, stats), valid
+    if role in SAR_ROLES:
+        file_stats, band_stats, valid = sar_stats(dataset, pixels, (SAR_ROLES[role],), PERCENTILE_STRIDE)
+        return {**prefixed(role, file_stats), **prefixed("sar", band_stats)}, valid
+    if role == "label":
+        stats, _ = code_stats(dataset, pixels, schema.VALID_LABEL_VALUES)
+        return prefixed(role, stats), None
+    return {}, None
 
 
 def sample_stats(layout: DatasetLayout, record: SampleRecord, missing: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -74,8 +54,7 @@ def sample_stats(layout: DatasetLayout, record: SampleRecord, missing: frozenset
     errors: list[str] = []
     grid_problems: list[str] = []
     reference: RasterInfo | None = None
-    sar_valid: list[np.ndarray] = []
-    optical_valid: np.ndarray | None = None
+    valid: dict[str, np.ndarray] = {}
     for role, path in record.files().items():
         if path in missing:
             continue
@@ -90,23 +69,17 @@ def sample_stats(layout: DatasetLayout, record: SampleRecord, missing: frozenset
                     reference = info
                 elif problem := grid_mismatch(reference, info):
                     grid_problems.append(f"{path}: {problem}")
-                if role in {"opt_cloudy", "opt_clear"}:
-                    row.update(_optical_stats(role, dataset, pixels))
-                    if role == "opt_cloudy":
-                        optical_valid = np.any(pixels != schema.S2_NODATA_DN, axis=0)
-                elif role in {"sar_vv", "sar_vh"}:
-                    row.update(_sar_stats(role, pixels))
-                    sar_valid.append(np.isfinite(pixels[0]))
-                elif role == "label":
-                    row.update(_label_stats(pixels))
+                stats, mask = _file_stats(role, dataset, pixels)
+                row.update(stats)
+                if mask is not None:
+                    valid[role] = mask
         except DataError as error:
             errors.append(str(error))
     row["read_error"] = " | ".join(errors)
     row["grid_problem"] = " | ".join(grid_problems)
-    shapes_agree = optical_valid is not None and all(v.shape == optical_valid.shape for v in sar_valid)
-    if shapes_agree and len(sar_valid) == 2:
-        valid = optical_valid & sar_valid[0] & sar_valid[1]
-        row["nodata_fraction"] = float(1.0 - valid.mean())
+    masks = [valid[role] for role in ("opt_cloudy", *SAR_ROLES) if role in valid]
+    if len(masks) == 1 + len(SAR_ROLES) and all(m.shape == masks[0].shape for m in masks):
+        row["nodata_fraction"] = float(1.0 - np.logical_and.reduce(masks).mean())
     return row
 
 

@@ -1,147 +1,79 @@
-"""The rules of a valid CloudLULC-Set, as Great Expectations 1.x suites over the measured tables.
+"""The suites of each layout: which rules of the vocabulary apply to which file, with which parameters.
 
-Each rule is one expectation with a stable id (``optical.band_count``), a sentence for the report and
-optionally a column whose text explains a failure (e.g. the GDAL error of an unreadable file).
-Great Expectations is imported lazily: it costs about 2 s and only validation needs it.
+Chips (``samples``, ``splits``, ``metadata`` tables) and scene stacks (``scenes``, ``manifest``) draw
+every per-file rule from ``rules.py``, so an id means the same check in both.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
-
 from cloudlulc import schema
-from cloudlulc.validation.stats import CANONICAL_BAND_NAMES
+from cloudlulc.validation.measure import CANONICAL_BAND_NAMES, SAR_BAND_NAMES
+from cloudlulc.validation.rules import BETWEEN, DATASET, RoleFile, Rule, file_rules, required_columns, whole_rules
+from cloudlulc.validation.thresholds import SceneThresholds, Thresholds
 
-DATASET = "(dataset)"
-"""Sample name used for failures that belong to the whole dataset, not one sample."""
+__all__ = [
+    "DATASET",
+    "Rule",
+    "Thresholds",
+    "manifest_rules",
+    "metadata_rules",
+    "required_columns",
+    "sample_rules",
+    "scene_rules",
+    "split_rules",
+]
+
+OPTICAL_HEADER = ("optical.band_count", "optical.band_order", "optical.dtype")
+CHIP_SAR = ("sar.band_count", "sar.dtype", "sar.nodata", "sar.nan", "sar.units_db", "sar.median_db_range")
+SCENE_OPTICAL = (*OPTICAL_HEADER, "optical.nodata", "optical.empty", "optical.nan", "optical.percentile_range")
+SCENE_SAR = (
+    "sar.band_count",
+    "sar.band_order",
+    "sar.dtype",
+    "sar.nodata",
+    "sar.empty",
+    "sar.nan",
+    "sar.units_db",
+    "sar.percentile_range",
+)
+CLOUD_MASK = ("cloud_mask.band_count", "cloud_mask.dtype", "cloud_mask.values")
+LABEL = ("label.band_count", "label.dtype", "label.values")
+CHIP_MEDIAN_DB: dict[str, tuple[float, float]] = {"VV": (-40.0, 5.0), "VH": (-45.0, 5.0)}
+"""Range of a chip's median sigma0 per polarisation (cross-polarised returns are weaker)."""
+OPTICAL_PARAMS: dict[str, Any] = {"bands": len(schema.S2_BANDS), "names": CANONICAL_BAND_NAMES}
 
 
-@dataclass(frozen=True)
-class Thresholds:
-    """Tunable limits of the rules (our defaults)."""
-
-    max_nodata_fraction: float = 0.05
-    """Largest share of pixels without valid optical or SAR data in one sample."""
-    min_cloud_cover_stdev: float = 0.01
-    """Below this the cloud-cover distribution is taken as absent (all samples alike)."""
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One expectation with the words the report needs."""
-
-    id: str
-    table: str  # "samples", "splits" or "metadata"
-    expectation: str  # class name in great_expectations.expectations
-    kwargs: dict[str, Any]
-    description: str
-    detail_column: str | None = None
-
-
-def _in_set(rule_id: str, column: str, values: list[Any], description: str, detail: str | None = None) -> Rule:
-    return Rule(
-        rule_id, "samples", "ExpectColumnValuesToBeInSet", {"column": column, "value_set": values}, description, detail
-    )
-
-
-def _between(
-    rule_id: str, column: str, low: float | None, high: float | None, description: str, table: str = "samples"
-) -> Rule:
-    return Rule(
-        rule_id,
-        table,
-        "ExpectColumnValuesToBeBetween",
-        {"column": column, "min_value": low, "max_value": high},
-        description,
-    )
+def chip_files(limits: Thresholds) -> list[RoleFile]:
+    """The files of a chip sample and the rules each one gets (the clear image: header rules only)."""
+    common = {"max_nodata": limits.max_nodata_fraction, **OPTICAL_PARAMS}
+    files = [
+        RoleFile(
+            "optical",
+            "opt_cloudy",
+            (*OPTICAL_HEADER, "optical.p99_range", "optical.nodata"),
+            {**common, "file": "Opt_S2_cloudy"},
+        ),
+        RoleFile("optical", "opt_clear", OPTICAL_HEADER, {**common, "file": "Opt_S2_clear"}),
+    ]
+    for polarisation in schema.S1_POLARISATIONS:
+        low, high = CHIP_MEDIAN_DB[polarisation]
+        prefix = f"sar_{polarisation.lower()}"
+        band = {"polarisation": polarisation, "median_db_min": low, "median_db_max": high}
+        params = {**common, "file": f"SAR {polarisation}", "bands": 1, "names": polarisation}
+        files.append(RoleFile("sar", prefix, CHIP_SAR, params, bands=((prefix, band),)))
+    files.append(RoleFile("label", "label", LABEL, {"file": "Label"}))
+    return files
 
 
 def sample_rules(limits: Thresholds) -> list[Rule]:
-    """Rules over per-sample raster statistics."""
-    bands = len(schema.S2_BANDS)
-    nodata = limits.max_nodata_fraction
-    rules = [
-        _in_set(
-            "files.readable", "read_error", [""], "every file of the sample opens and reads as a raster", "read_error"
-        ),
-        _in_set(
-            "grid.agree", "grid_problem", [""], "all files of a sample share CRS, transform and shape", "grid_problem"
-        ),
-        _in_set("optical.band_count", "opt_cloudy_bands", [bands], f"Opt_S2_cloudy has {bands} bands"),
-        _in_set("optical.band_count", "opt_clear_bands", [bands], f"Opt_S2_clear has {bands} bands"),
-        _in_set(
-            "optical.band_order",
-            "opt_cloudy_band_names",
-            ["", CANONICAL_BAND_NAMES],
-            f"optical band descriptions, when present, are {CANONICAL_BAND_NAMES}",
-        ),
-        _in_set(
-            "optical.band_order",
-            "opt_clear_band_names",
-            ["", CANONICAL_BAND_NAMES],
-            f"optical band descriptions, when present, are {CANONICAL_BAND_NAMES}",
-        ),
-        _in_set("optical.dtype", "opt_cloudy_dtype", ["uint16"], "optical files hold uint16 L2A digital numbers"),
-        _in_set("optical.dtype", "opt_clear_dtype", ["uint16"], "optical files hold uint16 L2A digital numbers"),
-        _between(
-            "optical.value_range",
-            "opt_cloudy_reflectance_p99",
-            0.0,
-            1.5,
-            "99th percentile of optical reflectance within [0, 1.5]",
-        ),
-        _between(
-            "optical.nodata",
-            "opt_cloudy_nodata_fraction",
-            0.0,
-            nodata,
-            f"at most {nodata:.0%} of optical pixels are nodata (0)",
-        ),
-        _in_set("sar.band_count", "sar_vv_bands", [1], "SAR VV is a single-band file"),
-        _in_set("sar.band_count", "sar_vh_bands", [1], "SAR VH is a single-band file"),
-        _in_set("sar.dtype", "sar_vv_dtype", ["float32", "float64"], "SAR holds floating-point sigma0"),
-        _in_set("sar.dtype", "sar_vh_dtype", ["float32", "float64"], "SAR holds floating-point sigma0"),
-        _between(
-            "sar.units_db",
-            "sar_vv_negative_fraction",
-            0.5,
-            1.0,
-            "SAR VV is sigma0 in dB (mostly negative); linear power must be converted with 10*log10",
-        ),
-        _between(
-            "sar.units_db",
-            "sar_vh_negative_fraction",
-            0.5,
-            1.0,
-            "SAR VH is sigma0 in dB (mostly negative); linear power must be converted with 10*log10",
-        ),
-        _between("sar.value_range", "sar_vv_p50_db", -40.0, 5.0, "median SAR VV within [-40, 5] dB"),
-        _between("sar.value_range", "sar_vh_p50_db", -45.0, 5.0, "median SAR VH within [-45, 5] dB"),
-        _between("sar.nan", "sar_vv_nan_fraction", 0.0, nodata, f"at most {nodata:.0%} of SAR VV pixels are NaN"),
-        _between("sar.nan", "sar_vh_nan_fraction", 0.0, nodata, f"at most {nodata:.0%} of SAR VH pixels are NaN"),
-        _in_set("label.band_count", "label_bands", [1], "Label is a single-band file"),
-        _in_set("label.dtype", "label_dtype", ["uint8"], "Label holds uint8 class ids"),
-        Rule(
-            "label.values",
-            "samples",
-            "ExpectColumnValuesToBeBetween",
-            {"column": "label_invalid_fraction", "min_value": 0.0, "max_value": 0.0},
-            f"label values are class ids {sorted(schema.VALID_LABEL_VALUES)}",
-            "label_invalid_values",
-        ),
-        _between(
-            "sample.nodata",
-            "nodata_fraction",
-            0.0,
-            nodata,
-            f"at most {nodata:.0%} of a sample's pixels lack valid optical or SAR data",
-        ),
-    ]
-    return rules
+    """Rules over per-sample raster statistics (the ``samples`` table)."""
+    params = {"max_nodata": limits.max_nodata_fraction, "unit": "sample"}
+    rules = whole_rules(("files.readable", "grid.agree"), "samples", params)
+    for file in chip_files(limits):
+        rules += file_rules(file)
+    return rules + whole_rules(("sample.nodata",), "samples", params)
 
 
 def split_rules() -> list[Rule]:
@@ -193,7 +125,13 @@ def metadata_rules(limits: Thresholds, sample_count: int) -> list[Rule]:
             {"column": "cloud_cover"},
             "every sample has a cloud-cover fraction",
         ),
-        _between("metadata.cloud_cover", "cloud_cover", 0.0, 1.0, "cloud cover is a fraction in [0, 1]", "metadata"),
+        Rule(
+            "metadata.cloud_cover",
+            "metadata",
+            BETWEEN,
+            {"column": "cloud_cover", "min_value": 0.0, "max_value": 1.0},
+            "cloud cover is a fraction in [0, 1]",
+        ),
     ]
     if sample_count >= 10:
         rules.append(
@@ -208,48 +146,41 @@ def metadata_rules(limits: Thresholds, sample_count: int) -> list[Rule]:
     return rules
 
 
-def required_columns(rules: list[Rule]) -> list[str]:
-    """Columns the rules read, so that absent ones can be added as nulls instead of crashing a rule."""
-    columns = {r.kwargs["column"] for r in rules if "column" in r.kwargs}
-    columns |= {r.detail_column for r in rules if r.detail_column}
-    return sorted(columns)
+def scene_files(limits: SceneThresholds) -> list[RoleFile]:
+    """The files of a scene stack and their rules; each failure names the file through its path column."""
+    common = {
+        "max_nodata": limits.max_nodata_fraction,
+        "reflectance_min": limits.reflectance_min,
+        "reflectance_max": limits.reflectance_max,
+        "sar_db_min": limits.sar_db_min,
+        "sar_db_max": limits.sar_db_max,
+    }
+    sar = {"bands": len(schema.S1_POLARISATIONS), "names": SAR_BAND_NAMES}
+    bands = tuple((f"sar_{p.lower()}", {"polarisation": p}) for p in schema.S1_POLARISATIONS)
+    files = [
+        ("optical", SCENE_OPTICAL, {**common, **OPTICAL_PARAMS}, ()),
+        ("sar", SCENE_SAR, {**common, **sar}, bands),
+        ("cloud_mask", CLOUD_MASK, {}, ()),
+        ("label", LABEL, {}, ()),
+    ]
+    return [
+        RoleFile(role, role, ids, {**params, "file": f"{role}.tif"}, bands, path_column=f"{role}_path", table="scenes")
+        for role, ids, params, bands in files
+    ]
 
 
-def run_rules(tables: dict[str, pd.DataFrame], rules: list[Rule]) -> list[tuple[Rule, dict[str, Any]]]:
-    """Run every rule with Great Expectations; return (rule, GX result dict) pairs in rule order."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations as gx
-    import great_expectations.expectations as gxe
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+SCENE_WHOLE = ("manifest.row", "manifest.unique", "files.present", "files.readable", "files.checksum", "grid.agree")
 
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    source = context.data_sources.add_pandas("cloudlulc")
-    outcomes: list[tuple[Rule, dict[str, Any]]] = []
-    for table, frame in tables.items():
-        table_rules = [r for r in rules if r.table == table]
-        if not table_rules:
-            continue
-        batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe(table)
-        suite = context.suites.add(gx.ExpectationSuite(name=f"cloudlulc.{table}"))
-        for index, rule in enumerate(table_rules):
-            expectation = getattr(gxe, rule.expectation)(**rule.kwargs, meta={"index": index})
-            suite.add_expectation(expectation)
-        definition = context.validation_definitions.add(
-            gx.ValidationDefinition(name=f"cloudlulc.{table}", data=batch, suite=suite)
-        )
-        result = definition.run(
-            batch_parameters={"dataframe": frame},
-            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["name"]},
-        )
-        for expectation_result in result.results:
-            config = expectation_result.expectation_config
-            assert config is not None and config.meta is not None, "GX returns the configuration it ran"
-            rule = table_rules[config.meta["index"]]
-            outcome = dict(expectation_result.result)
-            outcome["success"] = bool(expectation_result.success)
-            exception = expectation_result.exception_info or {}
-            if exception.get("raised_exception"):
-                outcome["exception"] = exception.get("exception_message")
-            outcomes.append((rule, outcome))
-    return outcomes
+
+def scene_rules(limits: SceneThresholds) -> list[Rule]:
+    """Rules over the per-stack table (``scenes``); a file's rules name the file in the failure's detail."""
+    params = {"max_nodata": limits.max_nodata_fraction, "unit": "stack"}
+    rules = whole_rules(SCENE_WHOLE, "scenes", params)
+    for file in scene_files(limits):
+        rules += file_rules(file)
+    return rules + whole_rules(("scene.nodata",), "scenes", params)
+
+
+def manifest_rules() -> list[Rule]:
+    """The rule over the manifest as a whole (one row, named ``(dataset)``)."""
+    return whole_rules(("manifest.scenes",), "manifest", {})
