@@ -41,8 +41,12 @@ def main() -> None:
     args = parser.parse_args()
     pin_to_one_core()
     with tempfile.TemporaryDirectory() as folder:
-        generate_dataset(folder, SynthConfig(n=args.n, size=args.size, seed=5, train_fraction=1.0, val_fraction=0.0),
-                         workers=1, progress=False)  # fmt: skip
+        generate_dataset(
+            folder,
+            SynthConfig(n=args.n, size=args.size, seed=5, train_fraction=1.0, val_fraction=0.0),
+            workers=1,
+            progress=False,
+        )
         dataset = CloudLULCDataset(folder, ("train", "val", "test"))
         plain_read(dataset)  # warm the page cache for both paths
         rates: dict[str, list[float]] = {"plain": [], "dataset": []}

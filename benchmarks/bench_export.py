@@ -36,13 +36,21 @@ def main() -> None:
         started = time.perf_counter()
         export_onnx(network, onnx_path, args.dataset, parity_count=2)
         export_s = time.perf_counter() - started
-        report = check_parity(torch_runner(network), onnxruntime_runner(onnx_path),
-                              parity_samples(args.dataset, args.samples))  # fmt: skip
-    save("export_parity", {
-        "checkpoint": args.checkpoint, "samples": report.samples, "pixels": report.pixels,
-        "max_abs_diff": report.max_abs_diff, "argmax_agreement": report.argmax_agreement,
-        "passed": report.passed, "export_seconds": round(export_s, 1),
-    })  # fmt: skip
+        report = check_parity(
+            torch_runner(network), onnxruntime_runner(onnx_path), parity_samples(args.dataset, args.samples)
+        )
+    save(
+        "export_parity",
+        {
+            "checkpoint": args.checkpoint,
+            "samples": report.samples,
+            "pixels": report.pixels,
+            "max_abs_diff": report.max_abs_diff,
+            "argmax_agreement": report.argmax_agreement,
+            "passed": report.passed,
+            "export_seconds": round(export_s, 1),
+        },
+    )
 
 
 if __name__ == "__main__":

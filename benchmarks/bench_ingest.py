@@ -93,17 +93,19 @@ def main() -> None:
         before = modification_times(out)
         rerun = run_child(catalog_root, out, args.chip)
         unchanged = modification_times(out) == before
-        rows.append({
-            "scene": f"{size} x {size}",
-            "chips": first["chips"],
-            "seconds": round(float(first["seconds"]), 2),  # type: ignore[arg-type]
-            "chips_per_s": round(int(first["chips"]) / float(first["seconds"]), 2),  # type: ignore[call-overload, arg-type]
-            "peak_rss_mb": round(float(first["peak_rss_mb"]), 1),  # type: ignore[arg-type]
-            "rerun_seconds": round(float(rerun["seconds"]), 3),  # type: ignore[arg-type]
-            "rerun_statuses": rerun["statuses"],
-            "rerun_index_written": rerun["index_written"],
-            "rerun_wrote_nothing": unchanged,
-        })  # fmt: skip
+        rows.append(
+            {
+                "scene": f"{size} x {size}",
+                "chips": first["chips"],
+                "seconds": round(float(first["seconds"]), 2),  # type: ignore[arg-type]
+                "chips_per_s": round(int(first["chips"]) / float(first["seconds"]), 2),  # type: ignore[call-overload, arg-type]
+                "peak_rss_mb": round(float(first["peak_rss_mb"]), 1),  # type: ignore[arg-type]
+                "rerun_seconds": round(float(rerun["seconds"]), 3),  # type: ignore[arg-type]
+                "rerun_statuses": rerun["statuses"],
+                "rerun_index_written": rerun["index_written"],
+                "rerun_wrote_nothing": unchanged,
+            }
+        )
     result = {"chip": args.chip, "runs": rows}
     if len(rows) > 1:
         result["memory_ratio_largest_to_smallest"] = round(rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"], 3)  # type: ignore[operator]

@@ -69,10 +69,27 @@ def write_large_inputs(folder: Path, size: int) -> tuple[Path, Path]:
     rng = np.random.default_rng(size)
     optical_path, sar_path = folder / f"s2_{size}.tif", folder / f"s1_{size}.tif"
     transform = from_origin(*ORIGIN, 10, 10)
-    options = {"driver": "GTiff", "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "deflate",
-               "zlevel": 1, "bigtiff": "if_safer"}  # fmt: skip
-    with rasterio.open(optical_path, "w", width=size, height=size, count=12, dtype="uint16", crs=OPTICAL_CRS,
-                       transform=transform, nodata=0, **options) as dataset:  # fmt: skip
+    options = {
+        "driver": "GTiff",
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "compress": "deflate",
+        "zlevel": 1,
+        "bigtiff": "if_safer",
+    }
+    with rasterio.open(
+        optical_path,
+        "w",
+        width=size,
+        height=size,
+        count=12,
+        dtype="uint16",
+        crs=OPTICAL_CRS,
+        transform=transform,
+        nodata=0,
+        **options,
+    ) as dataset:
         dataset.update_tags(1, BOA_ADD_OFFSET="-1000")
         for row in range(0, size, STRIP):
             rows = min(STRIP, size - row)
@@ -86,8 +103,18 @@ def write_large_inputs(folder: Path, size: int) -> tuple[Path, Path]:
         left, bottom, right, top = transform_bounds(OPTICAL_CRS, SAR_CRS, *dataset.bounds)
     sar_transform = from_origin(left - 100, top + 100, 20, 20)
     width, height = int((right - left + 200) / 20), int((top - bottom + 200) / 20)
-    with rasterio.open(sar_path, "w", width=width, height=height, count=2, dtype="float32", crs=SAR_CRS,
-                       transform=sar_transform, nodata=float("nan"), **options) as dataset:  # fmt: skip
+    with rasterio.open(
+        sar_path,
+        "w",
+        width=width,
+        height=height,
+        count=2,
+        dtype="float32",
+        crs=SAR_CRS,
+        transform=sar_transform,
+        nodata=float("nan"),
+        **options,
+    ) as dataset:
         dataset.descriptions = schema.S1_POLARISATIONS
         for row in range(0, height, STRIP):
             rows = min(STRIP, height - row)
@@ -150,8 +177,9 @@ def fit(
     for _ in range(steps):
         rows = rng.integers(0, label.shape[0] - crop, 4)
         cols = rng.integers(0, label.shape[1] - crop, 4)
-        o, s, y = (torch.stack([a[..., r : r + crop, c : c + crop] for r, c in zip(rows, cols, strict=True)])
-                   for a in inputs)  # fmt: skip
+        o, s, y = (
+            torch.stack([a[..., r : r + crop, c : c + crop] for r, c in zip(rows, cols, strict=True)]) for a in inputs
+        )
         loss = torch.nn.functional.cross_entropy(network(o, s), y, ignore_index=schema.IGNORE_INDEX)
         optimizer.zero_grad()
         loss.backward()
@@ -176,12 +204,14 @@ def seam_agreement(folder: Path, size: int, fit_steps: int, settings: list[tuple
     with SceneReader(str(optical_path), str(sar_path)) as reader:
         whole = reader.read(Window(0, 0, size, size))
     models = {
-        f"CloudLULC-Net tiny, fitted {fit_steps} steps": fit(tiny_network(), whole.optical, whole.sar, scene.label,
-                                                            fit_steps),
+        f"CloudLULC-Net tiny, fitted {fit_steps} steps": fit(
+            tiny_network(), whole.optical, whole.sar, scene.label, fit_steps
+        ),
         f"same without CHOI and USMT, fitted {fit_steps} steps": fit(
-            tiny_network(use_choi=False, use_usmt=False), whole.optical, whole.sar, scene.label, fit_steps),
+            tiny_network(use_choi=False, use_usmt=False), whole.optical, whole.sar, scene.label, fit_steps
+        ),
         "local conv net (receptive field 21 px, random)": local_network(),
-    }  # fmt: skip
+    }
     rows: dict[str, object] = {}
     for name, network in models.items():
         predict = torch_predictor(network)
@@ -192,14 +222,23 @@ def seam_agreement(folder: Path, size: int, fit_steps: int, settings: list[tuple
             "accuracy_whole_image": round(float((reference == scene.label).mean()), 3),
         }
         for tile, overlap in settings:
-            result = map_scene(str(optical_path), str(sar_path), str(folder / f"seam_{tile}_{overlap}.tif"), predict,
-                               tile=tile, overlap=overlap, progress=False)  # fmt: skip
+            result = map_scene(
+                str(optical_path),
+                str(sar_path),
+                str(folder / f"seam_{tile}_{overlap}.tif"),
+                predict,
+                tile=tile,
+                overlap=overlap,
+                progress=False,
+            )
             with rasterio.open(result.map_uri) as dataset:
                 tiled = dataset.read(1)
             row[f"agreement_tile{tile}_overlap{overlap}"] = round(float((tiled == reference).mean()), 4)
         rows[name] = row
-    return {"scene": f"{size}x{size} synthetic ({scene.archetype}, cloud {scene.target_cloud_cover:.0%})",
-            "models": rows}  # fmt: skip
+    return {
+        "scene": f"{size}x{size} synthetic ({scene.archetype}, cloud {scene.target_cloud_cover:.0%})",
+        "models": rows,
+    }
 
 
 # --- (b) memory ----------------------------------------------------------------------------------
@@ -214,12 +253,21 @@ def memory_child(optical: str, sar: str, out: str, tile: int, overlap: int) -> N
     predict(np.zeros((4, 12, tile, tile), np.float32), np.zeros((4, 2, tile, tile), np.float32))
     baseline = peak_rss_mb()
     start = time.perf_counter()
-    result = map_scene(optical, sar, out, predict, tile=tile, overlap=overlap, batch_size=4, in_flight=2,
-                       progress=False)  # fmt: skip
+    result = map_scene(
+        optical, sar, out, predict, tile=tile, overlap=overlap, batch_size=4, in_flight=2, progress=False
+    )
     peak = peak_rss_mb()
-    print(json.dumps({"baseline_rss_mb": round(baseline, 1), "peak_rss_mb": round(peak, 1),
-                      "mapping_growth_mb": round(peak - baseline, 1),
-                      "seconds": round(time.perf_counter() - start, 1), "tiles": result.tiles}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "baseline_rss_mb": round(baseline, 1),
+                "peak_rss_mb": round(peak, 1),
+                "mapping_growth_mb": round(peak - baseline, 1),
+                "seconds": round(time.perf_counter() - start, 1),
+                "tiles": result.tiles,
+            }
+        )
+    )
 
 
 def memory_by_size(folder: Path, sizes: list[int], tile: int, overlap: int) -> dict[str, object]:
@@ -228,8 +276,18 @@ def memory_by_size(folder: Path, sizes: list[int], tile: int, overlap: int) -> d
         start = time.perf_counter()
         optical, sar = write_large_inputs(folder, size)
         generated = time.perf_counter() - start
-        command = [sys.executable, __file__, "--child", str(optical), str(sar), str(folder / f"map_{size}.tif"),
-                   "--tile", str(tile), "--overlap", str(overlap)]  # fmt: skip
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            str(optical),
+            str(sar),
+            str(folder / f"map_{size}.tif"),
+            "--tile",
+            str(tile),
+            "--overlap",
+            str(overlap),
+        ]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         rows[f"{size}x{size}"] = {
             **json.loads(output.strip().splitlines()[-1]),
@@ -267,9 +325,11 @@ def main() -> None:
             else seam_agreement(Path(folder), args.seam_size, args.fit_steps, [(512, 64), (256, 64), (128, 32)])
         )
         memory = memory_by_size(Path(folder), args.sizes, args.tile, args.overlap)
-    command = (f"python benchmarks/bench_mapping.py --sizes {' '.join(map(str, args.sizes))} --tile {args.tile} "
-               f"--overlap {args.overlap} --seam-size {args.seam_size} --fit-steps {args.fit_steps}"
-               f"{' --skip-seams' if args.skip_seams else ''}")  # fmt: skip
+    command = (
+        f"python benchmarks/bench_mapping.py --sizes {' '.join(map(str, args.sizes))} --tile {args.tile} "
+        f"--overlap {args.overlap} --seam-size {args.seam_size} --fit-steps {args.fit_steps}"
+        f"{' --skip-seams' if args.skip_seams else ''}"
+    )
     save("mapping", {"command": command, "seams": seams, "memory": memory})
 
 

@@ -38,10 +38,18 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--onnx", default=None)
-    parser.add_argument("--instances", type=int, default=ServingSettings.python_instances,
-                        help="Python-backend instances of cloudlulc_cpu.")  # fmt: skip
-    parser.add_argument("--onnx-threads", type=int, default=ServingSettings.python_threads,
-                        help="ONNX Runtime intra-op threads per instance (0: every core).")  # fmt: skip
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=ServingSettings.python_instances,
+        help="Python-backend instances of cloudlulc_cpu.",
+    )
+    parser.add_argument(
+        "--onnx-threads",
+        type=int,
+        default=ServingSettings.python_threads,
+        help="ONNX Runtime intra-op threads per instance (0: every core).",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as folder_name:
         folder = Path(folder_name)
@@ -62,24 +70,44 @@ def main() -> None:
                 TritonClient(state.grpc_url, repository_key=server.key(), shared_memory=True) as shm_client,
             ):
                 client.check_contract(CPU_MODEL, "1")
-                runners = {"in_process": run, "triton": lambda o, s: client.infer(CPU_MODEL, o, s, "1"),
-                           "triton_shm": lambda o, s: shm_client.infer(CPU_MODEL, o, s, "1")}  # fmt: skip
+                runners = {
+                    "in_process": run,
+                    "triton": lambda o, s: client.infer(CPU_MODEL, o, s, "1"),
+                    "triton_shm": lambda o, s: shm_client.infer(CPU_MODEL, o, s, "1"),
+                }
                 for round_index in range(args.rounds):
                     for name, runner in runners.items():
                         out = folder / f"{name}_{round_index}.tif"
                         started = time.perf_counter()
-                        map_scene(str(optical), str(sar), str(out), runner, tile=args.tile, batch_size=args.batch,
-                                  in_flight=args.in_flight, progress=False)  # fmt: skip
+                        map_scene(
+                            str(optical),
+                            str(sar),
+                            str(out),
+                            runner,
+                            tile=args.tile,
+                            batch_size=args.batch,
+                            in_flight=args.in_flight,
+                            progress=False,
+                        )
                         seconds[name].append(time.perf_counter() - started)
     megapixels = args.size * args.size / 1e6
     rates = {name: megapixels / min(values) for name, values in seconds.items()}
-    save("serving_overhead", {
-        "size": args.size, "tile": args.tile, "batch": args.batch, "in_flight": args.in_flight,
-        "instances": args.instances, "onnx_threads": args.onnx_threads,
-        "seconds": seconds, "mpx_per_s": rates, "triton_over_in_process": rates["triton"] / rates["in_process"],
-        "triton_shm_over_in_process": rates["triton_shm"] / rates["in_process"],
-        "shm_over_grpc": rates["triton_shm"] / rates["triton"],
-    })  # fmt: skip
+    save(
+        "serving_overhead",
+        {
+            "size": args.size,
+            "tile": args.tile,
+            "batch": args.batch,
+            "in_flight": args.in_flight,
+            "instances": args.instances,
+            "onnx_threads": args.onnx_threads,
+            "seconds": seconds,
+            "mpx_per_s": rates,
+            "triton_over_in_process": rates["triton"] / rates["in_process"],
+            "triton_shm_over_in_process": rates["triton_shm"] / rates["in_process"],
+            "shm_over_grpc": rates["triton_shm"] / rates["triton"],
+        },
+    )
 
 
 if __name__ == "__main__":

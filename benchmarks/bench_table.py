@@ -36,8 +36,13 @@ from typing import Any
 
 BINS = ("0-10%", "10-30%", "30-60%", "60-90%", "90-100%")
 REFERENCE = "CloudLULC-Net"
-ALL = ["architecture=cloudlulc_net", "model_overrides.use_shoi=true", "model_overrides.use_choi=true",
-       "model_overrides.use_usmt=true", "loss.anchor=0.1"]  # fmt: skip
+ALL = [
+    "architecture=cloudlulc_net",
+    "model_overrides.use_shoi=true",
+    "model_overrides.use_choi=true",
+    "model_overrides.use_usmt=true",
+    "loss.anchor=0.1",
+]
 """CloudLULC-Net with every published module and the anchor term on (the default keeps ORM and detail only)."""
 MODELS: dict[str, list[str]] = {
     "CloudLULC-Net": ["architecture=cloudlulc_net"],
@@ -68,8 +73,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "long gap": {"change_rate": 0.25},
 }
 ROBUSTNESS_MODELS = ("CloudLULC-Net", "dual-stream", "optical-only", "SAR-only")
-DIAGNOSED = ("CloudLULC-Net", "CloudLULC-Net, all modules", "all modules + modality dropout",
-             "CloudLULC-Net + modality dropout")  # fmt: skip
+DIAGNOSED = (
+    "CloudLULC-Net",
+    "CloudLULC-Net, all modules",
+    "all modules + modality dropout",
+    "CloudLULC-Net + modality dropout",
+)
 
 
 def _job_key(variant: str, model: str, seed: int) -> str:
@@ -86,9 +95,19 @@ def make_dataset(out: Path, variant: str, patch: int, workers: int, samples: int
     from cloudlulc.data.synthetic import SynthConfig, generate_dataset
 
     path = dataset_path(out, variant, patch)
-    generate_dataset(str(path), SynthConfig(n=samples, size=patch, seed=42, train_fraction=2000 / 2400,
-                                            val_fraction=100 / 2400, physics=Physics(**VARIANTS[variant])),
-                     workers=workers, progress=False)  # fmt: skip
+    generate_dataset(
+        str(path),
+        SynthConfig(
+            n=samples,
+            size=patch,
+            seed=42,
+            train_fraction=2000 / 2400,
+            val_fraction=100 / 2400,
+            physics=Physics(**VARIANTS[variant]),
+        ),
+        workers=workers,
+        progress=False,
+    )
     return path
 
 
@@ -112,22 +131,45 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     from cloudlulc.training.trainer import train
 
     torch.set_num_threads(job["threads"])
-    run_dir = Path(job["out"]) / "runs" / job["variant"].replace(" ", "_") / job["model"].replace(" ", "_").replace(
-        "/", "") / f"seed{job['seed']}"  # fmt: skip
-    config = load_train_config(None, [
-        f"dataset={job['dataset']}", f"output_dir={run_dir}", f"size={job['size']}", f"epochs={job['epochs']}",
-        f"batch_size={job['batch']}", f"crop_size={job['patch']}", "learning_rate=0.002", "warmup_steps=50",
-        f"seed={job['seed']}", f"device={job['device']}", "num_workers=0", "in_memory=true", *MODELS[job["model"]],
-    ])  # fmt: skip
+    run_dir = (
+        Path(job["out"])
+        / "runs"
+        / job["variant"].replace(" ", "_")
+        / job["model"].replace(" ", "_").replace("/", "")
+        / f"seed{job['seed']}"
+    )
+    config = load_train_config(
+        None,
+        [
+            f"dataset={job['dataset']}",
+            f"output_dir={run_dir}",
+            f"size={job['size']}",
+            f"epochs={job['epochs']}",
+            f"batch_size={job['batch']}",
+            f"crop_size={job['patch']}",
+            "learning_rate=0.002",
+            "warmup_steps=50",
+            f"seed={job['seed']}",
+            f"device={job['device']}",
+            "num_workers=0",
+            "in_memory=true",
+            *MODELS[job["model"]],
+        ],
+    )
     start = time.perf_counter()
     trained = train(config, progress=False)
     seconds = time.perf_counter() - start
     device = torch.device(job["device"])
     test_set = evaluation_dataset(job["dataset"], "test", in_memory=True)
     steps = job["epochs"] * math.ceil(trained.history[-1]["train_samples"] / job["batch"])
-    record: dict[str, Any] = {"key": _job_key(job["variant"], job["model"], job["seed"]), "variant": job["variant"],
-                              "model": job["model"], "seed": job["seed"], "train_seconds": round(seconds, 1),
-                              "steps": steps}  # fmt: skip
+    record: dict[str, Any] = {
+        "key": _job_key(job["variant"], job["model"], job["seed"]),
+        "variant": job["variant"],
+        "model": job["model"],
+        "seed": job["seed"],
+        "train_seconds": round(seconds, 1),
+        "steps": steps,
+    }
     with torch.no_grad():
         record["scores"] = _scores(evaluate_model(trained.model, test_set, batch_size=32, device=device))
         if job["model"] in DIAGNOSED and job["variant"] == "default":
@@ -174,8 +216,10 @@ def table(results: list[dict[str, Any]], variant: str, score_key: str = "scores"
         if result["variant"] == variant and score_key in result:
             by_model[result["model"]][result["seed"]] = result[score_key]
     columns = ["mIoU", *[f"mIoU {b}" for b in BINS], "OA", "ECE"]
-    lines = ["| model | seeds | " + " | ".join(columns) + f" | mIoU vs {reference} | 60-100 % vs {reference} |",
-             "| --- | --- |" + " --- |" * (len(columns) + 2)]  # fmt: skip
+    lines = [
+        "| model | seeds | " + " | ".join(columns) + f" | mIoU vs {reference} | 60-100 % vs {reference} |",
+        "| --- | --- |" + " --- |" * (len(columns) + 2),
+    ]
     paired_with = by_model.get(reference, {})
 
     def per_seed(runs: dict[int, dict[str, float | None]], key: str) -> dict[int, float]:
@@ -188,8 +232,10 @@ def table(results: list[dict[str, Any]], variant: str, score_key: str = "scores"
     for model in [m for m in MODELS if m in by_model]:
         runs = by_model[model]
         cells = [_cell(list(per_seed(runs, c).values())) for c in columns]
-        versus = ("" if model == reference else paired(per_seed(paired_with, "mIoU"), per_seed(runs, "mIoU")),
-                  "" if model == reference else paired(cloudy(paired_with), cloudy(runs)))  # fmt: skip
+        versus = (
+            "" if model == reference else paired(per_seed(paired_with, "mIoU"), per_seed(runs, "mIoU")),
+            "" if model == reference else paired(cloudy(paired_with), cloudy(runs)),
+        )
         lines.append(f"| {model} | {len(runs)} | " + " | ".join(cells) + f" | {versus[0]} | {versus[1]} |")
     return "\n".join(lines)
 
@@ -205,8 +251,9 @@ def diagnostics_table(results: list[dict[str, Any]]) -> str:
         if not found:
             continue
         orm = found["orm"]
-        iou = " / ".join(f"{v['iou_low_with_opaque']:.2f}" if v["iou_low_with_opaque"] is not None else "-"
-                         for v in orm.values())  # fmt: skip
+        iou = " / ".join(
+            f"{v['iou_low_with_opaque']:.2f}" if v["iou_low_with_opaque"] is not None else "-" for v in orm.values()
+        )
         first = next(iter(orm.values()), {})
         means = " / ".join(
             f"{first.get(f'mean_{c}') or float('nan'):.2f}" for c in ("clear", "thin", "opaque", "shadow")
@@ -231,14 +278,20 @@ def report(results: list[dict[str, Any]], reference: str = REFERENCE) -> str:
     for feed in ("optical", "sar"):
         key = f"scores {feed} only"
         if any(key in r for r in results):
-            parts += [f"### Fed {'Sentinel-2' if feed == 'optical' else 'Sentinel-1'} only (default world)", "",
-                      table(results, "default", key, reference), ""]  # fmt: skip
+            parts += [
+                f"### Fed {'Sentinel-2' if feed == 'optical' else 'Sentinel-1'} only (default world)",
+                "",
+                table(results, "default", key, reference),
+                "",
+            ]
     if any("diagnostics" in r for r in results):
         parts += ["### Module diagnostics (default world, test split)", "", diagnostics_table(results), ""]
     minutes = [r["train_seconds"] / 60 for r in results]
     if minutes:
-        parts.append(f"{len(results)} runs; training {min(minutes):.1f}-{max(minutes):.1f} min each, "
-                     f"{results[0]['steps']} steps of the same batches for every model.")  # fmt: skip
+        parts.append(
+            f"{len(results)} runs; training {min(minutes):.1f}-{max(minutes):.1f} min each, "
+            f"{results[0]['steps']} steps of the same batches for every model."
+        )
     return "\n".join(parts)
 
 
@@ -282,9 +335,21 @@ def main() -> None:
         for seed in args.seeds:  # seed-major: a deadline leaves whole seeds, which pairing needs
             for model in models:
                 if _job_key(variant, model, seed) not in done:
-                    jobs.append({"variant": variant, "model": model, "seed": seed, "dataset": str(dataset),
-                                 "out": str(args.out), "size": args.size, "epochs": args.epochs, "batch": args.batch,
-                                 "patch": args.patch, "device": args.device, "threads": threads})  # fmt: skip
+                    jobs.append(
+                        {
+                            "variant": variant,
+                            "model": model,
+                            "seed": seed,
+                            "dataset": str(dataset),
+                            "out": str(args.out),
+                            "size": args.size,
+                            "epochs": args.epochs,
+                            "batch": args.batch,
+                            "patch": args.patch,
+                            "device": args.device,
+                            "threads": threads,
+                        }
+                    )
     print(f"{len(jobs)} runs to do, {len(done)} already done; {args.parallel} at once", flush=True)
     with ProcessPoolExecutor(args.parallel, mp_context=get_context("spawn")) as pool:
         pending = {}
@@ -308,8 +373,11 @@ def main() -> None:
                 continue
             with results_path.open("a") as stream:
                 stream.write(json.dumps(record) + "\n")
-            print(f"{record['key']}: mIoU {record['scores']['mIoU']:.3f} in {record['train_seconds']} s "
-                  f"({time.perf_counter() - started:.0f} s elapsed)", flush=True)  # fmt: skip
+            print(
+                f"{record['key']}: mIoU {record['scores']['mIoU']:.3f} in {record['train_seconds']} s "
+                f"({time.perf_counter() - started:.0f} s elapsed)",
+                flush=True,
+            )
     text = report(read_results(results_path), args.reference)
     (args.out / "table.md").write_text(text + "\n")
     print(text)

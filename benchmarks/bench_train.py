@@ -72,12 +72,19 @@ def main() -> None:
         if args.amp:
             rows[f"{architecture} (bf16)"] = measure(architecture, args, autocast=True)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    command = (f"python benchmarks/bench_train.py --size {args.size} --crop {args.crop} --batch {args.batch} "
-               f"--steps {args.steps} --device {args.device}{' --amp' if args.amp else ''}")  # fmt: skip
-    save(f"train_{args.size}_{args.device.split(':')[0]}", {
-        "command": command, "threads": torch.get_num_threads(), "models": rows,
-        "peak_process_memory_gib": round(peak_rss, 2),
-    })  # fmt: skip
+    command = (
+        f"python benchmarks/bench_train.py --size {args.size} --crop {args.crop} --batch {args.batch} "
+        f"--steps {args.steps} --device {args.device}{' --amp' if args.amp else ''}"
+    )
+    save(
+        f"train_{args.size}_{args.device.split(':')[0]}",
+        {
+            "command": command,
+            "threads": torch.get_num_threads(),
+            "models": rows,
+            "peak_process_memory_gib": round(peak_rss, 2),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -64,9 +64,16 @@ def golden_for(onnx: Path) -> GoldenSample:
     return GoldenSample(optical, sar, onnxruntime_runner(onnx, 1)(optical, sar))
 
 
-def promotion_under_load(repository: ModelRepository, target: LocalTarget | BrokenInServerTarget, url: str,
-                         model_file: Path, golden: GoldenSample, clients: int, tile: int,
-                         seconds: float) -> dict[str, object]:  # fmt: skip
+def promotion_under_load(
+    repository: ModelRepository,
+    target: LocalTarget | BrokenInServerTarget,
+    url: str,
+    model_file: Path,
+    golden: GoldenSample,
+    clients: int,
+    tile: int,
+    seconds: float,
+) -> dict[str, object]:
     """Clients pin the served version while a promotion starts after a third of ``seconds``."""
     served = repository.served_version(CPU_MODEL)
     marks: dict[str, object] = {}
@@ -80,8 +87,10 @@ def promotion_under_load(repository: ModelRepository, target: LocalTarget | Brok
             marks["refused"] = str(error)[:300]
         marks["end"] = time.monotonic()
 
-    with Readiness(url, model=CPU_MODEL) as readiness, TileLoad(url, CPU_MODEL, clients, tile,
-                                               lambda: str(repository.served_version(CPU_MODEL))) as load:  # fmt: skip
+    with (
+        Readiness(url, model=CPU_MODEL) as readiness,
+        TileLoad(url, CPU_MODEL, clients, tile, lambda: str(repository.served_version(CPU_MODEL))) as load,
+    ):
         began = time.monotonic()
         promoter = threading.Thread(target=promote)
         promoter.start()
@@ -89,10 +98,16 @@ def promotion_under_load(repository: ModelRepository, target: LocalTarget | Brok
         time.sleep(max(0.0, began + seconds - time.monotonic()))
     start, end = float(marks["start"]), float(marks["end"])  # type: ignore[arg-type]
     answered_by_n = sum(a.version == str(served) for a in load.answers) / max(len(load.answers), 1)
-    return {"promotion_s": round(end - start, 1), "outcome": marks.get("version", marks.get("refused")),
-            "before": latency_summary(load.answers, 0, start), "during": latency_summary(load.answers, start, end),
-            "after": latency_summary(load.answers, end), "all": latency_summary(load.answers),
-            "answered_by_served_version": answered_by_n, "readiness": readiness.summary()}  # fmt: skip
+    return {
+        "promotion_s": round(end - start, 1),
+        "outcome": marks.get("version", marks.get("refused")),
+        "before": latency_summary(load.answers, 0, start),
+        "during": latency_summary(load.answers, start, end),
+        "after": latency_summary(load.answers, end),
+        "all": latency_summary(load.answers),
+        "answered_by_served_version": answered_by_n,
+        "readiness": readiness.summary(),
+    }
 
 
 def main() -> None:
@@ -119,17 +134,29 @@ def main() -> None:
             url, http_url = state.grpc_url, f"127.0.0.1:{state.http_port}"
             with TileLoad(url, CPU_MODEL, 2, args.tile, lambda: "1") as load:
                 refused = keyless_repository_calls(url, http_url, CPU_MODEL)
-            result["restricted"] = {"refused": refused, "share_refused": sum(refused.values()) / len(refused),
-                                    "inference": latency_summary(load.answers)}  # fmt: skip
-            result["reload_under_load"] = promotion_under_load(repository, target, url, onnx, golden, args.clients,
-                                                               args.tile, args.seconds)  # fmt: skip
+            result["restricted"] = {
+                "refused": refused,
+                "share_refused": sum(refused.values()) / len(refused),
+                "inference": latency_summary(load.answers),
+            }
+            result["reload_under_load"] = promotion_under_load(
+                repository, target, url, onnx, golden, args.clients, args.tile, args.seconds
+            )
             result["failed_reload_precheck"] = promotion_under_load(
-                repository, target, url, corrupt, golden, args.clients, args.tile, args.failed_seconds)  # fmt: skip
+                repository, target, url, corrupt, golden, args.clients, args.tile, args.failed_seconds
+            )
             with TritonClient(url, repository_key=server.key()) as client:
                 result["soak"] = soak(client, CPU_MODEL, args.soak_cycles, state.pid)
             result["failed_reload_in_server"] = promotion_under_load(
-                repository, BrokenInServerTarget(target), url, onnx, golden, args.clients, args.tile,
-                args.failed_seconds)  # fmt: skip
+                repository,
+                BrokenInServerTarget(target),
+                url,
+                onnx,
+                golden,
+                args.clients,
+                args.tile,
+                args.failed_seconds,
+            )
         result["slow_model"] = slow_model_figures(folder, onnx, golden)
     save("triton_reliability", result)
 
@@ -137,24 +164,51 @@ def main() -> None:
 def slow_model_figures(folder: Path, onnx: Path, golden: GoldenSample) -> dict[str, object]:
     """Client deadlines, a killed client and ``cloudlulc map`` against a model that takes 3 s per request."""
     repository = ModelRepository(str(folder / "slow"))
-    repository.mark_served(CPU_MODEL, repository.publish(CPU_MODEL, onnx, golden, {}, ServingSettings(delay_s=3.0)),
-                           {})  # fmt: skip
+    repository.mark_served(CPU_MODEL, repository.publish(CPU_MODEL, onnx, golden, {}, ServingSettings(delay_s=3.0)), {})
     optical, sar = write_large_inputs(folder, 256)
     with LocalTriton(folder / "slow-triton") as server:
         url = server.start(repository.uri).grpc_url
         status, seconds = deadline_probe(url, CPU_MODEL, "1", 1.0)
         killed = kill_client_mid_request(url, CPU_MODEL, "1", 1.0)
         started = time.monotonic()
-        mapped = subprocess.run([str(Path(sys.executable).with_name("cloudlulc")), "map", "--optical", str(optical),
-                                 "--sar", str(sar), "--out", str(folder / "slow_map.tif"), "--triton-url", url,
-                                 "--model", CPU_MODEL, "--model-version", "1", "--request-timeout", "1",
-                                 "--attempts", "3", "--tile", "256", "--overlap", "0"],
-                                capture_output=True, text=True, timeout=300)  # fmt: skip
-    return {"deadline": {"client_deadline_s": 1.0, "model_delay_s": 3.0, "status": status,
-                         "seconds": round(seconds, 2)},
-            "killed_client": killed,
-            "map": {"exit_code": mapped.returncode, "seconds": round(time.monotonic() - started, 1),
-                    "message": mapped.stderr.strip().splitlines()[-1] if mapped.stderr.strip() else ""}}  # fmt: skip
+        mapped = subprocess.run(
+            [
+                str(Path(sys.executable).with_name("cloudlulc")),
+                "map",
+                "--optical",
+                str(optical),
+                "--sar",
+                str(sar),
+                "--out",
+                str(folder / "slow_map.tif"),
+                "--triton-url",
+                url,
+                "--model",
+                CPU_MODEL,
+                "--model-version",
+                "1",
+                "--request-timeout",
+                "1",
+                "--attempts",
+                "3",
+                "--tile",
+                "256",
+                "--overlap",
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    return {
+        "deadline": {"client_deadline_s": 1.0, "model_delay_s": 3.0, "status": status, "seconds": round(seconds, 2)},
+        "killed_client": killed,
+        "map": {
+            "exit_code": mapped.returncode,
+            "seconds": round(time.monotonic() - started, 1),
+            "message": mapped.stderr.strip().splitlines()[-1] if mapped.stderr.strip() else "",
+        },
+    }
 
 
 if __name__ == "__main__":

@@ -31,8 +31,9 @@ def _gate_option(flag: str, field: str) -> Callable[[Callable[..., None]], Calla
     from cloudlulc.tracking.registry import GateConfig
 
     info = GateConfig.model_fields[field]
-    return click.option(flag, type=click.FloatRange(0, 1), default=info.default, show_default=True,
-                        help=info.description)  # fmt: skip
+    return click.option(
+        flag, type=click.FloatRange(0, 1), default=info.default, show_default=True, help=info.description
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -141,15 +142,28 @@ def quicklook(dataset: str, out_png: str, count: int, split: str) -> None:
 
 @cli.command()
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="YAML training config.")
-@click.option("--track/--no-track", default=True, show_default=True,
-              help="Log the run to MLflow and register the model as challenger.")  # fmt: skip
-@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
-              help="MLflow tracking URI [default: a local SQLite store under outputs/mlflow].")  # fmt: skip
-@click.option("--processes", default="auto", show_default=True,
-              help="Data-parallel processes (torchrun/DDP); auto = one per GPU when there are several.")  # fmt: skip
+@click.option(
+    "--track/--no-track",
+    default=True,
+    show_default=True,
+    help="Log the run to MLflow and register the model as challenger.",
+)
+@click.option(
+    "--tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    default=None,
+    help="MLflow tracking URI [default: a local SQLite store under outputs/mlflow].",
+)
+@click.option(
+    "--processes",
+    default="auto",
+    show_default=True,
+    help="Data-parallel processes (torchrun/DDP); auto = one per GPU when there are several.",
+)
 @click.argument("overrides", nargs=-1)
-def train(config_file: str | None, track: bool, tracking_uri: str | None, processes: str,
-          overrides: tuple[str, ...]) -> None:  # fmt: skip
+def train(
+    config_file: str | None, track: bool, tracking_uri: str | None, processes: str, overrides: tuple[str, ...]
+) -> None:
     """Train or resume CloudLULC-Net or a baseline: a YAML config plus key=value OVERRIDES.
 
     Example: cloudlulc train dataset=data/set epochs=20 architecture=sar_only loss.anchor=0
@@ -174,15 +188,19 @@ def train(config_file: str | None, track: bool, tracking_uri: str | None, proces
 
         result = run_training(config)
         if replica.is_main:
-            click.echo(f"trained {config.architecture}/{config.size} for {len(result.history)} epochs; "
-                   f"checkpoint: {result.checkpoint}")  # fmt: skip
+            click.echo(
+                f"trained {config.architecture}/{config.size} for {len(result.history)} epochs; "
+                f"checkpoint: {result.checkpoint}"
+            )
         return
     from cloudlulc.tracking import TrackingSettings, run_train_stage
 
     settings = TrackingSettings(tracking_uri=tracking_uri) if tracking_uri else TrackingSettings()
     stage = run_train_stage(config, settings)
-    click.echo(f"trained {config.architecture}/{config.size}: test mIoU {stage.test_metrics['test_miou']:.2%}, "
-               f"OA {stage.test_metrics['test_oa']:.2%}")  # fmt: skip
+    click.echo(
+        f"trained {config.architecture}/{config.size}: test mIoU {stage.test_metrics['test_miou']:.2%}, "
+        f"OA {stage.test_metrics['test_oa']:.2%}"
+    )
     click.echo(f"MLflow run {stage.run_id} at {settings.tracking_uri}")
     click.echo(f"registered {settings.registered_model} version {stage.version} as challenger ({stage.model_uri})")
 
@@ -331,8 +349,9 @@ def _check_export_outputs(out_path: str, files: dict[str, str | None], dataset: 
 @click.option("--dataset", required=True, help="CloudLULC-Set whose test split supplies the parity samples.")
 @click.option("--out", "out_path", default="model.onnx", show_default=True, help="ONNX file to write.")
 @click.option("--samples", default=8, show_default=True, type=click.IntRange(1), help="Parity samples.")
-def export_onnx_command(checkpoint: str | None, model_uri: str | None, tracking_uri: str | None, dataset: str,
-                        out_path: str, samples: int) -> None:  # fmt: skip
+def export_onnx_command(
+    checkpoint: str | None, model_uri: str | None, tracking_uri: str | None, dataset: str, out_path: str, samples: int
+) -> None:
     """Export to ONNX (dynamic batch and size); refused unless it matches PyTorch on real samples."""
     from cloudlulc.export import export_onnx
 
@@ -365,25 +384,38 @@ def export_tensorrt_command(onnx_path: str, dataset: str, out_path: str, max_bat
     from cloudlulc.export import EngineProfile, build_engine
 
     _check_export_outputs(out_path, {"--onnx": onnx_path}, dataset)
-    profile = EngineProfile(opt_batch=max(1, max_batch // 2), max_batch=max_batch, min_tile=min(256, tile),
-                            opt_tile=tile, max_tile=tile)  # fmt: skip
+    profile = EngineProfile(
+        opt_batch=max(1, max_batch // 2), max_batch=max_batch, min_tile=min(256, tile), opt_tile=tile, max_tile=tile
+    )
     report = build_engine(onnx_path, out_path, dataset, profile=profile)
     click.echo(f"wrote {out_path} (parity: {report.summary()}); GPU facts in {out_path}.json")
 
 
 @cli.command()
 @click.option("--repository", required=True, help="Triton model repository: a folder or s3:// URI.")
-@click.option("--model", "models", multiple=True,
-              help="Model to load at start (repeatable) [default: every model with versions].")  # fmt: skip
-@click.option("--key-file", envvar="TRITON_REPOSITORY_KEY_FILE", default=None,
-              help="File holding the repository API key [default: TRITON_REPOSITORY_KEY, else generated into "
-                   "<local-dir>/repository.key].")  # fmt: skip
+@click.option(
+    "--model", "models", multiple=True, help="Model to load at start (repeatable) [default: every model with versions]."
+)
+@click.option(
+    "--key-file",
+    envvar="TRITON_REPOSITORY_KEY_FILE",
+    default=None,
+    help="File holding the repository API key [default: TRITON_REPOSITORY_KEY, else generated into "
+    "<local-dir>/repository.key].",
+)
 @click.option("--local-dir", default="outputs/triton", show_default=True, help="State folder of the local Triton.")
 @click.option("--grpc-port", default=8001, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--http-port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--metrics-port", default=8002, show_default=True, type=click.IntRange(1, 65535))
-def serve(repository: str, models: tuple[str, ...], key_file: str | None, local_dir: str, grpc_port: int,
-          http_port: int, metrics_port: int) -> None:  # fmt: skip
+def serve(
+    repository: str,
+    models: tuple[str, ...],
+    key_file: str | None,
+    local_dir: str,
+    grpc_port: int,
+    http_port: int,
+    metrics_port: int,
+) -> None:
     """Serve a model repository with the real Triton on loopback until SIGTERM or Ctrl-C.
 
     Explicit model control (promotions load versions over gRPC) with the model-repository API behind a
@@ -395,26 +427,43 @@ def serve(repository: str, models: tuple[str, ...], key_file: str | None, local_
     ports = {"grpc": grpc_port, "http": http_port, "metrics": metrics_port}
 
     def announce(state: ServerState) -> None:
-        click.echo(f"local Triton on {repository}: gRPC {state.grpc_url}, HTTP {state.http_port}, metrics "
-                   f"{state.metrics_port}; loaded: {', '.join(state.models) or 'nothing yet'}", err=True)  # fmt: skip
+        click.echo(
+            f"local Triton on {repository}: gRPC {state.grpc_url}, HTTP {state.http_port}, metrics "
+            f"{state.metrics_port}; loaded: {', '.join(state.models) or 'nothing yet'}",
+            err=True,
+        )
         if state.key_generated:
             click.echo(f"repository API key (generated, in {state.key_file}): {server.key()}", err=True)
 
-    sys.exit(serve_until_signal(server, lambda: server.start(repository, models=list(models) or None,
-                                                             key_file=key_file, ports=ports), announce))  # fmt: skip
+    sys.exit(
+        serve_until_signal(
+            server,
+            lambda: server.start(repository, models=list(models) or None, key_file=key_file, ports=ports),
+            announce,
+        )
+    )
 
 
 @cli.command()
 @click.option("--repository", required=True, help="Triton model repository: a folder or s3:// URI.")
 @click.option("--dataset", required=True, help="CloudLULC-Set for the parity samples and the golden sample.")
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, help="MLflow tracking URI.")
-@click.option("--triton-url", default=None,
-              help="Production Triton host:port (explicit model control) [default: the local Triton].")  # fmt: skip
-@click.option("--tensorrt/--onnx", "tensorrt", default=True, show_default=True,
-              help="With --triton-url: serve the TensorRT plan (GPU) or the ONNX Runtime twin.")  # fmt: skip
+@click.option(
+    "--triton-url",
+    default=None,
+    help="Production Triton host:port (explicit model control) [default: the local Triton].",
+)
+@click.option(
+    "--tensorrt/--onnx",
+    "tensorrt",
+    default=True,
+    show_default=True,
+    help="With --triton-url: serve the TensorRT plan (GPU) or the ONNX Runtime twin.",
+)
 @click.option("--local-dir", default="outputs/triton", show_default=True, help="State folder of the local Triton.")
-def promote(repository: str, dataset: str, tracking_uri: str | None, triton_url: str | None, tensorrt: bool,
-            local_dir: str) -> None:  # fmt: skip
+def promote(
+    repository: str, dataset: str, tracking_uri: str | None, triton_url: str | None, tensorrt: bool, local_dir: str
+) -> None:
     """Serve the MLflow champion: export, publish a new version, load, check a golden sample, keep or roll back.
 
     The served version keeps answering throughout; a rolled-back promotion exits 6 naming what serves.
@@ -428,48 +477,101 @@ def promote(repository: str, dataset: str, tracking_uri: str | None, triton_url:
     settings = TrackingSettings(tracking_uri=tracking_uri) if tracking_uri else TrackingSettings()
     target = serving_target(triton_url, local_dir, tensorrt=tensorrt)
     result = run_promotion(settings, ModelRepository(repository), dataset, target)
-    click.echo(f"PROMOTED: {settings.registered_model} v{result.registered_version} serves as "
-               f"{result.served_model} version {result.served_version} at {result.grpc_url}")  # fmt: skip
+    click.echo(
+        f"PROMOTED: {settings.registered_model} v{result.registered_version} serves as "
+        f"{result.served_model} version {result.served_version} at {result.grpc_url}"
+    )
     click.echo(f"export parity: {result.export_parity.summary()}")
     click.echo(f"golden sample: {result.golden_parity.summary()}")
 
 
 @cli.command("map")
-@click.option("--optical", default=None,
-              help="Sentinel-2 L2A scene GeoTIFF (12 bands); path or s3://. Leave out to map from "
-                   "Sentinel-1 only.")  # fmt: skip
-@click.option("--sar", default=None,
-              help="Sentinel-1 VV/VH GeoTIFF, any CRS; resampled onto the optical grid. Leave out to map from "
-                   "Sentinel-2 only (no SAR pair in the window).")  # fmt: skip
+@click.option(
+    "--optical",
+    default=None,
+    help="Sentinel-2 L2A scene GeoTIFF (12 bands); path or s3://. Leave out to map from Sentinel-1 only.",
+)
+@click.option(
+    "--sar",
+    default=None,
+    help="Sentinel-1 VV/VH GeoTIFF, any CRS; resampled onto the optical grid. Leave out to map from "
+    "Sentinel-2 only (no SAR pair in the window).",
+)
 @click.option("--out", "out_uri", required=True, help="Class map COG (.tif), local or s3://; sidecars beside it.")
 @click.option("--triton-url", default=None, help="Triton gRPC host:port [default: the running local Triton].")
-@click.option("--model", "model_name", default=None,
-              help="Served model [default: cloudlulc_cpu locally, cloudlulc with --triton-url].")  # fmt: skip
-@click.option("--model-version", default="",
-              help="Version to pin [default: the repository's served.json, else the lowest loaded].")  # fmt: skip
-@click.option("--repository", default=None, envvar="TRITON_MODEL_REPOSITORY",
-              help="Model repository whose served.json names the version [default: the local Triton's].")  # fmt: skip
-@click.option("--onnx", "onnx_path", type=click.Path(exists=True, dir_okay=False),
-              help="Predict in-process with ONNX Runtime instead of Triton.")  # fmt: skip
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False),
-              help="Predict in-process with PyTorch from a training checkpoint (for --reliability).")  # fmt: skip
+@click.option(
+    "--model",
+    "model_name",
+    default=None,
+    help="Served model [default: cloudlulc_cpu locally, cloudlulc with --triton-url].",
+)
+@click.option(
+    "--model-version",
+    default="",
+    help="Version to pin [default: the repository's served.json, else the lowest loaded].",
+)
+@click.option(
+    "--repository",
+    default=None,
+    envvar="TRITON_MODEL_REPOSITORY",
+    help="Model repository whose served.json names the version [default: the local Triton's].",
+)
+@click.option(
+    "--onnx",
+    "onnx_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Predict in-process with ONNX Runtime instead of Triton.",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Predict in-process with PyTorch from a training checkpoint (for --reliability).",
+)
 @click.option("--local-dir", default="outputs/triton", show_default=True, help="State folder of the local Triton.")
 @click.option("--tile", default=512, show_default=True, type=click.IntRange(32), help="Tile side (multiple of 32).")
 @click.option("--overlap", default=64, show_default=True, type=click.IntRange(0))
 @click.option("--batch", "batch_size", default=4, show_default=True, type=click.IntRange(1), help="Tiles per request.")
 @click.option("--in-flight", default=2, show_default=True, type=click.IntRange(1), help="Requests in flight.")
 @click.option("--confidence", is_flag=True, help="Also write the blended top-class probability as a COG.")
-@click.option("--reliability", is_flag=True,
-              help="Also write ORM's reliability of the optics (1-255) as <stem>_reliability.tif "
-                   "(with --checkpoint).")  # fmt: skip
-@click.option("--request-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="Client deadline of one Triton request (s); a late answer is retried.")  # fmt: skip
-@click.option("--attempts", default=5, show_default=True, type=click.IntRange(1),
-              help="Tries per Triton request before exit 6 (transient failures, jittered backoff).")  # fmt: skip
-def map_command(optical: str | None, sar: str | None, out_uri: str, triton_url: str | None, model_name: str | None,
-                model_version: str, repository: str | None, onnx_path: str | None, checkpoint: str | None,
-                local_dir: str, tile: int, overlap: int, batch_size: int, in_flight: int, confidence: bool,
-                reliability: bool, request_timeout: float, attempts: int) -> None:  # fmt: skip
+@click.option(
+    "--reliability",
+    is_flag=True,
+    help="Also write ORM's reliability of the optics (1-255) as <stem>_reliability.tif (with --checkpoint).",
+)
+@click.option(
+    "--request-timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Client deadline of one Triton request (s); a late answer is retried.",
+)
+@click.option(
+    "--attempts",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Tries per Triton request before exit 6 (transient failures, jittered backoff).",
+)
+def map_command(
+    optical: str | None,
+    sar: str | None,
+    out_uri: str,
+    triton_url: str | None,
+    model_name: str | None,
+    model_version: str,
+    repository: str | None,
+    onnx_path: str | None,
+    checkpoint: str | None,
+    local_dir: str,
+    tile: int,
+    overlap: int,
+    batch_size: int,
+    in_flight: int,
+    confidence: bool,
+    reliability: bool,
+    request_timeout: float,
+    attempts: int,
+) -> None:
     """Map a scene through Triton over gRPC into a COG, with class areas (km2) and a quicklook; resumable.
 
     Without --sar (or --optical) the scene is mapped from the other modality alone, fed as the
@@ -486,9 +588,10 @@ def map_command(optical: str | None, sar: str | None, out_uri: str, triton_url: 
         raise UsageError(f"--tile {tile} --overlap {overlap}: {error}") from None
     if optical is None and sar is None:
         raise click.UsageError("give --optical, --sar, or both")
-    check_outputs_apart({"--out": out_uri, **{f"--out {name}": uri for name, uri in sidecar_uris(out_uri).items()}},
-                        files={"--optical": optical, "--sar": sar, "--onnx": onnx_path,
-                               "--checkpoint": checkpoint})  # fmt: skip
+    check_outputs_apart(
+        {"--out": out_uri, **{f"--out {name}": uri for name, uri in sidecar_uris(out_uri).items()}},
+        files={"--optical": optical, "--sar": sar, "--onnx": onnx_path, "--checkpoint": checkpoint},
+    )
     if onnx_path and checkpoint:
         raise click.UsageError("give at most one of --onnx and --checkpoint")
     if reliability and not checkpoint:
@@ -501,15 +604,34 @@ def map_command(optical: str | None, sar: str | None, out_uri: str, triton_url: 
             predictor = torch_predictor(load_trained_model(checkpoint), reliability=reliability)
         except ValueError as error:
             raise click.UsageError(f"--checkpoint {checkpoint}: {error}") from error
-        result = map_scene(optical, sar, out_uri, predictor, tile=tile, overlap=overlap, batch_size=batch_size,
-                           in_flight=in_flight, confidence=confidence, reliability=reliability,
-                           model_id=f"checkpoint:{checkpoint}")  # fmt: skip
+        result = map_scene(
+            optical,
+            sar,
+            out_uri,
+            predictor,
+            tile=tile,
+            overlap=overlap,
+            batch_size=batch_size,
+            in_flight=in_flight,
+            confidence=confidence,
+            reliability=reliability,
+            model_id=f"checkpoint:{checkpoint}",
+        )
     elif onnx_path is not None:
         from cloudlulc.export import onnxruntime_runner
 
-        result = map_scene(optical, sar, out_uri, onnxruntime_runner(onnx_path), tile=tile, overlap=overlap,
-                           batch_size=batch_size, in_flight=in_flight, confidence=confidence,
-                           model_id=f"onnx:{onnx_path}")  # fmt: skip
+        result = map_scene(
+            optical,
+            sar,
+            out_uri,
+            onnxruntime_runner(onnx_path),
+            tile=tile,
+            overlap=overlap,
+            batch_size=batch_size,
+            in_flight=in_flight,
+            confidence=confidence,
+            model_id=f"onnx:{onnx_path}",
+        )
     else:
         from cloudlulc.serving.client import RetryPolicy
         from cloudlulc.serving.regional import (
@@ -521,17 +643,31 @@ def map_command(optical: str | None, sar: str | None, out_uri: str, triton_url: 
         )
 
         grpc_url = resolve_grpc_url(triton_url, local_dir)
-        result = map_with_triton(optical, sar, out_uri, grpc_url,
-                                 model_name=model_name or default_model(triton_url), model_version=model_version,
-                                 repository=served_repository(triton_url, local_dir, repository), tile=tile,
-                                 overlap=overlap, batch_size=batch_size, in_flight=in_flight,
-                                 confidence=confidence, shared_memory_key=loopback_key(grpc_url, local_dir),
-                                 retry=RetryPolicy(attempts=attempts, request_timeout_s=request_timeout))  # fmt: skip
-    click.echo(f"map:       {result.map_uri} ({result.width} x {result.height} px, {result.tiles} tiles, "
-               f"{result.tiles_predicted} predicted now, {result.seconds:.1f} s)")  # fmt: skip
+        result = map_with_triton(
+            optical,
+            sar,
+            out_uri,
+            grpc_url,
+            model_name=model_name or default_model(triton_url),
+            model_version=model_version,
+            repository=served_repository(triton_url, local_dir, repository),
+            tile=tile,
+            overlap=overlap,
+            batch_size=batch_size,
+            in_flight=in_flight,
+            confidence=confidence,
+            shared_memory_key=loopback_key(grpc_url, local_dir),
+            retry=RetryPolicy(attempts=attempts, request_timeout_s=request_timeout),
+        )
+    click.echo(
+        f"map:       {result.map_uri} ({result.width} x {result.height} px, {result.tiles} tiles, "
+        f"{result.tiles_predicted} predicted now, {result.seconds:.1f} s)"
+    )
     if optical is None or sar is None:
-        click.echo(f"inputs:    {'Sentinel-1' if optical is None else 'Sentinel-2'} only (CLOUDLULC_MODALITIES "
-                   f"tag); a model trained with modality_dropout maps this way")  # fmt: skip
+        click.echo(
+            f"inputs:    {'Sentinel-1' if optical is None else 'Sentinel-2'} only (CLOUDLULC_MODALITIES "
+            f"tag); a model trained with modality_dropout maps this way"
+        )
     if result.confidence_uri:
         click.echo(f"confidence: {result.confidence_uri}")
     if result.reliability_uri:
@@ -553,27 +689,54 @@ def _search_options(command: Callable[..., None]) -> Callable[..., None]:
     )
 
     options = [
-        click.option("--catalog", default=DEFAULT_CATALOG, show_default=True,
-                     help="STAC API URL, or a static catalog: catalog.json or its folder, local, s3:// or http(s)."),
+        click.option(
+            "--catalog",
+            default=DEFAULT_CATALOG,
+            show_default=True,
+            help="STAC API URL, or a static catalog: catalog.json or its folder, local, s3:// or http(s).",
+        ),
         click.option("--aoi", type=click.Path(exists=True, dir_okay=False), help="Area of interest: GeoJSON file."),
         click.option("--bbox", help="Area of interest as west,south,east,north in degrees (instead of --aoi)."),
         click.option("--start", required=True, type=click.DateTime(["%Y-%m-%d"]), help="First day (YYYY-MM-DD)."),
         click.option("--end", required=True, type=click.DateTime(["%Y-%m-%d"]), help="Last day, included."),
-        click.option("--max-cloud", type=click.FloatRange(0, 100), default=100.0, show_default=True,
-                     help="Largest Sentinel-2 scene cloud cover, percent."),
+        click.option(
+            "--max-cloud",
+            type=click.FloatRange(0, 100),
+            default=100.0,
+            show_default=True,
+            help="Largest Sentinel-2 scene cloud cover, percent.",
+        ),
         click.option("--s2-collection", default=DEFAULT_S2_COLLECTION, show_default=True),
-        click.option("--s1-collection", default=DEFAULT_S1_COLLECTION, show_default=True,
-                     help="Sentinel-1 collection; ingest run needs calibrated, geocoded backscatter."),
-        click.option("--window-days", type=click.IntRange(0, 60), default=DEFAULT_PAIR_WINDOW_DAYS, show_default=True,
-                     help="Largest S1/S2 time gap paired."),
-    ]  # fmt: skip
+        click.option(
+            "--s1-collection",
+            default=DEFAULT_S1_COLLECTION,
+            show_default=True,
+            help="Sentinel-1 collection; ingest run needs calibrated, geocoded backscatter.",
+        ),
+        click.option(
+            "--window-days",
+            type=click.IntRange(0, 60),
+            default=DEFAULT_PAIR_WINDOW_DAYS,
+            show_default=True,
+            help="Largest S1/S2 time gap paired.",
+        ),
+    ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def _query(catalog: str, aoi: str | None, bbox: str | None, start: Any, end: Any, max_cloud: float,
-           s2_collection: str, s1_collection: str, window_days: int) -> Any:  # fmt: skip
+def _query(
+    catalog: str,
+    aoi: str | None,
+    bbox: str | None,
+    start: Any,
+    end: Any,
+    max_cloud: float,
+    s2_collection: str,
+    s1_collection: str,
+    window_days: int,
+) -> Any:
     from cloudlulc.ingest.stac import SearchQuery, load_aoi, parse_bbox
 
     if (aoi is None) == (bbox is None):
@@ -604,16 +767,25 @@ def ingest_search(json_out: str | None, **query_options: Any) -> None:
     click.echo(f"found {len(found.s2)} Sentinel-2 and {len(found.s1)} Sentinel-1 acquisitions in {query.catalog}")
     for pair in pairing.pairs:
         assert pair.s1 is not None and pair.gap_days is not None  # pairing only makes true pairs
-        click.echo(f"pair      {pair.s2.id} ({pair.s2.when:%Y-%m-%d}, cloud {pair.s2.cloud_cover}) + {pair.s1.id} "
-                   f"(gap {pair.gap_days:+.1f} d, covers {pair.coverage:.0%} of the scene's AOI)")  # fmt: skip
+        click.echo(
+            f"pair      {pair.s2.id} ({pair.s2.when:%Y-%m-%d}, cloud {pair.s2.cloud_cover}) + {pair.s1.id} "
+            f"(gap {pair.gap_days:+.1f} d, covers {pair.coverage:.0%} of the scene's AOI)"
+        )
     for unpaired in pairing.unpaired:
         click.echo(f"unpaired  {unpaired.s2.id}: {unpaired.reason}")
     if json_out:
         document = {
-            "pairs": [{"s2": p.s2.summary(), "s1": p.s1.summary() if p.s1 else None, "gap_days": p.gap_days,
-                       "coverage": p.coverage} for p in pairing.pairs],
+            "pairs": [
+                {
+                    "s2": p.s2.summary(),
+                    "s1": p.s1.summary() if p.s1 else None,
+                    "gap_days": p.gap_days,
+                    "coverage": p.coverage,
+                }
+                for p in pairing.pairs
+            ],
             "unpaired": [{"s2": u.s2.summary(), "reason": u.reason} for u in pairing.unpaired],
-        }  # fmt: skip
+        }
         Path(json_out).write_text(json.dumps(document, indent=1))
         click.echo(f"written   {json_out}")
 
@@ -665,8 +837,19 @@ def ingest_search(json_out: str | None, **query_options: Any) -> None:
     "to map with a model trained with modality dropout.",
 )
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def ingest_run(out: str, mode: str, chip_size: int, min_valid: float, label_source: str | None, label_table: str,
-               retries: int, timeout: float, s2_only: bool, progress: bool, **query_options: Any) -> None:  # fmt: skip
+def ingest_run(
+    out: str,
+    mode: str,
+    chip_size: int,
+    min_valid: float,
+    label_source: str | None,
+    label_table: str,
+    retries: int,
+    timeout: float,
+    s2_only: bool,
+    progress: bool,
+    **query_options: Any,
+) -> None:
     """Ingest every new pair into OUT; already ingested pairs are skipped. Exit 3 when a pair failed."""
     from cloudlulc.ingest.assets import RetryPolicy
     from cloudlulc.ingest.outputs import ChipOptions
@@ -674,14 +857,18 @@ def ingest_run(out: str, mode: str, chip_size: int, min_valid: float, label_sour
     from cloudlulc.ingest.stac import catalog_root
 
     query = _query(**query_options)
-    check_outputs_apart({"--out": out}, files={"--labels": label_source},
-                        datasets={"--catalog": catalog_root(query.catalog)})  # fmt: skip
+    check_outputs_apart(
+        {"--out": out}, files={"--labels": label_source}, datasets={"--catalog": catalog_root(query.catalog)}
+    )
     options = IngestOptions(
-        out=out, mode=mode,  # type: ignore[arg-type]
+        out=out,
+        mode=mode,  # type: ignore[arg-type]
         chips=ChipOptions(chip_size=chip_size, min_valid_fraction=min_valid),
-        label_source=label_source, label_table=label_table,
-        retry=RetryPolicy(attempts=retries, timeout_s=timeout), s2_only=s2_only,
-    )  # fmt: skip
+        label_source=label_source,
+        label_table=label_table,
+        retry=RetryPolicy(attempts=retries, timeout_s=timeout),
+        s2_only=s2_only,
+    )
     report = ingest(query, options, progress=progress)
     click.echo(report.summary())
     if report.failed:
@@ -761,8 +948,13 @@ def _missing_plugin(name: str, distribution: str, error: ImportError) -> click.C
     def refuse() -> None:
         raise click.UsageError(f"'{name}' needs the pipelines extra: pip install '{distribution}[pipelines]' ({error})")
 
-    return click.Command(name, callback=refuse, help=f"Not installed: {error}.", add_help_option=False,
-                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True})  # fmt: skip
+    return click.Command(
+        name,
+        callback=refuse,
+        help=f"Not installed: {error}.",
+        add_help_option=False,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
 
 
 _add_plugin_commands(cli)

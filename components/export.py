@@ -26,8 +26,15 @@ def export_model(
     require_s3_credentials(uri)
     settings = TrackingSettings(tracking_uri=tracking_uri_or_env(tracking_uri))
     result = export_champion(settings, uri, exported.path, tensorrt=tensorrt)
-    exported.metadata.update({"file": result.path.name, "registered_version": result.registered_version,
-                              "max_abs_diff": result.parity.max_abs_diff,
-                              "argmax_agreement": result.parity.argmax_agreement})  # fmt: skip
-    print(f"exported {settings.registered_model} v{result.registered_version} to {result.path.name}: "
-          f"{result.parity.summary()}")  # fmt: skip
+    exported.metadata.update(
+        {
+            "file": result.path.name,
+            "registered_version": result.registered_version,
+            "max_abs_diff": result.parity.max_abs_diff,
+            "argmax_agreement": result.parity.argmax_agreement,
+        }
+    )
+    print(
+        f"exported {settings.registered_model} v{result.registered_version} to {result.path.name}: "
+        f"{result.parity.summary()}"
+    )

@@ -31,8 +31,12 @@ def evaluate_and_gate(
     uri = str(dataset.metadata["uri"])
     require_s3_credentials(uri)
     settings = TrackingSettings(tracking_uri=tracking_uri_or_env(tracking_uri or str(model.metadata["tracking_uri"])))
-    limits = GateConfig(min_miou_gain=min_gain, max_bin_regression=max_bin_regression,
-                        first_min_miou=first_min_miou, first_min_oa=first_min_oa)  # fmt: skip
+    limits = GateConfig(
+        min_miou_gain=min_gain,
+        max_bin_regression=max_bin_regression,
+        first_min_miou=first_min_miou,
+        first_min_oa=first_min_oa,
+    )
     decision = run_gate_stage(uri, settings, limits)
     metrics.log_metric("promoted", 1.0 if decision.promote else 0.0)
     metrics.log_metric("challenger_version", float(model.metadata["registered_version"]))
@@ -46,6 +50,8 @@ def evaluate_and_gate(
 def report_refusal(reason: str, note: dsl.Output[dsl.Markdown]) -> None:
     """Record why the gate kept the champion: nothing is compiled or promoted, and the run ends green."""
     with open(note.path, "w") as text:
-        text.write(f"# Gate refused the challenger\n\n{reason}\n\nThe champion keeps serving; nothing was "
-                   "compiled or promoted.\n")  # fmt: skip
+        text.write(
+            f"# Gate refused the challenger\n\n{reason}\n\nThe champion keeps serving; nothing was "
+            "compiled or promoted.\n"
+        )
     print(f"gate refused the challenger: {reason}")

@@ -40,22 +40,44 @@ def ingest_acquisitions(
     from components.runtime import require_s3_credentials
 
     require_s3_credentials(catalog, out_uri, labels)
-    query = SearchQuery(parse_bbox(bbox), date.fromisoformat(start), date.fromisoformat(end), max_cloud, catalog,
-                        DEFAULT_S2_COLLECTION, s1_collection)  # fmt: skip
-    options = IngestOptions(out=out_uri, mode=mode, chips=ChipOptions(chip_size=chip_size),  # type: ignore[arg-type]
-                            label_source=labels or None, label_table=label_table, retry=RetryPolicy(),
-                            s2_only=s2_only)  # fmt: skip
+    query = SearchQuery(
+        parse_bbox(bbox),
+        date.fromisoformat(start),
+        date.fromisoformat(end),
+        max_cloud,
+        catalog,
+        DEFAULT_S2_COLLECTION,
+        s1_collection,
+    )
+    options = IngestOptions(
+        out=out_uri,
+        mode=mode,
+        chips=ChipOptions(chip_size=chip_size),  # type: ignore[arg-type]
+        label_source=labels or None,
+        label_table=label_table,
+        retry=RetryPolicy(),
+        s2_only=s2_only,
+    )
     report = ingest(query, options, progress=False)
     print(report.summary())
     if report.failed:
-        raise DataError(out_uri, f"{len(report.failed)} pair(s) failed: "
-                                 + "; ".join(f"{p.pair_id}: {p.error}" for p in report.failed))  # fmt: skip
+        raise DataError(
+            out_uri,
+            f"{len(report.failed)} pair(s) failed: " + "; ".join(f"{p.pair_id}: {p.error}" for p in report.failed),
+        )
     done = [p for p in report.pairs if p.status != "failed"]
     if not done:
         raise DataError(catalog, f"no Sentinel-1/2 pair for bbox {bbox} between {start} and {end}")
     counts = {status: sum(p.status == status for p in report.pairs) for status in ("ingested", "already ingested")}
-    dataset.metadata.update({"uri": out_uri, "mode": mode, "crs": report.crs, "pairs_new": counts["ingested"],
-                             "pairs_kept": counts["already ingested"],
-                             "outputs_new": sum(p.outputs for p in done)})  # fmt: skip
+    dataset.metadata.update(
+        {
+            "uri": out_uri,
+            "mode": mode,
+            "crs": report.crs,
+            "pairs_new": counts["ingested"],
+            "pairs_kept": counts["already ingested"],
+            "outputs_new": sum(p.outputs for p in done),
+        }
+    )
     with open(dataset.path, "w") as summary:
         json.dump({"summary": report.summary(), **dataset.metadata}, summary, indent=2)

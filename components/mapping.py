@@ -38,8 +38,17 @@ def map_region(
     uri = str(scenes.metadata["uri"])
     require_s3_credentials(uri, maps_uri)
     endpoint = TritonEndpoint.find(triton_url, local_dir)  # served.json pins the version; /dev/shm on one host
-    result = map_region(uri, maps_uri, region, endpoint, model_name=model_name, tile=tile, overlap=overlap,
-                        batch_size=batch_size, s2_only=s2_only)  # fmt: skip
+    result = map_region(
+        uri,
+        maps_uri,
+        region,
+        endpoint,
+        model_name=model_name,
+        tile=tile,
+        overlap=overlap,
+        batch_size=batch_size,
+        s2_only=s2_only,
+    )
     for name, km2 in sorted(result.totals_km2.items()):
         areas.log_metric(f"{name}_km2", round(km2, 4))
     maps.metadata.update({"uri": result.prefix, "maps": len(result.maps)})

@@ -33,14 +33,18 @@ class PipelineParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
-    catalog: str = Field("https://earth-search.aws.element84.com/v1", min_length=1,
-                         description="STAC API URL or static catalog (folder, s3://, http).")  # fmt: skip
+    catalog: str = Field(
+        "https://earth-search.aws.element84.com/v1",
+        min_length=1,
+        description="STAC API URL or static catalog (folder, s3://, http).",
+    )
     bbox: str = Field("4.27,45.05,4.41,45.15", description="Area of interest: west,south,east,north (degrees).")
     start: str = Field("2026-06-01", description="First acquisition day, YYYY-MM-DD.")
     end: str = Field("2026-06-30", description="Last acquisition day, YYYY-MM-DD, included.")
     max_cloud: float = Field(80.0, ge=0, le=100, description="Largest Sentinel-2 scene cloud cover, percent.")
-    s1_collection: str = Field("sentinel-1-grd", min_length=1,
-                               description="Calibrated, geocoded Sentinel-1 backscatter collection.")  # fmt: skip
+    s1_collection: str = Field(
+        "sentinel-1-grd", min_length=1, description="Calibrated, geocoded Sentinel-1 backscatter collection."
+    )
     labels: str = Field("", description="Reference land-cover raster that labels the data ('' = none).")
     label_table: str = Field("worldcover", min_length=1, description="Remap table of labels: name or CSV.")
     max_nodata: float = Field(0.05, ge=0, le=1, description="Largest nodata share validation allows.")
@@ -74,10 +78,14 @@ class PipelineParams(BaseModel):
 class TrainingParams(PipelineParams):
     """Parameters of the training pipeline (ingest -> validate -> train -> gate -> compile -> promote)."""
 
-    data_uri: str = Field("s3://cloudlulc/data/CloudLULC-Set", min_length=1,
-                          description="CloudLULC-Set prefix new chips are added to.")  # fmt: skip
-    labels: str = Field("s3://cloudlulc/reference/worldcover.vrt", min_length=1,
-                        description="Reference land-cover raster that labels new chips.")  # fmt: skip
+    data_uri: str = Field(
+        "s3://cloudlulc/data/CloudLULC-Set", min_length=1, description="CloudLULC-Set prefix new chips are added to."
+    )
+    labels: str = Field(
+        "s3://cloudlulc/reference/worldcover.vrt",
+        min_length=1,
+        description="Reference land-cover raster that labels new chips.",
+    )
     chip_size: int = Field(512, ge=64, le=4096, description="Chip side in pixels.")
     epochs: int = Field(30, ge=1, le=1000)
     batch_size: int = Field(8, ge=1, le=1024, description="Per-GPU batch size.")
@@ -119,8 +127,11 @@ class MappingParams(PipelineParams):
     tile: int = Field(512, ge=64, le=4096, description="Tile side, a multiple of 32.")
     overlap: int = Field(64, ge=0, le=1024, description="Overlap of neighbouring tiles, pixels.")
     batch_size: int = Field(4, ge=1, le=256, description="Tiles per request.")
-    s2_only: bool = Field(False, description="Also map Sentinel-2 scenes with no Sentinel-1 partner, from "
-                          "Sentinel-2 alone (serve a model trained with modality dropout).")  # fmt: skip
+    s2_only: bool = Field(
+        False,
+        description="Also map Sentinel-2 scenes with no Sentinel-1 partner, from "
+        "Sentinel-2 alone (serve a model trained with modality dropout).",
+    )
 
     @model_validator(mode="after")
     def _tiles_fit(self) -> "MappingParams":

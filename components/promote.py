@@ -36,16 +36,32 @@ def promote_model(
     settings = TrackingSettings(tracking_uri=tracking_uri_or_env(tracking_uri))
     export = read_exported(Path(exported.path) / str(exported.metadata["file"]))
     url = "" if local_dir else (triton_url or os.environ.get("TRITON_GRPC_URL", ""))
-    target = serving_target(url, local_dir, tensorrt=export.path.suffix != ".onnx",
-                            replicas=os.environ.get("TRITON_GRPC_REPLICAS") or None)  # fmt: skip
+    target = serving_target(
+        url, local_dir, tensorrt=export.path.suffix != ".onnx", replicas=os.environ.get("TRITON_GRPC_REPLICAS") or None
+    )
     result = promote(settings, ModelRepository(repository), uri, target, exported=export)
-    served.metadata.update({"registered_version": result.registered_version, "served_model": result.served_model,
-                            "served_version": result.served_version, "grpc_url": result.grpc_url,
-                            "repository": repository})  # fmt: skip
+    served.metadata.update(
+        {
+            "registered_version": result.registered_version,
+            "served_model": result.served_model,
+            "served_version": result.served_version,
+            "grpc_url": result.grpc_url,
+            "repository": repository,
+        }
+    )
     with open(served.path, "w") as record:
-        json.dump({**served.metadata, "export_parity": result.export_parity.summary(),
-                   "golden_parity": result.golden_parity.summary()}, record, indent=2)  # fmt: skip
-    print(f"PROMOTED: {settings.registered_model} v{result.registered_version} serves as {result.served_model} "
-          f"version {result.served_version} at {result.grpc_url}; "
-          f"golden sample {result.golden_parity.summary()}")  # fmt: skip
+        json.dump(
+            {
+                **served.metadata,
+                "export_parity": result.export_parity.summary(),
+                "golden_parity": result.golden_parity.summary(),
+            },
+            record,
+            indent=2,
+        )
+    print(
+        f"PROMOTED: {settings.registered_model} v{result.registered_version} serves as {result.served_model} "
+        f"version {result.served_version} at {result.grpc_url}; "
+        f"golden sample {result.golden_parity.summary()}"
+    )
     return result.grpc_url

@@ -40,14 +40,17 @@ def require_s3_credentials(*uris: str) -> None:
     missing = [key for key in S3_KEYS if not os.environ.get(key)]
     if missing:
         names = ", ".join(missing)
-        raise MissingSecretError(f"missing secret: {names} not set; this step reads or writes s3:// and takes "
-                                 f"them from the Kubernetes secret {S3_SECRET!r} (keys {names})")  # fmt: skip
+        raise MissingSecretError(
+            f"missing secret: {names} not set; this step reads or writes s3:// and takes "
+            f"them from the Kubernetes secret {S3_SECRET!r} (keys {names})"
+        )
 
 
 def tracking_uri_or_env(tracking_uri: str) -> str:
     """The given MLflow URI, else ``MLFLOW_TRACKING_URI`` (from the settings config map); one is required."""
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
     if not uri:
-        raise MissingSecretError(f"no MLflow tracking URI: pass tracking_uri or set MLFLOW_TRACKING_URI "
-                                 f"(config map {SETTINGS_CONFIG_MAP!r})")  # fmt: skip
+        raise MissingSecretError(
+            f"no MLflow tracking URI: pass tracking_uri or set MLFLOW_TRACKING_URI (config map {SETTINGS_CONFIG_MAP!r})"
+        )
     return uri

@@ -35,18 +35,33 @@ def train_model(
     require_s3_credentials(uri)
     settings = TrackingSettings(tracking_uri=tracking_uri_or_env(tracking_uri))
     with tempfile.TemporaryDirectory(prefix="cloudlulc-train-") as output_dir:
-        overrides = [f"dataset={uri}", f"output_dir={output_dir}", f"epochs={epochs}", f"batch_size={batch_size}",
-                     f"crop_size={crop_size}", f"learning_rate={learning_rate}", f"architecture={architecture}",
-                     f"size={model_size}"] + ([f"init={init}"] if init else [])  # fmt: skip
+        overrides = [
+            f"dataset={uri}",
+            f"output_dir={output_dir}",
+            f"epochs={epochs}",
+            f"batch_size={batch_size}",
+            f"crop_size={crop_size}",
+            f"learning_rate={learning_rate}",
+            f"architecture={architecture}",
+            f"size={model_size}",
+        ] + ([f"init={init}"] if init else [])
         stage = run_train_stage(load_train_config(None, overrides), settings, progress=False)
     for name, value in stage.test_metrics.items():
         if isinstance(value, int | float):
             metrics.log_metric(name, float(value))
-    model.metadata.update({"run_id": stage.run_id, "model_uri": stage.model_uri, "registered_version": stage.version,
-                           "test_miou": float(stage.test_metrics["test_miou"]),
-                           "tracking_uri": settings.tracking_uri})  # fmt: skip
+    model.metadata.update(
+        {
+            "run_id": stage.run_id,
+            "model_uri": stage.model_uri,
+            "registered_version": stage.version,
+            "test_miou": float(stage.test_metrics["test_miou"]),
+            "tracking_uri": settings.tracking_uri,
+        }
+    )
     with open(model.path, "w") as record:
         json.dump(dict(model.metadata), record, indent=2)
-    print(f"registered {settings.registered_model} v{stage.version} as challenger; "
-          f"test mIoU {stage.test_metrics['test_miou']:.2%} (run {stage.run_id})")  # fmt: skip
+    print(
+        f"registered {settings.registered_model} v{stage.version} as challenger; "
+        f"test mIoU {stage.test_metrics['test_miou']:.2%} (run {stage.run_id})"
+    )
     return stage.version

@@ -51,6 +51,9 @@ def require_valid(verdict: str, report: dsl.Input[dsl.HTML]) -> None:
     from cloudlulc.errors import DataError
 
     if verdict != "passed":
-        raise DataError(report.uri, "validation failed: the data breaks the contract; nothing was trained or "
-                                    "mapped. Open this report for the failing samples and rules.")  # fmt: skip
+        raise DataError(
+            report.uri,
+            "validation failed: the data breaks the contract; nothing was trained or "
+            "mapped. Open this report for the failing samples and rules.",
+        )
     print("validation passed")

@@ -23,6 +23,9 @@ def __getattr__(name: str) -> Any:
     from pipelines.regional_mapping import regional_mapping
     from pipelines.training import training
 
-    found = {"training": training, "regional_mapping": regional_mapping,
-             "PIPELINES": {"training": training, "regional-mapping": regional_mapping}}  # fmt: skip
+    found = {
+        "training": training,
+        "regional_mapping": regional_mapping,
+        "PIPELINES": {"training": training, "regional-mapping": regional_mapping},
+    }
     return found[name]

@@ -19,11 +19,22 @@ for _needed in ("kfp", "dvc"):  # found, not imported: the `cloudlulc` command s
 
 
 @click.command()
-@click.option("--out", "out_dir", default="outputs/demo", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for everything the job writes (a rerun adds to it).")  # fmt: skip
+@click.option(
+    "--out",
+    "out_dir",
+    default="outputs/demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for everything the job writes (a rerun adds to it).",
+)
 @click.option("--epochs", type=click.IntRange(1, 500), default=20, show_default=True, help="Training epochs.")
-@click.option("--scene-size", type=click.IntRange(256, 4096), default=1024, show_default=True,
-              help="Side of the synthetic scenes, pixels.")  # fmt: skip
+@click.option(
+    "--scene-size",
+    type=click.IntRange(256, 4096),
+    default=1024,
+    show_default=True,
+    help="Side of the synthetic scenes, pixels.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--keep-serving", is_flag=True, help="Leave the local Triton running at the end.")
 def demo(out_dir: str, epochs: int, scene_size: int, seed: int, keep_serving: bool) -> None:
@@ -35,8 +46,12 @@ def demo(out_dir: str, epochs: int, scene_size: int, seed: int, keep_serving: bo
     """
     from pipelines.local import MainJobConfig, run_main_job
 
-    result = run_main_job(out_dir, MainJobConfig(epochs=epochs, scene_size=scene_size, seed=seed),
-                          keep_serving=keep_serving, echo=click.echo)  # fmt: skip
+    result = run_main_job(
+        out_dir,
+        MainJobConfig(epochs=epochs, scene_size=scene_size, seed=seed),
+        keep_serving=keep_serving,
+        echo=click.echo,
+    )
     click.echo("\n" + result.summary())
 
 
@@ -49,11 +64,15 @@ def _kfp_options(command: Callable[..., None]) -> Callable[..., None]:
         click.option("--cookies", help="Session cookie, e.g. authservice_session=... [KFP_COOKIES]."),
         click.option("--insecure", is_flag=True, help="Do not verify the API's TLS certificate."),
         click.option("--experiment", default="cloudlulc", show_default=True),
-        click.option("--service-account", default="cloudlulc-pipeline-runner", show_default=True,
-                     help="Kubernetes service account the run's pods use (k8s/ grants it least privilege)."),
+        click.option(
+            "--service-account",
+            default="cloudlulc-pipeline-runner",
+            show_default=True,
+            help="Kubernetes service account the run's pods use (k8s/ grants it least privilege).",
+        ),
         click.option("--param", "params", multiple=True, help="Pipeline parameter name=value (repeatable)."),
         click.argument("pipeline", type=click.Choice(["training", "regional-mapping"])),
-    ]  # fmt: skip
+    ]
     for option in reversed(options):
         command = option(command)
     return command
@@ -77,16 +96,26 @@ def pipelines_compile(out_dir: str | None) -> None:
 @pipelines.command("submit")
 @_kfp_options
 @click.option("--run-name", help="Name of the run [default: <pipeline>-manual].")
-def pipelines_submit(pipeline: str, host: str | None, namespace: str, token: str | None, cookies: str | None,
-                     insecure: bool, experiment: str, service_account: str, params: tuple[str, ...],
-                     run_name: str | None) -> None:  # fmt: skip
+def pipelines_submit(
+    pipeline: str,
+    host: str | None,
+    namespace: str,
+    token: str | None,
+    cookies: str | None,
+    insecure: bool,
+    experiment: str,
+    service_account: str,
+    params: tuple[str, ...],
+    run_name: str | None,
+) -> None:
     """Start one run of PIPELINE on Kubeflow (parameters are checked before anything is sent)."""
     from pipelines.submit import connection_from, parse_params, submit
 
     values = parse_params(pipeline, params)
     connection = connection_from(host, namespace, token, cookies, insecure)
-    run_id = submit(connection, pipeline, values, experiment=experiment, run_name=run_name,
-                    service_account=service_account)  # fmt: skip
+    run_id = submit(
+        connection, pipeline, values, experiment=experiment, run_name=run_name, service_account=service_account
+    )
     click.echo(f"started {pipeline} run {run_id} in experiment {experiment!r} at {connection.host}")
 
 
@@ -96,25 +125,54 @@ def pipelines_submit(pipeline: str, host: str | None, namespace: str, token: str
 @click.option("--cron", required=True, help="Six-field cron, seconds first: '0 0 6 * * 1' = Mondays 06:00 UTC.")
 @click.option("--max-concurrency", type=click.IntRange(1, 10), default=1, show_default=True)
 @click.option("--catchup/--no-catchup", default=False, show_default=True, help="Backfill runs missed while paused.")
-def pipelines_schedule(pipeline: str, host: str | None, namespace: str, token: str | None, cookies: str | None,
-                       insecure: bool, experiment: str, service_account: str, params: tuple[str, ...],
-                       job_name: str, cron: str, max_concurrency: int, catchup: bool) -> None:  # fmt: skip
+def pipelines_schedule(
+    pipeline: str,
+    host: str | None,
+    namespace: str,
+    token: str | None,
+    cookies: str | None,
+    insecure: bool,
+    experiment: str,
+    service_account: str,
+    params: tuple[str, ...],
+    job_name: str,
+    cron: str,
+    max_concurrency: int,
+    catchup: bool,
+) -> None:
     """Create a recurring run of PIPELINE, e.g. the regional-mapping of one region every week."""
     from pipelines.submit import connection_from, parse_params, schedule
 
     values = parse_params(pipeline, params)
     connection = connection_from(host, namespace, token, cookies, insecure)
-    job_id = schedule(connection, pipeline, values, name=job_name, cron=cron, experiment=experiment,
-                      max_concurrency=max_concurrency, catchup=catchup, service_account=service_account)  # fmt: skip
-    click.echo(f"scheduled {pipeline} as {job_name!r} ({job_id}): cron {cron!r}, at most {max_concurrency} at a "
-               f"time, {'with' if catchup else 'no'} catch-up")  # fmt: skip
+    job_id = schedule(
+        connection,
+        pipeline,
+        values,
+        name=job_name,
+        cron=cron,
+        experiment=experiment,
+        max_concurrency=max_concurrency,
+        catchup=catchup,
+        service_account=service_account,
+    )
+    click.echo(
+        f"scheduled {pipeline} as {job_name!r} ({job_id}): cron {cron!r}, at most {max_concurrency} at a "
+        f"time, {'with' if catchup else 'no'} catch-up"
+    )
 
 
 @pipelines.command("run")
 @click.argument("pipeline", type=click.Choice(["training", "regional-mapping"]))
 @click.option("--param", "params", multiple=True, help="Pipeline parameter name=value (repeatable).")
-@click.option("--root", "pipeline_root", default="outputs/pipeline-runs", show_default=True,
-              type=click.Path(file_okay=False), help="Folder for the steps' artifacts.")  # fmt: skip
+@click.option(
+    "--root",
+    "pipeline_root",
+    default="outputs/pipeline-runs",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the steps' artifacts.",
+)
 def pipelines_run(pipeline: str, params: tuple[str, ...], pipeline_root: str) -> None:
     """Run PIPELINE on this machine with kfp.local (each step a subprocess; no cluster)."""
     from pipelines.local import run_mapping, run_training

@@ -16,8 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_STATUS = re.compile(r"(Executing task '[^']+'|Task '[^']+' finished with status \w+|"
-                     r"Pipeline '[^']+' finished with status \w+)")  # fmt: skip
+_STATUS = re.compile(
+    r"(Executing task '[^']+'|Task '[^']+' finished with status \w+|"
+    r"Pipeline '[^']+' finished with status \w+)"
+)
 
 
 @contextmanager

@@ -142,10 +142,11 @@ def write_catalog(layout: MainJobLayout, config: MainJobConfig) -> Any:
     from cloudlulc.ingest.synthetic import S1Spec, S2Spec, SyntheticCatalogConfig, write_synthetic_catalog
 
     catalog_config = SyntheticCatalogConfig(
-        size=config.scene_size, seed=config.seed,
+        size=config.scene_size,
+        seed=config.seed,
         s2=(S2Spec("2026-06-10", cloud_cover=0.3), S2Spec("2026-07-15", cloud_cover=0.5)),
         s1=(S1Spec("2026-06-08"), S1Spec("2026-07-13")),
-    )  # fmt: skip
+    )
     return write_synthetic_catalog(str(layout.catalog), catalog_config)
 
 
@@ -153,14 +154,26 @@ def training_params(layout: MainJobLayout, config: MainJobConfig, catalog: Any) 
     """The training pipeline's parameters on the embedded defaults."""
     west, south, east, north = catalog.bbox_wgs84
     return {
-        "catalog": catalog.catalog_href, "bbox": f"{west},{south},{east},{north}",
-        "start": TRAINING_DATES[0], "end": TRAINING_DATES[1], "max_cloud": 100.0,
-        "data_uri": str(layout.dataset), "labels": str(catalog.landcover_uri), "chip_size": config.chip_size,
-        "epochs": config.epochs, "batch_size": config.batch_size, "crop_size": config.chip_size,
-        "learning_rate": config.learning_rate, "model_size": "tiny", "tracking_uri": layout.tracking_uri,
-        "first_min_miou": config.first_min_miou, "first_min_oa": config.first_min_oa,
-        "repository": str(layout.repository), "tensorrt": False, "local_dir": str(layout.triton),
-    }  # fmt: skip
+        "catalog": catalog.catalog_href,
+        "bbox": f"{west},{south},{east},{north}",
+        "start": TRAINING_DATES[0],
+        "end": TRAINING_DATES[1],
+        "max_cloud": 100.0,
+        "data_uri": str(layout.dataset),
+        "labels": str(catalog.landcover_uri),
+        "chip_size": config.chip_size,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "crop_size": config.chip_size,
+        "learning_rate": config.learning_rate,
+        "model_size": "tiny",
+        "tracking_uri": layout.tracking_uri,
+        "first_min_miou": config.first_min_miou,
+        "first_min_oa": config.first_min_oa,
+        "repository": str(layout.repository),
+        "tensorrt": False,
+        "local_dir": str(layout.triton),
+    }
 
 
 def mapping_params(layout: MainJobLayout, config: MainJobConfig, catalog: Any) -> dict[str, Any]:
@@ -169,11 +182,18 @@ def mapping_params(layout: MainJobLayout, config: MainJobConfig, catalog: Any) -
 
     west, south, east, north = catalog.bbox_wgs84
     return {
-        "catalog": catalog.catalog_href, "bbox": f"{west},{south},{east},{north}",
-        "start": MAPPING_DATES[0], "end": MAPPING_DATES[1], "max_cloud": 100.0,
-        "scenes_uri": str(layout.scenes), "maps_uri": str(layout.maps), "region": "demo",
-        "tile": config.tile, "local_dir": str(layout.triton), "model_name": CPU_MODEL,
-    }  # fmt: skip
+        "catalog": catalog.catalog_href,
+        "bbox": f"{west},{south},{east},{north}",
+        "start": MAPPING_DATES[0],
+        "end": MAPPING_DATES[1],
+        "max_cloud": 100.0,
+        "scenes_uri": str(layout.scenes),
+        "maps_uri": str(layout.maps),
+        "region": "demo",
+        "tile": config.tile,
+        "local_dir": str(layout.triton),
+        "model_name": CPU_MODEL,
+    }
 
 
 def ensure_serving(layout: MainJobLayout) -> str:
@@ -246,15 +266,23 @@ def _agreement(map_path: Path, truth_uri: str) -> float:
 
     with rasterio.open(map_path) as mapped, rasterio.open(truth_uri) as truth:
         predicted = mapped.read(1)
-        view = WarpedVRT(truth, crs=mapped.crs, transform=mapped.transform, width=mapped.width,
-                         height=mapped.height, resampling=Resampling.nearest, nodata=255)  # fmt: skip
+        view = WarpedVRT(
+            truth,
+            crs=mapped.crs,
+            transform=mapped.transform,
+            width=mapped.width,
+            height=mapped.height,
+            resampling=Resampling.nearest,
+            nodata=255,
+        )
         expected = view.read(1)
         valid = (predicted != (mapped.nodata if mapped.nodata is not None else 255)) & (expected != 255)
     return float((predicted[valid] == expected[valid]).mean()) if valid.any() else 0.0
 
 
-def run_main_job(out_dir: str | Path, config: MainJobConfig = MainJobConfig(), *, keep_serving: bool = False,
-                 echo: Any = print) -> MainJobResult:  # fmt: skip
+def run_main_job(
+    out_dir: str | Path, config: MainJobConfig = MainJobConfig(), *, keep_serving: bool = False, echo: Any = print
+) -> MainJobResult:
     """Synthetic acquisitions -> training pipeline -> regional-mapping pipeline, all local; see the README."""
     from mlflow import MlflowClient
 
@@ -269,14 +297,18 @@ def run_main_job(out_dir: str | Path, config: MainJobConfig = MainJobConfig(), *
     echo(f"[1/3] writing synthetic Sentinel-2/1 acquisitions to {layout.catalog}")
     catalog = write_catalog(layout, config)
     log = layout.root / "main-job.log"
-    echo(f"[2/3] training pipeline (kfp.local): ingest -> validate -> train -> gate -> export -> promote "
-         f"(details in {log})")  # fmt: skip
+    echo(
+        f"[2/3] training pipeline (kfp.local): ingest -> validate -> train -> gate -> export -> promote "
+        f"(details in {log})"
+    )
     with step_log(log):
         run_training(training_params(layout, config, catalog), layout.pipeline_root)
     settings = TrackingSettings(tracking_uri=layout.tracking_uri)
     registry = Registry(settings.tracking_uri, settings.registered_model)
-    newest = max(registry.client.search_model_versions(f"name='{settings.registered_model}'"),
-                 key=lambda version: int(version.version))  # fmt: skip
+    newest = max(
+        registry.client.search_model_versions(f"name='{settings.registered_model}'"),
+        key=lambda version: int(version.version),
+    )
     gate = f"{newest.tags.get('gate.decision', 'not decided')}: {newest.tags.get('gate.reason', '')}"
     echo(f"      gate: {gate}")
     echo("[3/3] regional-mapping pipeline (kfp.local): ingest -> validate -> map through Triton")
@@ -297,10 +329,15 @@ def run_main_job(out_dir: str | Path, config: MainJobConfig = MainJobConfig(), *
     run_id = MlflowClient(settings.tracking_uri).get_model_version(settings.registered_model, newest.version).run_id
     reports = sorted(layout.pipeline_root.glob("*/validate-data*/report"))
     return MainJobResult(
-        layout=layout, catalog=catalog.catalog_href, acquisitions=catalog, validation_reports=reports[-2:],
+        layout=layout,
+        catalog=catalog.catalog_href,
+        acquisitions=catalog,
+        validation_reports=reports[-2:],
         run_id=str(run_id),
         champion=f"{settings.registered_model} v{newest.version} trained; champion is v{champion}",
-        gate=str(gate), served=served, maps=maps,
+        gate=str(gate),
+        served=served,
+        maps=maps,
         map_agreement=_agreement(maps[-1], catalog.truth_labels_uri) if maps else None,
         seconds=time.monotonic() - began,
-    )  # fmt: skip
+    )

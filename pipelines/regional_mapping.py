@@ -40,17 +40,42 @@ def regional_mapping(
 ) -> None:
     """Parameters and their ranges: ``components.params.MappingParams`` (also checked by the first step)."""
     check = check_mapping_params(
-        catalog=catalog, bbox=bbox, start=start, end=end, max_cloud=max_cloud, s1_collection=s1_collection,
-        labels=labels, label_table=label_table, max_nodata=max_nodata, scenes_uri=scenes_uri, maps_uri=maps_uri,
-        region=region, model_name=model_name, tile=tile, overlap=overlap, batch_size=batch_size,
-        s2_only=s2_only, triton_url=triton_url, local_dir=local_dir,
-    )  # fmt: skip
+        catalog=catalog,
+        bbox=bbox,
+        start=start,
+        end=end,
+        max_cloud=max_cloud,
+        s1_collection=s1_collection,
+        labels=labels,
+        label_table=label_table,
+        max_nodata=max_nodata,
+        scenes_uri=scenes_uri,
+        maps_uri=maps_uri,
+        region=region,
+        model_name=model_name,
+        tile=tile,
+        overlap=overlap,
+        batch_size=batch_size,
+        s2_only=s2_only,
+        triton_url=triton_url,
+        local_dir=local_dir,
+    )
     policy(on_cpu(check, "500m", "1G"), retries=0, timeout_s=300, cache=True, name="check parameters")
 
     ingest = ingest_acquisitions(
-        catalog=catalog, bbox=bbox, start=start, end=end, max_cloud=max_cloud, s1_collection=s1_collection,
-        out_uri=scenes_uri, mode="scenes", chip_size=512, labels=labels, label_table=label_table, s2_only=s2_only,
-    ).after(check)  # fmt: skip
+        catalog=catalog,
+        bbox=bbox,
+        start=start,
+        end=end,
+        max_cloud=max_cloud,
+        s1_collection=s1_collection,
+        out_uri=scenes_uri,
+        mode="scenes",
+        chip_size=512,
+        labels=labels,
+        label_table=label_table,
+        s2_only=s2_only,
+    ).after(check)
     policy(with_settings(on_cpu(ingest, "4", "8G")), retries=3, timeout_s=6 * HOUR, cache=False, name="ingest")
 
     validate = validate_data(dataset=ingest.outputs["dataset"], max_nodata=max_nodata)
@@ -59,9 +84,17 @@ def regional_mapping(
     policy(on_cpu(valid, "500m", "1G"), retries=0, timeout_s=300, cache=False, name="stop on bad data")
 
     mapped = map_region(
-        scenes=ingest.outputs["dataset"], maps_uri=maps_uri, region=region, triton_url=triton_url,
-        local_dir=local_dir, model_name=model_name, tile=tile, overlap=overlap, batch_size=batch_size,
+        scenes=ingest.outputs["dataset"],
+        maps_uri=maps_uri,
+        region=region,
+        triton_url=triton_url,
+        local_dir=local_dir,
+        model_name=model_name,
+        tile=tile,
+        overlap=overlap,
+        batch_size=batch_size,
         s2_only=s2_only,
-    ).after(valid)  # fmt: skip
-    policy(with_settings(on_cpu(mapped, "4", "16G")), retries=2, timeout_s=12 * HOUR, cache=False,
-           name="map and publish")  # fmt: skip
+    ).after(valid)
+    policy(
+        with_settings(on_cpu(mapped, "4", "16G")), retries=2, timeout_s=12 * HOUR, cache=False, name="map and publish"
+    )

@@ -47,8 +47,13 @@ class Connection:
         try:
             with warnings.catch_warnings():  # "only works with Kubeflow Pipelines v2": we require v2
                 warnings.simplefilter("ignore", FutureWarning)
-                client = kfp.Client(host=self.host, namespace=self.namespace, existing_token=self.token,
-                                    cookies=self.cookies, verify_ssl=self.verify_ssl)  # fmt: skip
+                client = kfp.Client(
+                    host=self.host,
+                    namespace=self.namespace,
+                    existing_token=self.token,
+                    cookies=self.cookies,
+                    verify_ssl=self.verify_ssl,
+                )
             if not client.get_kfp_healthz():
                 raise KubeflowError(f"Kubeflow Pipelines at {self.host} is not healthy")
         except KubeflowError:
@@ -75,23 +80,43 @@ def _experiment_id(client: Any, name: str, namespace: str) -> str:
     return str(client.create_experiment(name=name, namespace=namespace).experiment_id)
 
 
-def submit(connection: Connection, pipeline: str, params: dict[str, Any], *, experiment: str = "cloudlulc",
-           run_name: str | None = None, service_account: str | None = None) -> str:  # fmt: skip
+def submit(
+    connection: Connection,
+    pipeline: str,
+    params: dict[str, Any],
+    *,
+    experiment: str = "cloudlulc",
+    run_name: str | None = None,
+    service_account: str | None = None,
+) -> str:
     """Start one run of the compiled ``pipeline``; return its run id."""
     client = connection.client()
     try:
         result = client.create_run_from_pipeline_package(
-            str(compiled_path(pipeline)), arguments=params, run_name=run_name or f"{pipeline}-manual",
-            experiment_name=experiment, namespace=connection.namespace, service_account=service_account,
-        )  # fmt: skip
+            str(compiled_path(pipeline)),
+            arguments=params,
+            run_name=run_name or f"{pipeline}-manual",
+            experiment_name=experiment,
+            namespace=connection.namespace,
+            service_account=service_account,
+        )
     except Exception as error:
         raise KubeflowError(f"Kubeflow Pipelines at {connection.host} refused the run: {error}") from error
     return str(result.run_id)
 
 
-def schedule(connection: Connection, pipeline: str, params: dict[str, Any], *, name: str, cron: str,
-             experiment: str = "cloudlulc", max_concurrency: int = 1, catchup: bool = False,
-             service_account: str | None = None) -> str:  # fmt: skip
+def schedule(
+    connection: Connection,
+    pipeline: str,
+    params: dict[str, Any],
+    *,
+    name: str,
+    cron: str,
+    experiment: str = "cloudlulc",
+    max_concurrency: int = 1,
+    catchup: bool = False,
+    service_account: str | None = None,
+) -> str:
     """Create a recurring run (Kubeflow's six-field cron, seconds first); return its id."""
     if len(cron.split()) != 6:
         raise CloudLULCError(f"cron {cron!r}: Kubeflow wants six fields, seconds first (e.g. '0 0 6 * * *')")
@@ -99,23 +124,35 @@ def schedule(connection: Connection, pipeline: str, params: dict[str, Any], *, n
     try:
         experiment_id = _experiment_id(client, experiment, connection.namespace)
         job = client.create_recurring_run(
-            experiment_id=experiment_id, job_name=name, cron_expression=cron, max_concurrency=max_concurrency,
-            no_catchup=not catchup, params=params, pipeline_package_path=str(compiled_path(pipeline)),
-            enabled=True, service_account=service_account,
-        )  # fmt: skip
+            experiment_id=experiment_id,
+            job_name=name,
+            cron_expression=cron,
+            max_concurrency=max_concurrency,
+            no_catchup=not catchup,
+            params=params,
+            pipeline_package_path=str(compiled_path(pipeline)),
+            enabled=True,
+            service_account=service_account,
+        )
     except Exception as error:
         raise KubeflowError(f"Kubeflow Pipelines at {connection.host} refused the schedule: {error}") from error
     return str(job.recurring_run_id)
 
 
-def connection_from(host: str | None, namespace: str, token: str | None, cookies: str | None,
-                    insecure: bool) -> Connection:  # fmt: skip
+def connection_from(
+    host: str | None, namespace: str, token: str | None, cookies: str | None, insecure: bool
+) -> Connection:
     """A connection from options, falling back on ``KFP_HOST`` / ``KF_PIPELINES_TOKEN`` / ``KFP_COOKIES``."""
     host = host or os.environ.get("KFP_HOST")
     if not host:
         raise CloudLULCError("no Kubeflow Pipelines host: pass --host or set KFP_HOST")
-    return Connection(host=host, namespace=namespace, token=token or os.environ.get("KF_PIPELINES_TOKEN"),
-                      cookies=cookies or os.environ.get("KFP_COOKIES"), verify_ssl=not insecure)  # fmt: skip
+    return Connection(
+        host=host,
+        namespace=namespace,
+        token=token or os.environ.get("KF_PIPELINES_TOKEN"),
+        cookies=cookies or os.environ.get("KFP_COOKIES"),
+        verify_ssl=not insecure,
+    )
 
 
 __all__ = ["COMPILED_DIR", "Connection", "KubeflowError", "connection_from", "parse_params", "schedule", "submit"]

@@ -51,19 +51,49 @@ def training(
 ) -> None:
     """Parameters and their ranges: ``components.params.TrainingParams`` (also checked by the first step)."""
     check = check_training_params(
-        catalog=catalog, bbox=bbox, start=start, end=end, max_cloud=max_cloud, s1_collection=s1_collection,
-        data_uri=data_uri, labels=labels, label_table=label_table, chip_size=chip_size, max_nodata=max_nodata,
-        epochs=epochs, batch_size=batch_size, crop_size=crop_size, learning_rate=learning_rate,
-        architecture=architecture, model_size=model_size, init=init, tracking_uri=tracking_uri, min_gain=min_gain,
-        max_bin_regression=max_bin_regression, first_min_miou=first_min_miou, first_min_oa=first_min_oa,
-        repository=repository, tensorrt=tensorrt, triton_url=triton_url, local_dir=local_dir,
-    )  # fmt: skip
+        catalog=catalog,
+        bbox=bbox,
+        start=start,
+        end=end,
+        max_cloud=max_cloud,
+        s1_collection=s1_collection,
+        data_uri=data_uri,
+        labels=labels,
+        label_table=label_table,
+        chip_size=chip_size,
+        max_nodata=max_nodata,
+        epochs=epochs,
+        batch_size=batch_size,
+        crop_size=crop_size,
+        learning_rate=learning_rate,
+        architecture=architecture,
+        model_size=model_size,
+        init=init,
+        tracking_uri=tracking_uri,
+        min_gain=min_gain,
+        max_bin_regression=max_bin_regression,
+        first_min_miou=first_min_miou,
+        first_min_oa=first_min_oa,
+        repository=repository,
+        tensorrt=tensorrt,
+        triton_url=triton_url,
+        local_dir=local_dir,
+    )
     policy(on_cpu(check, "500m", "1G"), retries=0, timeout_s=300, cache=True, name="check parameters")
 
     ingest = ingest_acquisitions(
-        catalog=catalog, bbox=bbox, start=start, end=end, max_cloud=max_cloud, s1_collection=s1_collection,
-        out_uri=data_uri, mode="chips", chip_size=chip_size, labels=labels, label_table=label_table,
-    ).after(check)  # fmt: skip
+        catalog=catalog,
+        bbox=bbox,
+        start=start,
+        end=end,
+        max_cloud=max_cloud,
+        s1_collection=s1_collection,
+        out_uri=data_uri,
+        mode="chips",
+        chip_size=chip_size,
+        labels=labels,
+        label_table=label_table,
+    ).after(check)
     policy(with_settings(on_cpu(ingest, "4", "8G")), retries=3, timeout_s=6 * HOUR, cache=False, name="ingest")
 
     validate = validate_data(dataset=ingest.outputs["dataset"], max_nodata=max_nodata)
@@ -72,30 +102,59 @@ def training(
     policy(on_cpu(valid, "500m", "1G"), retries=0, timeout_s=300, cache=False, name="stop on bad data")
 
     train = train_model(
-        dataset=ingest.outputs["dataset"], epochs=epochs, batch_size=batch_size, crop_size=crop_size,
-        learning_rate=learning_rate, architecture=architecture, model_size=model_size, init=init,
+        dataset=ingest.outputs["dataset"],
+        epochs=epochs,
+        batch_size=batch_size,
+        crop_size=crop_size,
+        learning_rate=learning_rate,
+        architecture=architecture,
+        model_size=model_size,
+        init=init,
         tracking_uri=tracking_uri,
-    ).after(valid)  # fmt: skip
+    ).after(valid)
     policy(with_settings(on_gpu(train), mlflow=True), retries=1, timeout_s=24 * HOUR, cache=False, name="train")
 
     gate = evaluate_and_gate(
-        dataset=ingest.outputs["dataset"], model=train.outputs["model"], tracking_uri=tracking_uri,
-        min_gain=min_gain, max_bin_regression=max_bin_regression, first_min_miou=first_min_miou,
+        dataset=ingest.outputs["dataset"],
+        model=train.outputs["model"],
+        tracking_uri=tracking_uri,
+        min_gain=min_gain,
+        max_bin_regression=max_bin_regression,
+        first_min_miou=first_min_miou,
         first_min_oa=first_min_oa,
-    )  # fmt: skip
-    policy(with_settings(on_cpu(gate, "4", "16G"), mlflow=True), retries=1, timeout_s=2 * HOUR, cache=False,
-           name="evaluate and gate")  # fmt: skip
+    )
+    policy(
+        with_settings(on_cpu(gate, "4", "16G"), mlflow=True),
+        retries=1,
+        timeout_s=2 * HOUR,
+        cache=False,
+        name="evaluate and gate",
+    )
 
     with dsl.If(gate.outputs["decision"] == "promote", name="gate-passed"):
         export = export_model(dataset=ingest.outputs["dataset"], tracking_uri=tracking_uri, tensorrt=tensorrt)
-        policy(with_settings(on_gpu(export, cpu="4", memory="16G"), mlflow=True), retries=1, timeout_s=2 * HOUR,
-               cache=False, name="export and compile")  # fmt: skip
+        policy(
+            with_settings(on_gpu(export, cpu="4", memory="16G"), mlflow=True),
+            retries=1,
+            timeout_s=2 * HOUR,
+            cache=False,
+            name="export and compile",
+        )
         promote = promote_model(
-            dataset=ingest.outputs["dataset"], exported=export.outputs["exported"], tracking_uri=tracking_uri,
-            repository=repository, triton_url=triton_url, local_dir=local_dir,
-        )  # fmt: skip
-        policy(with_triton_admin(with_settings(on_cpu(promote, "2", "8G"), mlflow=True)), retries=1, timeout_s=HOUR,
-               cache=False, name="promote to Triton")  # fmt: skip
+            dataset=ingest.outputs["dataset"],
+            exported=export.outputs["exported"],
+            tracking_uri=tracking_uri,
+            repository=repository,
+            triton_url=triton_url,
+            local_dir=local_dir,
+        )
+        policy(
+            with_triton_admin(with_settings(on_cpu(promote, "2", "8G"), mlflow=True)),
+            retries=1,
+            timeout_s=HOUR,
+            cache=False,
+            name="promote to Triton",
+        )
     with dsl.Else(name="gate-refused"):
         refused = report_refusal(reason=gate.outputs["reason"])
         policy(on_cpu(refused, "500m", "1G"), retries=0, timeout_s=300, cache=False, name="champion kept")

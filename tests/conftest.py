@@ -70,8 +70,17 @@ def trained_checkpoint(
 
     dataset = synthetic_set(16, 4)
     output = tmp_path_factory.mktemp("trained")
-    config = load_train_config(None, [f"dataset={dataset}", f"output_dir={output}", "epochs=2", "batch_size=4",
-                                      "crop_size=64", "learning_rate=0.003"])  # fmt: skip
+    config = load_train_config(
+        None,
+        [
+            f"dataset={dataset}",
+            f"output_dir={output}",
+            "epochs=2",
+            "batch_size=4",
+            "crop_size=64",
+            "learning_rate=0.003",
+        ],
+    )
     result = train(config, progress=False)
     assert result.checkpoint is not None
     return result.checkpoint, dataset
@@ -166,11 +175,19 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     command = [
-        str(Path(sys.executable).with_name("mlflow")), "server",
-        "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-        "--artifacts-destination", str(folder / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
+        str(Path(sys.executable).with_name("mlflow")),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{folder / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(folder / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     log = (folder / "server.log").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)

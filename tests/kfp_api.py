@@ -88,8 +88,9 @@ class KfpApiStandIn:
                 elif request.path == "/apis/v2beta1/runs":
                     self._answer(200, {**body, "run_id": f"run-{len(api.posted(request.path))}", "state": "PENDING"})
                 elif request.path == "/apis/v2beta1/recurringruns":
-                    self._answer(200, {**body, "recurring_run_id": f"job-{len(api.posted(request.path))}",
-                                       "status": "ENABLED"})  # fmt: skip
+                    self._answer(
+                        200, {**body, "recurring_run_id": f"job-{len(api.posted(request.path))}", "status": "ENABLED"}
+                    )
                 else:
                     self._answer(404, {"error": f"no such endpoint {request.path}"})
 

@@ -49,15 +49,29 @@ class Payload:
 
 def write_optical(path: Path, values: np.ndarray, offset: int | None = -1000) -> Path:
     band_tags = [{"BOA_ADD_OFFSET": str(offset)}] * values.shape[0] if offset is not None else None
-    write_raster(str(path), values, RasterProfile(UTM32, from_origin(700_000, 5_000_000, 10, 10), nodata=0,
-                                                  descriptions=schema.S2_BANDS, band_tags=band_tags))  # fmt: skip
+    write_raster(
+        str(path),
+        values,
+        RasterProfile(
+            UTM32, from_origin(700_000, 5_000_000, 10, 10), nodata=0, descriptions=schema.S2_BANDS, band_tags=band_tags
+        ),
+    )
     return path
 
 
 def write_sar(path: Path, values: np.ndarray, units: str | None) -> Path:
-    with rasterio.open(path, "w", driver="GTiff", width=values.shape[2], height=values.shape[1], count=2,
-                       dtype="float32", crs=UTM32, transform=from_origin(700_000, 5_000_000, 10, 10),
-                       nodata=float("nan")) as dataset:  # fmt: skip
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=values.shape[2],
+        height=values.shape[1],
+        count=2,
+        dtype="float32",
+        crs=UTM32,
+        transform=from_origin(700_000, 5_000_000, 10, 10),
+        nodata=float("nan"),
+    ) as dataset:
         dataset.write(values.astype(np.float32))
         dataset.descriptions = schema.S1_POLARISATIONS
         if units:
@@ -68,15 +82,31 @@ def write_sar(path: Path, values: np.ndarray, units: str | None) -> Path:
 def rewrite(path: Path, values: np.ndarray, *, tags: dict[str, str] | None = None) -> None:
     """Replace a dataset raster's pixels, keeping its grid (and, unless given, its tags)."""
     info = raster_info(str(path))
-    write_raster(str(path), values, RasterProfile(info.crs, info.transform, nodata=info.nodata,
-                                                  tags=info.tags if tags is None else tags))  # fmt: skip
+    write_raster(
+        str(path),
+        values,
+        RasterProfile(info.crs, info.transform, nodata=info.nodata, tags=info.tags if tags is None else tags),
+    )
 
 
 def write_sparse_giant(path: Path, bands: int) -> None:
     """A GeoTIFF declaring 60000 x 60000 pixels with no block written: a few hundred kB on disk."""
-    with rasterio.open(path, "w", driver="GTiff", width=60_000, height=60_000, count=bands, dtype="uint16",
-                       crs=UTM32, transform=from_origin(700_000, 5_000_000, 10, 10), tiled=True, blockxsize=1024,
-                       blockysize=1024, sparse_ok=True, compress="deflate"):  # fmt: skip
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=60_000,
+        height=60_000,
+        count=bands,
+        dtype="uint16",
+        crs=UTM32,
+        transform=from_origin(700_000, 5_000_000, 10, 10),
+        tiled=True,
+        blockxsize=1024,
+        blockysize=1024,
+        sparse_ok=True,
+        compress="deflate",
+    ):
         pass
 
 
@@ -93,8 +123,13 @@ def first(layout: DatasetLayout, split: str) -> object:
 def not_writable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A folder nothing can be written to: a read-only tmpfs mount as root, else a folder without write bits."""
     folder = tmp_path_factory.mktemp("read-only")
-    mounted = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
-                                                   capture_output=True, check=False).returncode == 0  # fmt: skip
+    mounted = (
+        os.geteuid() == 0
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
     if not mounted:
         folder.chmod(0o555)
     try:
@@ -107,8 +142,9 @@ def not_writable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def world(trained_checkpoint: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory,
-          not_writable: Path) -> dict[str, str]:  # fmt: skip
+def world(
+    trained_checkpoint: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory, not_writable: Path
+) -> dict[str, str]:
     """Every input the table needs, by name; the cases format their arguments from it."""
     from cloudlulc.export.onnx import write_onnx_graph
     from cloudlulc.training.evaluation import load_trained_model
@@ -156,8 +192,11 @@ def world(trained_checkpoint: tuple[Path, Path], tmp_path_factory: pytest.TempPa
     for split in ("train", "test"):
         optical = paths["set_small"] / str(first(layout, split).opt_cloudy)  # type: ignore[attr-defined]
         info = raster_info(str(optical))
-        write_raster(str(optical), read_raster(str(optical))[:, :37, :53],
-                     RasterProfile(info.crs, info.transform, nodata=info.nodata, tags=info.tags))  # fmt: skip
+        write_raster(
+            str(optical),
+            read_raster(str(optical))[:, :37, :53],
+            RasterProfile(info.crs, info.transform, nodata=info.nodata, tags=info.tags),
+        )
     paths["set_huge"] = copy_set(dataset, root / "set-huge")
     huge = paths["set_huge"] / str(first(DatasetLayout(str(paths["set_huge"])), "test").opt_cloudy)  # type: ignore[attr-defined]
     write_sparse_giant(huge, len(schema.S2_BANDS))
@@ -184,100 +223,248 @@ TRAIN = "train --no-track epochs=1 batch_size=4 crop_size=64 max_steps_per_epoch
 
 CASES = [
     # 0. map options out of range: one rule for every face (exit 2, the options named)
-    Case("map-overlap-as-large-as-the-tile", MAP.replace("--overlap 16", "--overlap 64")
-         + " --optical {s2} --sar {s1} --out {root}/o.tif", 2, ("--tile 64 --overlap 64", "[0, 32)")),
-    Case("map-tile-not-a-multiple-of-32", MAP.replace("--tile 64", "--tile 80")
-         + " --optical {s2} --sar {s1} --out {root}/o.tif", 2, ("--tile 80", "multiple of 32")),
+    Case(
+        "map-overlap-as-large-as-the-tile",
+        MAP.replace("--overlap 16", "--overlap 64") + " --optical {s2} --sar {s1} --out {root}/o.tif",
+        2,
+        ("--tile 64 --overlap 64", "[0, 32)"),
+    ),
+    Case(
+        "map-tile-not-a-multiple-of-32",
+        MAP.replace("--tile 64", "--tile 80") + " --optical {s2} --sar {s1} --out {root}/o.tif",
+        2,
+        ("--tile 80", "multiple of 32"),
+    ),
     # 1. an output never replaces an input (exit 2, both paths named)
     Case("map-out-is-optical", MAP + " --optical {s2} --sar {s1} --out {s2}", 2, ("--out {s2}", "--optical")),
     Case("map-out-is-sar", MAP + " --optical {s2} --sar {s1} --out {s1}", 2, ("--out {s1}", "--sar")),
-    Case("map-sidecar-is-sar", MAP + " --optical {s2} --sar {m_confidence} --out {root}/m.tif --confidence", 2,
-         ("{m_confidence}", "--sar")),
-    Case("map-out-through-symlink", MAP + " --optical {s2} --sar {s1} --out {root}/link.tif", 2,
-         ("link.tif", "{s2}")),
-    Case("map-out-through-dotdot", MAP + " --optical {s2} --sar {s1} --out {root}/sub/../s2.tif", 2,
-         ("sub/../s2.tif", "--optical")),
-    Case("evaluate-out-is-checkpoint", "evaluate --dataset {set} --checkpoint {ckpt} --out {ckpt}", 2,
-         ("--out {ckpt}", "--checkpoint")),
-    Case("evaluate-out-inside-dataset", "evaluate --dataset {set} --checkpoint {ckpt} --out {set}/Label/x.json", 2,
-         ("--out {set}/Label/x.json", "input dataset --dataset {set}")),
-    Case("export-out-is-checkpoint", "export onnx --checkpoint {ckpt} --dataset {set} --out {ckpt}", 2,
-         ("--out {ckpt}", "--checkpoint")),
-    Case("export-out-inside-dataset", "export onnx --checkpoint {ckpt} --dataset {set} --out {set}/m.onnx", 2,
-         ("--out {set}/m.onnx", "input dataset --dataset {set}")),
-    Case("export-tensorrt-out-is-onnx", "export tensorrt --onnx {onnx} --dataset {set} --out {onnx}", 2,
-         ("--out {onnx}", "--onnx")),
-    Case("train-output-inside-dataset", TRAIN + " dataset={set} output_dir={set}/run", 2,
-         ("output_dir {set}/run", "input dataset dataset {set}")),
-    Case("promote-repository-inside-dataset", "promote --repository {set}/repo --dataset {set}", 2,
-         ("--repository {set}/repo", "--dataset")),
-    Case("ingest-out-inside-catalog", "ingest run --catalog {root} --bbox 11,45,12,46 --start 2026-06-01 "
-         "--end 2026-06-10 --out {root}/chips", 2, ("--out {root}/chips", "--catalog {root}")),
+    Case(
+        "map-sidecar-is-sar",
+        MAP + " --optical {s2} --sar {m_confidence} --out {root}/m.tif --confidence",
+        2,
+        ("{m_confidence}", "--sar"),
+    ),
+    Case("map-out-through-symlink", MAP + " --optical {s2} --sar {s1} --out {root}/link.tif", 2, ("link.tif", "{s2}")),
+    Case(
+        "map-out-through-dotdot",
+        MAP + " --optical {s2} --sar {s1} --out {root}/sub/../s2.tif",
+        2,
+        ("sub/../s2.tif", "--optical"),
+    ),
+    Case(
+        "evaluate-out-is-checkpoint",
+        "evaluate --dataset {set} --checkpoint {ckpt} --out {ckpt}",
+        2,
+        ("--out {ckpt}", "--checkpoint"),
+    ),
+    Case(
+        "evaluate-out-inside-dataset",
+        "evaluate --dataset {set} --checkpoint {ckpt} --out {set}/Label/x.json",
+        2,
+        ("--out {set}/Label/x.json", "input dataset --dataset {set}"),
+    ),
+    Case(
+        "export-out-is-checkpoint",
+        "export onnx --checkpoint {ckpt} --dataset {set} --out {ckpt}",
+        2,
+        ("--out {ckpt}", "--checkpoint"),
+    ),
+    Case(
+        "export-out-inside-dataset",
+        "export onnx --checkpoint {ckpt} --dataset {set} --out {set}/m.onnx",
+        2,
+        ("--out {set}/m.onnx", "input dataset --dataset {set}"),
+    ),
+    Case(
+        "export-tensorrt-out-is-onnx",
+        "export tensorrt --onnx {onnx} --dataset {set} --out {onnx}",
+        2,
+        ("--out {onnx}", "--onnx"),
+    ),
+    Case(
+        "train-output-inside-dataset",
+        TRAIN + " dataset={set} output_dir={set}/run",
+        2,
+        ("output_dir {set}/run", "input dataset dataset {set}"),
+    ),
+    Case(
+        "promote-repository-inside-dataset",
+        "promote --repository {set}/repo --dataset {set}",
+        2,
+        ("--repository {set}/repo", "--dataset"),
+    ),
+    Case(
+        "ingest-out-inside-catalog",
+        "ingest run --catalog {root} --bbox 11,45,12,46 --start 2026-06-01 --end 2026-06-10 --out {root}/chips",
+        2,
+        ("--out {root}/chips", "--catalog {root}"),
+    ),
     Case("quicklook-out-is-label", "quicklook {set} --out {label_file}", 2, ("--out {label_file}", "{set}")),
     Case("validate-report-inside-dataset", "validate {set} --report-dir {set}/report", 2, ("--report-dir",)),
-    Case("ingest-json-is-aoi", "ingest search --catalog {root} --aoi {aoi} --start 2026-06-01 --end 2026-06-10 "
-         "--json {aoi}", 2, ("--json {aoi}", "--aoi")),
+    Case(
+        "ingest-json-is-aoi",
+        "ingest search --catalog {root} --aoi {aoi} --start 2026-06-01 --end 2026-06-10 --json {aoi}",
+        2,
+        ("--json {aoi}", "--aoi"),
+    ),
     # 2. loading a file never runs code from it (exit 3; the payload's folder never appears)
-    Case("evaluate-crafted-checkpoint", "evaluate --dataset {set} --checkpoint {evil} --out {root}/e.json", 3,
-         ("{evil}", "nothing in it was run")),
-    Case("export-crafted-checkpoint", "export onnx --checkpoint {evil} --dataset {set} --out {root}/e.onnx", 3,
-         ("{evil}", "nothing in it was run")),
-    Case("train-crafted-init", TRAIN + " dataset={set} output_dir={root}/run-evil init={evil}", 3,
-         ("{evil}", "nothing in it was run")),
+    Case(
+        "evaluate-crafted-checkpoint",
+        "evaluate --dataset {set} --checkpoint {evil} --out {root}/e.json",
+        3,
+        ("{evil}", "nothing in it was run"),
+    ),
+    Case(
+        "export-crafted-checkpoint",
+        "export onnx --checkpoint {evil} --dataset {set} --out {root}/e.onnx",
+        3,
+        ("{evil}", "nothing in it was run"),
+    ),
+    Case(
+        "train-crafted-init",
+        TRAIN + " dataset={set} output_dir={root}/run-evil init={evil}",
+        3,
+        ("{evil}", "nothing in it was run"),
+    ),
     # 3. wrong units are an error (or a conversion that says so), never a silently bad map
-    Case("map-optical-reflectance", MAP + " --optical {s2_float} --sar {s1} --out {root}/f.tif", 0,
-         ("warning: {s2_float}: float values in [0, 1] read as surface reflectance",)),
-    Case("map-sar-linear-tagged-db", MAP + " --optical {s2} --sar {s1_linear_says_db} --out {root}/u.tif", 3,
-         ("{s1_linear_says_db}", "declares sigma0 in dB", "linear power")),
-    Case("map-sar-amplitude", MAP + " --optical {s2} --sar {s1_amplitude} --out {root}/a.tif", 3,
-         ("{s1_amplitude}", "neither sigma0 in dB nor linear power")),
-    Case("map-optical-percent", MAP + " --optical {s2_percent} --sar {s1} --out {root}/p.tif", 3,
-         ("{s2_percent}", "neither L2A digital numbers")),
-    Case("evaluate-sar-linear-tagged-db", "evaluate --dataset {set_units} --checkpoint {ckpt} --out {root}/l.json", 3,
-         ("{set_units}/SAR_S1/", "declares sigma0 in dB")),
-    Case("train-sar-linear-tagged-db", TRAIN + " dataset={set_units} output_dir={root}/run-units", 3,
-         ("{set_units}/SAR_S1/", "declares sigma0 in dB")),
-    Case("train-labels-outside-crop", "train --no-track epochs=1 batch_size=4 crop_size=32 max_steps_per_epoch=1 "
-         "dataset={set_labels} output_dir={root}/run-labels", 3, ("{set_labels}/Label/", "label values [7, 200]")),
+    Case(
+        "map-optical-reflectance",
+        MAP + " --optical {s2_float} --sar {s1} --out {root}/f.tif",
+        0,
+        ("warning: {s2_float}: float values in [0, 1] read as surface reflectance",),
+    ),
+    Case(
+        "map-sar-linear-tagged-db",
+        MAP + " --optical {s2} --sar {s1_linear_says_db} --out {root}/u.tif",
+        3,
+        ("{s1_linear_says_db}", "declares sigma0 in dB", "linear power"),
+    ),
+    Case(
+        "map-sar-amplitude",
+        MAP + " --optical {s2} --sar {s1_amplitude} --out {root}/a.tif",
+        3,
+        ("{s1_amplitude}", "neither sigma0 in dB nor linear power"),
+    ),
+    Case(
+        "map-optical-percent",
+        MAP + " --optical {s2_percent} --sar {s1} --out {root}/p.tif",
+        3,
+        ("{s2_percent}", "neither L2A digital numbers"),
+    ),
+    Case(
+        "evaluate-sar-linear-tagged-db",
+        "evaluate --dataset {set_units} --checkpoint {ckpt} --out {root}/l.json",
+        3,
+        ("{set_units}/SAR_S1/", "declares sigma0 in dB"),
+    ),
+    Case(
+        "train-sar-linear-tagged-db",
+        TRAIN + " dataset={set_units} output_dir={root}/run-units",
+        3,
+        ("{set_units}/SAR_S1/", "declares sigma0 in dB"),
+    ),
+    Case(
+        "train-labels-outside-crop",
+        "train --no-track epochs=1 batch_size=4 crop_size=32 max_steps_per_epoch=1 "
+        "dataset={set_labels} output_dir={root}/run-labels",
+        3,
+        ("{set_labels}/Label/", "label values [7, 200]"),
+    ),
     # 4. no tracebacks: unwritable outputs found before work (exit 4), odd files get their own message
-    Case("map-out-below-file", MAP + " --optical {s2} --sar {s1} --out {blocker}/m.tif", 4,
-         ("{blocker}/m.tif", "is a file")),
+    Case(
+        "map-out-below-file",
+        MAP + " --optical {s2} --sar {s1} --out {blocker}/m.tif",
+        4,
+        ("{blocker}/m.tif", "is a file"),
+    ),
     Case("map-out-read-only", MAP + " --optical {s2} --sar {s1} --out {ro}/m.tif", 4, ("{ro}/m.tif",)),
-    Case("evaluate-out-below-file", "evaluate --dataset {set} --checkpoint {ckpt} --out {blocker}/e.json", 4,
-         ("{blocker}/e.json", "is a file")),
-    Case("evaluate-out-read-only", "evaluate --dataset {set} --checkpoint {ckpt} --out {ro}/e.json", 4,
-         ("{ro}/e.json",)),
+    Case(
+        "evaluate-out-below-file",
+        "evaluate --dataset {set} --checkpoint {ckpt} --out {blocker}/e.json",
+        4,
+        ("{blocker}/e.json", "is a file"),
+    ),
+    Case(
+        "evaluate-out-read-only", "evaluate --dataset {set} --checkpoint {ckpt} --out {ro}/e.json", 4, ("{ro}/e.json",)
+    ),
     Case("train-out-below-file", TRAIN + " dataset={set} output_dir={blocker}/run", 4, ("{blocker}", "is a file")),
     Case("quicklook-out-below-file", "quicklook {set} --out {blocker}/q.png", 4, ("{blocker}/q.png", "is a file")),
     Case("quicklook-out-read-only", "quicklook {set} --out {ro}/q.png", 4, ("{ro}/q.png",)),
-    Case("export-out-below-file", "export onnx --checkpoint {ckpt} --dataset {set} --out {blocker}/m.onnx", 4,
-         ("{blocker}/m.onnx", "is a file")),
+    Case(
+        "export-out-below-file",
+        "export onnx --checkpoint {ckpt} --dataset {set} --out {blocker}/m.onnx",
+        4,
+        ("{blocker}/m.onnx", "is a file"),
+    ),
     Case("validate-report-below-file", "validate {set} --report-dir {blocker}/r", 4, ("{blocker}/r",)),
-    Case("map-garbage-onnx", "map --onnx {garbage_onnx} --optical {s2} --sar {s1} --out {root}/g.tif", 3,
-         ("{garbage_onnx}", "not a loadable ONNX model")),
-    Case("map-checkpoint-as-onnx", "map --onnx {ckpt} --optical {s2} --sar {s1} --out {root}/c.tif", 3,
-         ("{ckpt}", "ONNX")),
-    Case("evaluate-onnx-as-checkpoint", "evaluate --dataset {set} --checkpoint {onnx} --out {root}/o.json", 3,
-         ("{onnx}", "is an ONNX model, not a training checkpoint")),
-    Case("evaluate-raster-as-checkpoint", "evaluate --dataset {set} --checkpoint {s2} --out {root}/r.json", 3,
-         ("{s2}", "is a TIFF/GeoTIFF raster, not a training checkpoint")),
-    Case("evaluate-small-patch", "evaluate --dataset {set_small} --checkpoint {ckpt} --out {root}/s.json", 3,
-         ("{set_small}/Opt_S2_cloudy/", "53 x 37 pixels")),
-    Case("train-small-patch", "train --no-track epochs=1 batch_size=4 crop_size=64 dataset={set_small} "
-         "output_dir={root}/run-small", 3,
-         ("{set_small}/Opt_S2_cloudy/", "smaller than the crop of 64")),
-    Case("evaluate-giant-header", "evaluate --dataset {set_huge} --checkpoint {ckpt} --out {root}/h.json", 3,
-         ("{huge_file}", "declares 60000 x 60000 pixels")),
-    Case("quicklook-giant-header", "quicklook {set_huge} --out {root}/h.png --count 16", 3,
-         ("{huge_file}", "declares 60000 x 60000 pixels")),
-    Case("validate-giant-header", "validate {set_huge} --report-dir {root}/giant-report", 1,
-         ("declares 60000 x 60000 pixels",)),
+    Case(
+        "map-garbage-onnx",
+        "map --onnx {garbage_onnx} --optical {s2} --sar {s1} --out {root}/g.tif",
+        3,
+        ("{garbage_onnx}", "not a loadable ONNX model"),
+    ),
+    Case(
+        "map-checkpoint-as-onnx",
+        "map --onnx {ckpt} --optical {s2} --sar {s1} --out {root}/c.tif",
+        3,
+        ("{ckpt}", "ONNX"),
+    ),
+    Case(
+        "evaluate-onnx-as-checkpoint",
+        "evaluate --dataset {set} --checkpoint {onnx} --out {root}/o.json",
+        3,
+        ("{onnx}", "is an ONNX model, not a training checkpoint"),
+    ),
+    Case(
+        "evaluate-raster-as-checkpoint",
+        "evaluate --dataset {set} --checkpoint {s2} --out {root}/r.json",
+        3,
+        ("{s2}", "is a TIFF/GeoTIFF raster, not a training checkpoint"),
+    ),
+    Case(
+        "evaluate-small-patch",
+        "evaluate --dataset {set_small} --checkpoint {ckpt} --out {root}/s.json",
+        3,
+        ("{set_small}/Opt_S2_cloudy/", "53 x 37 pixels"),
+    ),
+    Case(
+        "train-small-patch",
+        "train --no-track epochs=1 batch_size=4 crop_size=64 dataset={set_small} output_dir={root}/run-small",
+        3,
+        ("{set_small}/Opt_S2_cloudy/", "smaller than the crop of 64"),
+    ),
+    Case(
+        "evaluate-giant-header",
+        "evaluate --dataset {set_huge} --checkpoint {ckpt} --out {root}/h.json",
+        3,
+        ("{huge_file}", "declares 60000 x 60000 pixels"),
+    ),
+    Case(
+        "quicklook-giant-header",
+        "quicklook {set_huge} --out {root}/h.png --count 16",
+        3,
+        ("{huge_file}", "declares 60000 x 60000 pixels"),
+    ),
+    Case(
+        "validate-giant-header",
+        "validate {set_huge} --report-dir {root}/giant-report",
+        1,
+        ("declares 60000 x 60000 pixels",),
+    ),
     # 5. exit codes as documented
-    Case("ingest-three-number-bbox", "ingest search --catalog {root} --bbox 11,45,12 --start 2026-06-01 "
-         "--end 2026-06-10", 2, ("bbox",)),
-    Case("ingest-end-before-start", "ingest search --catalog {root} --bbox 11,45,12,46 --start 2026-06-10 "
-         "--end 2026-06-01", 2, ("date range",)),
-]  # fmt: skip
+    Case(
+        "ingest-three-number-bbox",
+        "ingest search --catalog {root} --bbox 11,45,12 --start 2026-06-01 --end 2026-06-10",
+        2,
+        ("bbox",),
+    ),
+    Case(
+        "ingest-end-before-start",
+        "ingest search --catalog {root} --bbox 11,45,12,46 --start 2026-06-10 --end 2026-06-01",
+        2,
+        ("date range",),
+    ),
+]
 
 
 def digests(root: Path) -> dict[str, str]:
@@ -305,8 +492,9 @@ def run(command: str, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.Mon
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
-def test_bad_input_table(case: Case, world: dict[str, str], capfd: pytest.CaptureFixture[str],
-                         monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+def test_bad_input_table(
+    case: Case, world: dict[str, str], capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
     before = digests(Path(world["root"]))
     code, out, err = run(case.command.format(**world), capfd, monkeypatch)
     assert code == case.exit_code, out + err
@@ -325,9 +513,23 @@ def test_bad_input_table(case: Case, world: dict[str, str], capfd: pytest.Captur
 
 
 def test_crafted_checkpoint_through_the_console_script(world: dict[str, str]):
-    result = subprocess.run([CLI, "export", "onnx", "--checkpoint", world["evil"], "--dataset", world["set"],
-                             "--out", f"{world['root']}/console.onnx"], capture_output=True, text=True, timeout=300,
-                            check=False)  # fmt: skip
+    result = subprocess.run(
+        [
+            CLI,
+            "export",
+            "onnx",
+            "--checkpoint",
+            world["evil"],
+            "--dataset",
+            world["set"],
+            "--out",
+            f"{world['root']}/console.onnx",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 3 and result.stderr.startswith(f"error: {world['evil']}: refused"), result.stderr
     assert not Path(world["marker"]).exists()
     assert not Path(f"{world['root']}/console.onnx").exists()
@@ -344,8 +546,9 @@ def test_reflectance_scene_maps_like_its_digital_numbers(world: dict[str, str], 
     maps = {}
     for name in ("s2", "s2_float"):
         out = tmp_path / f"{name}.tif"
-        map_scene(world[name], world["s1"], str(out), runner, tile=64, overlap=16, batch_size=2, in_flight=1,
-                  progress=False)  # fmt: skip
+        map_scene(
+            world[name], world["s1"], str(out), runner, tile=64, overlap=16, batch_size=2, in_flight=1, progress=False
+        )
         maps[name] = read_raster(str(out))
     agreement = float(np.mean(maps["s2"] == maps["s2_float"]))
     assert agreement >= 0.999, f"reflectance and DN inputs agree on only {agreement:.2%} of pixels"
@@ -393,16 +596,18 @@ def s3_scene(world: dict[str, str], s3_bucket: str) -> str:
     return f"s3://{s3_bucket}/scene/s2.tif"
 
 
-def test_s3_output_over_s3_input_is_refused(world: dict[str, str], s3_scene: str, capfd: pytest.CaptureFixture[str],
-                                            monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+def test_s3_output_over_s3_input_is_refused(
+    world: dict[str, str], s3_scene: str, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
     import boto3
 
     bucket, key = s3_scene.removeprefix("s3://").split("/", 1)
     client = boto3.client("s3", endpoint_url=os.environ["CLOUDLULC_S3_ENDPOINT_URL"])
     etag = client.head_object(Bucket=bucket, Key=key)["ETag"]
     out = s3_scene.replace("/scene/", "/scene/maps/../")
-    code, _, err = run(MAP.format(**world) + f" --optical {s3_scene} --sar {world['s1']} --out {out}", capfd,
-                       monkeypatch)  # fmt: skip
+    code, _, err = run(
+        MAP.format(**world) + f" --optical {s3_scene} --sar {world['s1']} --out {out}", capfd, monkeypatch
+    )
     assert code == 2 and f"--out {out} would overwrite the input --optical {s3_scene}" in err
     assert client.head_object(Bucket=bucket, Key=key)["ETag"] == etag
 
@@ -418,24 +623,37 @@ def test_unwritable_s3_output_is_found_before_any_prediction(world: dict[str, st
         return np.full((len(optical), 6, optical.shape[2], optical.shape[3]), 1 / 6, np.float32)
 
     with pytest.raises(StorageError, match=r"map output s3://no-such-bucket-cloudlulc/m\.tif is not writable"):
-        map_scene(s3_scene, world["s1"], "s3://no-such-bucket-cloudlulc/m.tif", predictor, tile=64, overlap=16,
-                  progress=False)  # fmt: skip
+        map_scene(
+            s3_scene, world["s1"], "s3://no-such-bucket-cloudlulc/m.tif", predictor, tile=64, overlap=16, progress=False
+        )
     assert calls == [], "no tile is predicted before the output is known to be writable"
 
 
-def test_unreachable_s3_is_exit_4_for_map_inputs_and_catalogs(world: dict[str, str], capfd: pytest.CaptureFixture[str],
-                                                              monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+def test_unreachable_s3_is_exit_4_for_map_inputs_and_catalogs(
+    world: dict[str, str], capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
     import socket
 
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         closed = sock.getsockname()[1]
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_MAX_ATTEMPTS": "1",
-                        "CLOUDLULC_S3_ENDPOINT_URL": f"http://127.0.0.1:{closed}"}.items():  # fmt: skip
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_MAX_ATTEMPTS": "1",
+        "CLOUDLULC_S3_ENDPOINT_URL": f"http://127.0.0.1:{closed}",
+    }.items():
         monkeypatch.setenv(name, value)
-    code, _, err = run(MAP.format(**world) + f" --optical s3://bucket/s2.tif --sar {world['s1']} "
-                       f"--out {world['root']}/unreachable.tif", capfd, monkeypatch)  # fmt: skip
+    code, _, err = run(
+        MAP.format(**world) + f" --optical s3://bucket/s2.tif --sar {world['s1']} "
+        f"--out {world['root']}/unreachable.tif",
+        capfd,
+        monkeypatch,
+    )
     assert code == 4 and err.startswith("error: ") and f"127.0.0.1:{closed}" in err, err
-    code, _, err = run("ingest search --catalog s3://bucket/catalog.json --bbox 11,45,12,46 --start 2026-06-01 "
-                       "--end 2026-06-10", capfd, monkeypatch)  # fmt: skip
+    code, _, err = run(
+        "ingest search --catalog s3://bucket/catalog.json --bbox 11,45,12,46 --start 2026-06-01 --end 2026-06-10",
+        capfd,
+        monkeypatch,
+    )
     assert code == 4 and "static STAC catalog s3://bucket/catalog.json" in err and f"127.0.0.1:{closed}" in err, err

@@ -47,8 +47,9 @@ def test_weights_saved_before_calibration_load_as_uncalibrated():
     assert float(network.temperature) == 1.0
 
 
-def test_training_calibrates_and_every_predictor_applies_the_temperature(trained_checkpoint: tuple[Path, Path],
-                                                                         tmp_path: Path):  # fmt: skip
+def test_training_calibrates_and_every_predictor_applies_the_temperature(
+    trained_checkpoint: tuple[Path, Path], tmp_path: Path
+):
     from cloudlulc.export.onnx import onnxruntime_runner, write_onnx_graph
     from cloudlulc.training.checkpoints import load_checkpoint
     from cloudlulc.training.evaluation import load_trained_model

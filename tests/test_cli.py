@@ -86,19 +86,45 @@ def test_version_and_help():
 
 def test_train_then_evaluate_from_the_command_line(cli_dataset: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
-    trained = run("train", f"dataset={cli_dataset}", f"output_dir={run_dir}", "epochs=1", "batch_size=4",
-                  "crop_size=64", "max_steps_per_epoch=3", cwd=tmp_path)  # fmt: skip
+    trained = run(
+        "train",
+        f"dataset={cli_dataset}",
+        f"output_dir={run_dir}",
+        "epochs=1",
+        "batch_size=4",
+        "crop_size=64",
+        "max_steps_per_epoch=3",
+        cwd=tmp_path,
+    )
     assert trained.returncode == 0, trained.stderr
     assert "trained cloudlulc_net/tiny: test mIoU" in trained.stdout
     assert "registered cloudlulc version 1 as challenger" in trained.stdout
     assert (tmp_path / "outputs" / "mlflow" / "mlflow.db").exists(), "embedded default: a local SQLite store"
-    gated = run("evaluate", "--gate", "--dataset", str(cli_dataset), "--first-min-miou", "0", "--first-min-oa", "0",
-                cwd=tmp_path)  # fmt: skip
+    gated = run(
+        "evaluate",
+        "--gate",
+        "--dataset",
+        str(cli_dataset),
+        "--first-min-miou",
+        "0",
+        "--first-min-oa",
+        "0",
+        cwd=tmp_path,
+    )
     assert gated.returncode == 0, gated.stderr
     assert gated.stdout.startswith("PROMOTED: first champion")
     checkpoint = run_dir / "checkpoints" / "epoch_0001.pt"
-    evaluated = run("evaluate", "--checkpoint", str(checkpoint), "--dataset", str(cli_dataset), "--split", "val",
-                    "--out", str(tmp_path / "metrics.json"))  # fmt: skip
+    evaluated = run(
+        "evaluate",
+        "--checkpoint",
+        str(checkpoint),
+        "--dataset",
+        str(cli_dataset),
+        "--split",
+        "val",
+        "--out",
+        str(tmp_path / "metrics.json"),
+    )
     assert evaluated.returncode == 0, evaluated.stderr
     assert "overall" in evaluated.stdout and "mIoU" in evaluated.stdout and "Cropland" in evaluated.stdout
     assert "ECE" in evaluated.stdout and "cloud cover per sample: " in evaluated.stdout
@@ -107,8 +133,20 @@ def test_train_then_evaluate_from_the_command_line(cli_dataset: Path, tmp_path: 
     assert 0 <= document["overall"]["miou"] <= 1
     assert set(document["bins"]) <= {"0-10%", "10-30%", "30-60%", "60-90%", "90-100%"} and document["bins"]
     assert document["modalities"] == "both" and "diagnostics" not in document
-    radar = run("evaluate", "--checkpoint", str(checkpoint), "--dataset", str(cli_dataset), "--split", "val",
-                "--modalities", "sar", "--diagnose", "--out", str(tmp_path / "radar.json"))  # fmt: skip
+    radar = run(
+        "evaluate",
+        "--checkpoint",
+        str(checkpoint),
+        "--dataset",
+        str(cli_dataset),
+        "--split",
+        "val",
+        "--modalities",
+        "sar",
+        "--diagnose",
+        "--out",
+        str(tmp_path / "radar.json"),
+    )
     assert radar.returncode == 0, radar.stderr
     assert "fed Sentinel-1 only" in radar.stdout and "IoU low~opaque" in radar.stdout
     assert "SHOI" not in radar.stdout, "SHOI is off by default: nothing to diagnose"

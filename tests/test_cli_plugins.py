@@ -29,12 +29,14 @@ def test_pipelines_and_demo_are_plugged_in_through_the_entry_point_group():
 
 
 def test_without_the_pipelines_extra_the_command_names_the_extra_and_exits_2():
-    hidden = ("import importlib.util, sys\n"
-              "real = importlib.util.find_spec\n"
-              "importlib.util.find_spec = lambda name, *a: None if name == 'kfp' else real(name, *a)\n"
-              "from cloudlulc.cli import main\n"
-              "sys.argv = ['cloudlulc', 'pipelines', 'compile']\n"
-              "main()\n")  # fmt: skip
+    hidden = (
+        "import importlib.util, sys\n"
+        "real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda name, *a: None if name == 'kfp' else real(name, *a)\n"
+        "from cloudlulc.cli import main\n"
+        "sys.argv = ['cloudlulc', 'pipelines', 'compile']\n"
+        "main()\n"
+    )
     ran = _python(hidden)
     assert ran.returncode == 2, ran.stderr[-2000:]
     assert "needs the pipelines extra: pip install 'cloudlulc[pipelines]'" in ran.stderr, ran.stderr

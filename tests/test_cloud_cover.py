@@ -33,12 +33,14 @@ def published_like(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_evaluate_scores_every_bin_without_metadata_or_masks(published_like: Path,
-                                                             trained_checkpoint: tuple[Path, Path]):  # fmt: skip
+def test_evaluate_scores_every_bin_without_metadata_or_masks(
+    published_like: Path, trained_checkpoint: tuple[Path, Path]
+):
     from cloudlulc.training.evaluation import evaluate_model, evaluation_dataset, evaluation_table, load_trained_model
 
-    result = evaluate_model(load_trained_model(str(trained_checkpoint[0])), evaluation_dataset(str(published_like),
-                                                                                              "test"))  # fmt: skip
+    result = evaluate_model(
+        load_trained_model(str(trained_checkpoint[0])), evaluation_dataset(str(published_like), "test")
+    )
     assert set(result["bins"]) == ALL_BINS  # type: ignore[arg-type]
     assert result["cloud_cover_sources"] == {"clear twin": 40}
     assert "cloud cover per sample: 40 from clear twin" in evaluation_table(result)

@@ -23,9 +23,22 @@ def ddp_set(synthetic_set) -> Path:
 def test_two_replicas_train_one_tracked_run(ddp_set: Path, tmp_path: Path):
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     environment.pop("MLFLOW_TRACKING_URI", None)
-    command = [sys.executable, "-m", "cloudlulc", "train", "--processes", "2", f"dataset={ddp_set}",
-               f"output_dir={tmp_path / 'run'}", "device=cpu", "epochs=2", "batch_size=3", "crop_size=64",
-               "learning_rate=0.003", "warmup_steps=2"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "cloudlulc",
+        "train",
+        "--processes",
+        "2",
+        f"dataset={ddp_set}",
+        f"output_dir={tmp_path / 'run'}",
+        "device=cpu",
+        "epochs=2",
+        "batch_size=3",
+        "crop_size=64",
+        "learning_rate=0.003",
+        "warmup_steps=2",
+    ]
     # cpu forces auto to 1 process, so the explicit --processes 2 is what starts torchrun.
     finished = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr[-3000:]

@@ -20,8 +20,12 @@ CLI = [str(Path(sys.executable).with_name("cloudlulc"))]
 def test_onnx_export_matches_pytorch_and_keeps_the_contract(trained_checkpoint, tmp_path: Path):
     checkpoint, dataset = trained_checkpoint
     out = tmp_path / "serving" / "model.onnx"
-    result = subprocess.run([*CLI, "export", "onnx", "--checkpoint", str(checkpoint), "--dataset", str(dataset),
-                             "--out", str(out)], capture_output=True, text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [*CLI, "export", "onnx", "--checkpoint", str(checkpoint), "--dataset", str(dataset), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     sidecar = json.loads(out.with_suffix(".onnx.json").read_text())
     assert sidecar["parity"]["passed"] and sidecar["parity"]["max_abs_diff"] <= 1e-4
@@ -69,9 +73,22 @@ def test_tensorrt_refusal_is_a_clear_message_not_a_crash(trained_checkpoint, tmp
     dataset = trained_checkpoint[1]
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"not used: the GPU check comes first")
-    result = subprocess.run([*CLI, "export", "tensorrt", "--onnx", str(onnx), "--dataset", str(dataset),
-                             "--out", str(tmp_path / "model.plan")],
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [
+            *CLI,
+            "export",
+            "tensorrt",
+            "--onnx",
+            str(onnx),
+            "--dataset",
+            str(dataset),
+            "--out",
+            str(tmp_path / "model.plan"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 5, result.stderr
     assert "Traceback" not in result.stderr
     if not torch.cuda.is_available():

@@ -41,9 +41,13 @@ def build_catalog(realdata: Path, root: Path) -> tuple[Path, shapely.Geometry]:
     catalog = pystac.Catalog("bigearthnet", "Real BigEarthNet patches (CDLA-Permissive-1.0)")
     footprint = _footprint(next(s2_dir.glob("*_B02.tif")))
     s2_item = pystac.Item(
-        s2_dir.name, mapping(footprint), list(footprint.bounds), _when(s2_dir.name),
-        {"eo:cloud_cover": 0.0, "s2:processing_baseline": "02.05"}, collection="sentinel-2-l2a",
-    )  # fmt: skip
+        s2_dir.name,
+        mapping(footprint),
+        list(footprint.bounds),
+        _when(s2_dir.name),
+        {"eo:cloud_cover": 0.0, "s2:processing_baseline": "02.05"},
+        collection="sentinel-2-l2a",
+    )
     for band in schema.S2_BANDS:
         source = next(s2_dir.glob(f"*_{band}.tif"))
         target = root / "s2" / source.name
@@ -55,9 +59,13 @@ def build_catalog(realdata: Path, root: Path) -> tuple[Path, shapely.Geometry]:
         )
     s1_footprint = _footprint(next(s1_dir.glob("*_VV.tif")))
     s1_item = pystac.Item(
-        s1_dir.name, mapping(s1_footprint), list(s1_footprint.bounds), _when(s1_dir.name),
-        {"sar:polarizations": ["VV", "VH"], "sar:instrument_mode": "IW"}, collection="sentinel-1-grd",
-    )  # fmt: skip
+        s1_dir.name,
+        mapping(s1_footprint),
+        list(s1_footprint.bounds),
+        _when(s1_dir.name),
+        {"sar:polarizations": ["VV", "VH"], "sar:instrument_mode": "IW"},
+        collection="sentinel-1-grd",
+    )
     for polarisation in ("VV", "VH"):
         source = next(s1_dir.glob(f"*_{polarisation}.tif"))
         target = root / "s1" / source.name

@@ -107,8 +107,20 @@ def file_server(tmp_path: Path) -> Iterator[tuple[FileServer, SyntheticCatalog]]
 
 def test_search_reports_pairs_and_the_unpaired_acquisition(s3_catalog: SyntheticCatalog, tmp_path: Path) -> None:
     out = tmp_path / "pairs.json"
-    process = cli("ingest", "search", "--catalog", s3_catalog.catalog_href, "--bbox", bbox_text(s3_catalog),
-                  "--start", "2026-06-01", "--end", "2026-07-31", "--json", str(out))  # fmt: skip
+    process = cli(
+        "ingest",
+        "search",
+        "--catalog",
+        s3_catalog.catalog_href,
+        "--bbox",
+        bbox_text(s3_catalog),
+        "--start",
+        "2026-06-01",
+        "--end",
+        "2026-07-31",
+        "--json",
+        str(out),
+    )
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
     s2_june, s2_july = s3_catalog.s2_ids
@@ -120,9 +132,25 @@ def test_search_reports_pairs_and_the_unpaired_acquisition(s3_catalog: Synthetic
 
 def test_chips_on_s3_validate_carry_labels_and_a_manifest_whose_checksums_hold(s3_catalog: SyntheticCatalog) -> None:
     out = s3_catalog.root.replace("/stac", "/chips")
-    process = cli("ingest", "run", "--catalog", s3_catalog.catalog_href, "--bbox", bbox_text(s3_catalog),
-                  "--start", "2026-06-01", "--end", "2026-07-31", "--out", out, "--chip-size", str(CHIP),
-                  "--labels", str(s3_catalog.landcover_uri), "--no-progress")  # fmt: skip
+    process = cli(
+        "ingest",
+        "run",
+        "--catalog",
+        s3_catalog.catalog_href,
+        "--bbox",
+        bbox_text(s3_catalog),
+        "--start",
+        "2026-06-01",
+        "--end",
+        "2026-07-31",
+        "--out",
+        out,
+        "--chip-size",
+        str(CHIP),
+        "--labels",
+        str(s3_catalog.landcover_uri),
+        "--no-progress",
+    )
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr
     assert "1 ingested" in stdout and "unpaired" in stdout and "EPSG:32631" in stdout
@@ -147,9 +175,25 @@ def test_chips_on_s3_validate_carry_labels_and_a_manifest_whose_checksums_hold(s
                 agreement.append(np.mean(label_file.read(1) == truth))
     assert min(agreement) > 0.8  # WorldCover in EPSG:4326 remapped and resampled back onto the 10 m grid
 
-    rerun = cli("ingest", "run", "--catalog", s3_catalog.catalog_href, "--bbox", bbox_text(s3_catalog),
-                "--start", "2026-06-01", "--end", "2026-07-31", "--out", out, "--chip-size", str(CHIP),
-                "--labels", str(s3_catalog.landcover_uri), "--no-progress")  # fmt: skip
+    rerun = cli(
+        "ingest",
+        "run",
+        "--catalog",
+        s3_catalog.catalog_href,
+        "--bbox",
+        bbox_text(s3_catalog),
+        "--start",
+        "2026-06-01",
+        "--end",
+        "2026-07-31",
+        "--out",
+        out,
+        "--chip-size",
+        str(CHIP),
+        "--labels",
+        str(s3_catalog.landcover_uri),
+        "--no-progress",
+    )
     before = {o["Key"]: o["LastModified"] for o in _objects(out)}
     stdout, stderr = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, stderr
@@ -168,9 +212,23 @@ def _objects(uri: str) -> list[dict[str, object]]:
 
 
 def _run_args(catalog: SyntheticCatalog, out: str) -> list[str]:
-    return ["ingest", "run", "--catalog", catalog.catalog_href, "--bbox", bbox_text(catalog),
-            "--start", "2026-06-01", "--end", "2026-07-31", "--out", out, "--chip-size", str(CHIP),
-            "--no-progress"]  # fmt: skip
+    return [
+        "ingest",
+        "run",
+        "--catalog",
+        catalog.catalog_href,
+        "--bbox",
+        bbox_text(catalog),
+        "--start",
+        "2026-06-01",
+        "--end",
+        "2026-07-31",
+        "--out",
+        out,
+        "--chip-size",
+        str(CHIP),
+        "--no-progress",
+    ]
 
 
 def _wait_for_objects(storage: Storage, count: int, process: subprocess.Popen[str], timeout: float = 120) -> None:
@@ -393,8 +451,9 @@ def test_s2_only_stacks_the_unpaired_scene_which_validates_and_maps_without_sar(
         with torch.no_grad():
             return torch.softmax(network(torch.from_numpy(optical), torch.from_numpy(sar)), dim=1).numpy()
 
-    result = map_scene(alone.optical, alone.sar, str(tmp_path / "map.tif"), predict, tile=128, overlap=16,
-                       progress=False)  # fmt: skip
+    result = map_scene(
+        alone.optical, alone.sar, str(tmp_path / "map.tif"), predict, tile=128, overlap=16, progress=False
+    )
     with rasterio.open(result.map_uri) as mapped:
         assert mapped.tags()["CLOUDLULC_MODALITIES"] == "S2 only"
         assert (mapped.read(1) != 255).mean() > 0.9

@@ -33,8 +33,21 @@ from cloudlulc.ingest.synthetic import (
 from cloudlulc.io.rasters import raster_info
 from cloudlulc.io.storage import open_storage
 
-S2_KEYS = {"coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08", "nir09",
-           "swir16", "swir22", "scl"}  # fmt: skip
+S2_KEYS = {
+    "coastal",
+    "blue",
+    "green",
+    "red",
+    "rededge1",
+    "rededge2",
+    "rededge3",
+    "nir",
+    "nir08",
+    "nir09",
+    "swir16",
+    "swir22",
+    "scl",
+}
 SHIFTED = S1Spec("2026-06-14", epsg=32632, pixel_m=20.0, shift_m=(3.0, -4.0), extent=(0.0, 0.0, 0.5, 1.0))
 CONFIG = SyntheticCatalogConfig(
     size=384,
@@ -120,8 +133,13 @@ def test_s2_items_follow_earth_search(items: dict[str, pystac.Item]) -> None:
     red = item.assets["red"]
     assert red.media_type == "image/tiff; application=geotiff; profile=cloud-optimized"
     assert red.roles == ["data", "reflectance"] and red.extra_fields["gsd"] == 10
-    assert red.extra_fields["eo:bands"][0] == {"name": "red", "common_name": "red", "description": "Red (band 4)",
-                                               "center_wavelength": 0.665, "full_width_half_max": 0.038}  # fmt: skip
+    assert red.extra_fields["eo:bands"][0] == {
+        "name": "red",
+        "common_name": "red",
+        "description": "Red (band 4)",
+        "center_wavelength": 0.665,
+        "full_width_half_max": 0.038,
+    }
     for band, meta in EARTH_SEARCH_BANDS.items():
         assert item.assets[meta.key].href == f"./{band}.tif"
         assert item.assets[meta.key].extra_fields["eo:bands"][0]["name"] == meta.key
@@ -295,8 +313,16 @@ def test_same_config_writes_the_same_bytes(tmp_path: Path) -> None:
     first = write_synthetic_catalog(str(tmp_path / "a"), SMALL)
     write_synthetic_catalog(str(tmp_path / "b"), SMALL)
     s2, s1 = f"sentinel-2-l2a/{first.s2_ids[0]}", f"sentinel-1-grd/{first.s1_ids[0]}"
-    for name in ("catalog.json", f"{s2}/{first.s2_ids[0]}.json", f"{s2}/B04.tif", f"{s2}/B8A.tif", f"{s2}/SCL.tif",
-                 f"{s1}/vv.tif", "truth/labels.tif", "reference/worldcover.tif"):  # fmt: skip
+    for name in (
+        "catalog.json",
+        f"{s2}/{first.s2_ids[0]}.json",
+        f"{s2}/B04.tif",
+        f"{s2}/B8A.tif",
+        f"{s2}/SCL.tif",
+        f"{s1}/vv.tif",
+        "truth/labels.tif",
+        "reference/worldcover.tif",
+    ):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     other = write_synthetic_catalog(str(tmp_path / "c"), replace(SMALL, seed=2))
     assert (tmp_path / "c" / f"{s2}/B04.tif").read_bytes() != (tmp_path / "a" / f"{s2}/B04.tif").read_bytes()
@@ -310,8 +336,15 @@ def test_writes_to_s3(s3_bucket: str) -> None:
     storage = open_storage(root)
     keys = storage.list()
     s2 = f"sentinel-2-l2a/{written.s2_ids[0]}"
-    assert {"catalog.json", "sentinel-1-grd/collection.json", f"{s2}/B01.tif", f"{s2}/SCL.tif", "truth/labels.tif",
-            f"sentinel-1-grd/{written.s1_ids[0]}/vh.tif", "reference/worldcover.tif"} <= set(keys)  # fmt: skip
+    assert {
+        "catalog.json",
+        "sentinel-1-grd/collection.json",
+        f"{s2}/B01.tif",
+        f"{s2}/SCL.tif",
+        "truth/labels.tif",
+        f"sentinel-1-grd/{written.s1_ids[0]}/vh.tif",
+        "reference/worldcover.tif",
+    } <= set(keys)
     assert len(keys) == 1 + 2 + (1 + 13) + (1 + 2) + 2
     item = json.loads(storage.read_bytes(f"{s2}/{written.s2_ids[0]}.json"))
     assert item["collection"] == "sentinel-2-l2a" and item["assets"]["red"]["href"] == "./B04.tif"

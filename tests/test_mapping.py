@@ -51,14 +51,27 @@ Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 def write_optical(path: Path, dn: np.ndarray, transform=TRANSFORM, crs=UTM32, offset: int = -1000) -> Path:
     band_tags = [{"BOA_ADD_OFFSET": str(offset)}] * dn.shape[0]
-    write_raster(str(path), dn, RasterProfile(crs, transform, nodata=0, descriptions=schema.S2_BANDS[: dn.shape[0]],
-                                              band_tags=band_tags))  # fmt: skip
+    write_raster(
+        str(path),
+        dn,
+        RasterProfile(crs, transform, nodata=0, descriptions=schema.S2_BANDS[: dn.shape[0]], band_tags=band_tags),
+    )
     return path
 
 
 def write_sar(path: Path, values: np.ndarray, transform=TRANSFORM, crs=UTM32, units: str | None = None) -> Path:
-    with rasterio.open(path, "w", driver="GTiff", width=values.shape[2], height=values.shape[1], count=values.shape[0],
-                       dtype="float32", crs=crs, transform=transform, nodata=float("nan")) as dataset:  # fmt: skip
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=values.shape[2],
+        height=values.shape[1],
+        count=values.shape[0],
+        dtype="float32",
+        crs=crs,
+        transform=transform,
+        nodata=float("nan"),
+    ) as dataset:
         dataset.write(values.astype(np.float32))
         if values.shape[0] == 2:
             dataset.descriptions = schema.S1_POLARISATIONS
@@ -202,8 +215,9 @@ def test_sar_in_another_crs_is_resampled_onto_the_optical_grid(tmp_path: Path, c
     dn = rng.integers(500, 4000, (12, HEIGHT, WIDTH)).astype(np.uint16)
     optical = write_optical(tmp_path / "s2.tif", dn)
     # SAR footprint: the optical scene's left 70 % plus a margin, on its own grid in another CRS.
-    left, bottom, right, top = transform_bounds(UTM32, crs, ORIGIN[0] - 50, ORIGIN[1] - HEIGHT * 10 - 50,
-                                                ORIGIN[0] + 0.7 * WIDTH * 10, ORIGIN[1] + 50)  # fmt: skip
+    left, bottom, right, top = transform_bounds(
+        UTM32, crs, ORIGIN[0] - 50, ORIGIN[1] - HEIGHT * 10 - 50, ORIGIN[0] + 0.7 * WIDTH * 10, ORIGIN[1] + 50
+    )
     width, height = round((right - left) / resolution), round((top - bottom) / resolution)
     sar_transform = from_origin(left, top, resolution, resolution)
     cols, rows = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
@@ -244,8 +258,16 @@ def test_sar_in_another_crs_is_resampled_onto_the_optical_grid(tmp_path: Path, c
 def test_tiled_blended_map_agrees_with_a_whole_image_pass(scene_pair, tmp_path: Path, one_thread: None):
     optical, sar = scene_pair
     predict = torch_predictor(LocalNet().eval())
-    result = map_scene(str(optical), str(sar), str(tmp_path / "map.tif"), predict,
-                       tile=TILE, overlap=OVERLAP, batch_size=3, progress=False)  # fmt: skip
+    result = map_scene(
+        str(optical),
+        str(sar),
+        str(tmp_path / "map.tif"),
+        predict,
+        tile=TILE,
+        overlap=OVERLAP,
+        batch_size=3,
+        progress=False,
+    )
     assert result.tiles == 15 and result.tiles_predicted == 15
     tiled = read_pixels(result.map_uri)[0]
     with SceneReader(str(optical), str(sar)) as scene:
@@ -265,8 +287,17 @@ def test_tiled_blended_map_agrees_with_a_whole_image_pass(scene_pair, tmp_path: 
 def test_map_is_a_valid_cog_with_colours_grid_nodata_areas_and_quicklook(scene_pair, tmp_path: Path, tiny_net):
     optical, sar = scene_pair
     out = tmp_path / "maps" / "scene.tif"
-    result = map_scene(str(optical), str(sar), str(out), tiny_net, tile=TILE, overlap=OVERLAP,
-                       confidence=True, model_id="tiny-test", progress=False)  # fmt: skip
+    result = map_scene(
+        str(optical),
+        str(sar),
+        str(out),
+        tiny_net,
+        tile=TILE,
+        overlap=OVERLAP,
+        confidence=True,
+        model_id="tiny-test",
+        progress=False,
+    )
     assert validate_cog(str(out)) == [] and validate_cog(str(result.confidence_uri)) == []
     with rasterio.open(out) as dataset, rasterio.open(optical) as source:
         assert dataset.crs == source.crs and dataset.transform == source.transform
@@ -290,8 +321,11 @@ def test_map_is_a_valid_cog_with_colours_grid_nodata_areas_and_quicklook(scene_p
     assert areas["mapped_km2"] == pytest.approx((~holes).sum() * 100 / 1e6)
     assert Path(result.quicklook_uri).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in out.parent.iterdir()) == [
-        "scene.tif", "scene_areas.json", "scene_confidence.tif", "scene_quicklook.png",
-    ], "temporary files are gone"  # fmt: skip
+        "scene.tif",
+        "scene_areas.json",
+        "scene_confidence.tif",
+        "scene_quicklook.png",
+    ], "temporary files are gone"
 
 
 def test_mapping_bounds_gdal_block_cache():
@@ -334,19 +368,38 @@ def test_resume_with_other_parameters_is_refused(scene_pair, tmp_path: Path, tin
     optical, sar = scene_pair
     out = tmp_path / "map.tif"
     with pytest.raises(KilledError):
-        map_scene(str(optical), str(sar), str(out), killed_after(tiny_net, 6), tile=TILE, overlap=OVERLAP,
-                  batch_size=2, progress=False)  # fmt: skip
+        map_scene(
+            str(optical),
+            str(sar),
+            str(out),
+            killed_after(tiny_net, 6),
+            tile=TILE,
+            overlap=OVERLAP,
+            batch_size=2,
+            progress=False,
+        )
     with pytest.raises(DataError, match=r"progress\.json.*overlap: 32 then, 48 now"):
         map_scene(str(optical), str(sar), str(out), tiny_net, tile=TILE, overlap=48, batch_size=2, progress=False)
     with pytest.raises(DataError, match="model_id"):
-        map_scene(str(optical), str(sar), str(out), tiny_net, tile=TILE, overlap=OVERLAP, batch_size=2,
-                  progress=False, model_id="another model")  # fmt: skip
+        map_scene(
+            str(optical),
+            str(sar),
+            str(out),
+            tiny_net,
+            tile=TILE,
+            overlap=OVERLAP,
+            batch_size=2,
+            progress=False,
+            model_id="another model",
+        )
     other_optical = shutil.copy(optical, tmp_path / "other.tif")
     with pytest.raises(DataError, match=r"inputs\.optical\.uri"):
-        map_scene(str(other_optical), str(sar), str(out), tiny_net, tile=TILE, overlap=OVERLAP, batch_size=2,
-                  progress=False)  # fmt: skip
-    result = map_scene(str(optical), str(sar), str(out), tiny_net, tile=TILE, overlap=OVERLAP, batch_size=2,
-                       progress=False)  # fmt: skip
+        map_scene(
+            str(other_optical), str(sar), str(out), tiny_net, tile=TILE, overlap=OVERLAP, batch_size=2, progress=False
+        )
+    result = map_scene(
+        str(optical), str(sar), str(out), tiny_net, tile=TILE, overlap=OVERLAP, batch_size=2, progress=False
+    )
     assert result.resumed_from_row == 128
 
 
@@ -410,8 +463,9 @@ def _missing(folder: Path, optical: Path, sar: Path) -> tuple[Path, Path, Path]:
 def test_bad_inputs_raise_a_data_error_naming_the_file(scene_pair, tmp_path: Path, tiny_net, breaker, message):
     optical, sar, culprit = breaker(tmp_path, *scene_pair)
     with pytest.raises(DataError) as caught:
-        map_scene(str(optical), str(sar), str(tmp_path / "map.tif"), tiny_net, tile=TILE, overlap=OVERLAP,
-                  progress=False)  # fmt: skip
+        map_scene(
+            str(optical), str(sar), str(tmp_path / "map.tif"), tiny_net, tile=TILE, overlap=OVERLAP, progress=False
+        )
     assert caught.value.source == str(culprit) and message in caught.value.problem, str(caught.value)
     assert not (tmp_path / "map.tif").exists()
 
@@ -430,8 +484,16 @@ def test_real_sentinel_pair_is_mapped_end_to_end(realdata: Path, tmp_path: Path,
         profile = RasterProfile(dataset.crs, dataset.transform, nodata=0, descriptions=schema.S2_BANDS)
     optical = tmp_path / "s2_12_bands.tif"
     write_raster(str(optical), dn, profile)
-    result = map_scene(str(optical), str(s1), str(tmp_path / "real_map.tif"), tiny_net, tile=TILE, overlap=OVERLAP,
-                       confidence=True, progress=False)  # fmt: skip
+    result = map_scene(
+        str(optical),
+        str(s1),
+        str(tmp_path / "real_map.tif"),
+        tiny_net,
+        tile=TILE,
+        overlap=OVERLAP,
+        confidence=True,
+        progress=False,
+    )
     assert validate_cog(result.map_uri) == []
     classes = read_pixels(result.map_uri)[0]
     assert classes.shape == (256, 256) and set(np.unique(classes).tolist()) <= set(range(schema.NUM_CLASSES))
@@ -447,13 +509,22 @@ def test_s3_inputs_and_output(scene_pair, s3_bucket: str, tmp_path: Path, tiny_n
     optical, sar = scene_pair
     storage.upload_file(optical, "in/s2.tif")
     storage.upload_file(sar, "in/s1.tif")
-    result = map_scene(storage.join("in/s2.tif"), storage.join("in/s1.tif"), storage.join("out/map.tif"), tiny_net,
-                       tile=TILE, overlap=OVERLAP, progress=False, work_dir=tmp_path / "work")  # fmt: skip
+    result = map_scene(
+        storage.join("in/s2.tif"),
+        storage.join("in/s1.tif"),
+        storage.join("out/map.tif"),
+        tiny_net,
+        tile=TILE,
+        overlap=OVERLAP,
+        progress=False,
+        work_dir=tmp_path / "work",
+    )
     assert storage.list("out") == ["out/map.tif", "out/map_areas.json", "out/map_quicklook.png"]
     assert validate_cog(result.map_uri) == []
     assert not any((tmp_path / "work").iterdir()), "temporary files removed after publishing"
-    local = map_scene(str(optical), str(sar), str(tmp_path / "local.tif"), tiny_net, tile=TILE, overlap=OVERLAP,
-                      progress=False)  # fmt: skip
+    local = map_scene(
+        str(optical), str(sar), str(tmp_path / "local.tif"), tiny_net, tile=TILE, overlap=OVERLAP, progress=False
+    )
     (tmp_path / "fetched.tif").write_bytes(storage.read_bytes("out/map.tif"))
     assert np.array_equal(read_pixels(tmp_path / "fetched.tif"), read_pixels(local.map_uri))
 
@@ -467,9 +538,19 @@ def orm_checkpoint(synthetic_set, tmp_path_factory: pytest.TempPathFactory) -> P
     from cloudlulc.training.config import load_train_config
     from cloudlulc.training.trainer import train
 
-    config = load_train_config(None, [f"dataset={synthetic_set(96, 5)}", f"output_dir={tmp_path_factory.mktemp('orm')}",
-                                      "epochs=6", "batch_size=8", "crop_size=64", "learning_rate=0.003",
-                                      "in_memory=true", "calibrate=false"])  # fmt: skip
+    config = load_train_config(
+        None,
+        [
+            f"dataset={synthetic_set(96, 5)}",
+            f"output_dir={tmp_path_factory.mktemp('orm')}",
+            "epochs=6",
+            "batch_size=8",
+            "crop_size=64",
+            "learning_rate=0.003",
+            "in_memory=true",
+            "calibrate=false",
+        ],
+    )
     result = train(config, progress=False)
     assert result.checkpoint is not None
     return result.checkpoint
@@ -491,9 +572,25 @@ def test_reliability_band_is_lower_under_real_clouds(realdata: Path, tmp_path: P
     optical = tmp_path / "s2_12_bands.tif"
     write_raster(str(optical), dn, profile)
     out = tmp_path / "real_map.tif"
-    command = [sys.executable, "-m", "cloudlulc", "map", "--optical", str(optical), "--sar",
-               str(folder / "ROIs1868_summer_s1_19_p30.tif"), "--out", str(out), "--checkpoint", str(orm_checkpoint),
-               "--reliability", "--tile", "128", "--overlap", "32"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "cloudlulc",
+        "map",
+        "--optical",
+        str(optical),
+        "--sar",
+        str(folder / "ROIs1868_summer_s1_19_p30.tif"),
+        "--out",
+        str(out),
+        "--checkpoint",
+        str(orm_checkpoint),
+        "--reliability",
+        "--tile",
+        "128",
+        "--overlap",
+        "32",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     reliability_uri = tmp_path / "real_map_reliability.tif"
@@ -505,9 +602,12 @@ def test_reliability_band_is_lower_under_real_clouds(realdata: Path, tmp_path: P
     cloud, clear = blue > 0.2, blue < 0.15
     assert 0.2 < cloud.mean() < 0.35 and clear.mean() > 0.5
     assert reliability[cloud].mean() < reliability[clear].mean() - 0.03, (
-        reliability[cloud].mean(), reliability[clear].mean())  # fmt: skip
-    refused = subprocess.run([*command[:-5], "--reliability", "--onnx", str(orm_checkpoint)], capture_output=True,
-                             text=True, check=False)  # fmt: skip
+        reliability[cloud].mean(),
+        reliability[clear].mean(),
+    )
+    refused = subprocess.run(
+        [*command[:-5], "--reliability", "--onnx", str(orm_checkpoint)], capture_output=True, text=True, check=False
+    )
     assert refused.returncode == 2 and "give at most one of --onnx and --checkpoint" in refused.stderr
 
 
@@ -519,18 +619,42 @@ def test_reliability_needs_a_network_with_orm_and_a_seventh_channel(scene_pair, 
         torch_predictor(build_model(model_config("dual_stream", "tiny")), reliability=True)
     optical, sar = scene_pair
     with pytest.raises(ValueError, match=r"expected \(4, 7, 128, 128\) \(class probabilities and reliability\)"):
-        map_scene(str(optical), str(sar), str(tmp_path / "map.tif"), tiny_net, tile=TILE, overlap=OVERLAP,
-                  reliability=True, progress=False)  # fmt: skip
+        map_scene(
+            str(optical),
+            str(sar),
+            str(tmp_path / "map.tif"),
+            tiny_net,
+            tile=TILE,
+            overlap=OVERLAP,
+            reliability=True,
+            progress=False,
+        )
     torch.manual_seed(0)
     network = build_model(model_config("cloudlulc_net", "tiny"))
-    result = map_scene(str(optical), str(sar), str(tmp_path / "band.tif"), torch_predictor(network, reliability=True),
-                       tile=TILE, overlap=OVERLAP, confidence=True, reliability=True, progress=False)  # fmt: skip
+    result = map_scene(
+        str(optical),
+        str(sar),
+        str(tmp_path / "band.tif"),
+        torch_predictor(network, reliability=True),
+        tile=TILE,
+        overlap=OVERLAP,
+        confidence=True,
+        reliability=True,
+        progress=False,
+    )
     assert result.reliability_uri == str(tmp_path / "band_reliability.tif") and result.confidence_uri
     classes = read_pixels(result.map_uri)[0]
     reliability = read_pixels(result.reliability_uri)[0]
     assert np.array_equal(reliability == 0, classes == schema.IGNORE_INDEX), "nodata where the map has none"
-    plain = map_scene(str(optical), str(sar), str(tmp_path / "plain.tif"), torch_predictor(network), tile=TILE,
-                      overlap=OVERLAP, progress=False)  # fmt: skip
+    plain = map_scene(
+        str(optical),
+        str(sar),
+        str(tmp_path / "plain.tif"),
+        torch_predictor(network),
+        tile=TILE,
+        overlap=OVERLAP,
+        progress=False,
+    )
     assert np.array_equal(read_pixels(plain.map_uri), read_pixels(result.map_uri)), "the band changes no class"
 
 
@@ -546,10 +670,13 @@ def test_a_missing_modality_is_fed_as_zeros_and_said_in_the_metadata(scene_pair,
         seen.append((float(np.abs(optical_tiles).max()), float(np.abs(sar_tiles).max())))
         return tiny_net(optical_tiles, sar_tiles)
 
-    given = {"optical_uri": None if missing == "optical" else str(optical),
-             "sar_uri": None if missing == "sar" else str(sar)}  # fmt: skip
-    result = map_scene(out_uri=str(tmp_path / "map.tif"), predictor=recording, tile=TILE, overlap=OVERLAP,
-                       progress=False, **given)  # fmt: skip
+    given = {
+        "optical_uri": None if missing == "optical" else str(optical),
+        "sar_uri": None if missing == "sar" else str(sar),
+    }
+    result = map_scene(
+        out_uri=str(tmp_path / "map.tif"), predictor=recording, tile=TILE, overlap=OVERLAP, progress=False, **given
+    )
     assert validate_cog(result.map_uri) == []
     absent = 1 if missing == "sar" else 0
     assert seen and all(pair[absent] == 0 for pair in seen) and all(pair[1 - absent] > 0 for pair in seen)
@@ -571,6 +698,10 @@ def test_mapping_needs_at_least_one_modality(tmp_path: Path, tiny_net):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "cloudlulc", "map", "--out", str(tmp_path / "m.tif")],
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "cloudlulc", "map", "--out", str(tmp_path / "m.tif")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 2 and "give --optical, --sar, or both" in done.stderr

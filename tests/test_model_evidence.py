@@ -127,8 +127,9 @@ def test_physics_knobs_change_the_world_and_sets_record_them(tmp_path):
     with pytest.raises(ValueError, match="three shares summing to 1"):
         Physics(parcel_weights=(0.5, 0.2, 0.2))
     generate_dataset(str(tmp_path / "default"), SynthConfig(n=2, size=64, seed=3), progress=False)
-    generate_dataset(str(tmp_path / "gap"), SynthConfig(n=2, size=64, seed=3, physics=Physics(change_rate=0.3)),
-                     progress=False)  # fmt: skip
+    generate_dataset(
+        str(tmp_path / "gap"), SynthConfig(n=2, size=64, seed=3, physics=Physics(change_rate=0.3)), progress=False
+    )
     assert "physics" not in json.loads((tmp_path / "default" / PARAMS_FILE).read_text()), "old sets stay resumable"
     assert json.loads((tmp_path / "gap" / PARAMS_FILE).read_text())["physics"]["change_rate"] == 0.3
 
@@ -148,10 +149,18 @@ def test_the_table_calls_a_difference_only_beyond_twice_the_spread_of_paired_dif
     assert bench.paired(reference, {0: 0.75, 1: 0.72, 2: 0.80}).endswith("(~)"), "+5, -3, 0: within noise"
     assert bench.paired(reference, {0: 0.69, 1: 0.74, 2: 0.785}).endswith("(worse)")
     assert bench.paired(reference, {0: 0.9}) == "-", "one shared seed cannot be judged"
-    rows = [{"variant": "default", "model": model, "seed": seed, "train_seconds": 60.0, "steps": 1000,
-             "scores": {"mIoU": base + 0.01 * seed, "OA": 0.9, "ECE": 0.02,
-                        **{f"mIoU {b}": base for b in bench.BINS}}}
-            for model, base in (("CloudLULC-Net", 0.8), ("dual-stream", 0.78)) for seed in range(3)]  # fmt: skip
+    rows = [
+        {
+            "variant": "default",
+            "model": model,
+            "seed": seed,
+            "train_seconds": 60.0,
+            "steps": 1000,
+            "scores": {"mIoU": base + 0.01 * seed, "OA": 0.9, "ECE": 0.02, **{f"mIoU {b}": base for b in bench.BINS}},
+        }
+        for model, base in (("CloudLULC-Net", 0.8), ("dual-stream", 0.78))
+        for seed in range(3)
+    ]
     text = bench.report(rows)
     assert "| CloudLULC-Net | 3 | 81.0 ± 1.0 |" in text
     assert "| dual-stream | 3 | 79.0 ± 1.0 |" in text and "-2.0 ± 0.0 (worse)" in text
@@ -177,8 +186,18 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_its_checkpoints(synthet
     from cloudlulc.training.config import load_train_config
     from cloudlulc.training.trainer import train
 
-    config = load_train_config(None, [f"dataset={synthetic_set(24, 11)}", f"output_dir={tmp_path / 'run'}",
-                                      "epochs=2", "batch_size=4", "crop_size=64", "learning_rate=1e30",
-                                      "warmup_steps=0", "calibrate=false"])  # fmt: skip
+    config = load_train_config(
+        None,
+        [
+            f"dataset={synthetic_set(24, 11)}",
+            f"output_dir={tmp_path / 'run'}",
+            "epochs=2",
+            "batch_size=4",
+            "crop_size=64",
+            "learning_rate=1e30",
+            "warmup_steps=0",
+            "calibrate=false",
+        ],
+    )
     with pytest.raises(DivergedError, match=r"training diverged: loss is nan at epoch \d+, step \d+ \(cross_entropy"):
         train(config, progress=False)

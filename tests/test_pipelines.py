@@ -70,10 +70,21 @@ def _executor(spec: dict[str, Any], task: dict[str, Any]) -> str:
 
 def test_training_yaml_carries_gpu_secrets_retries_timeouts_and_caching():
     spec, executors = _platform("training")
-    every = {name: task for name, task in _all_tasks(spec).items() if "executorLabel" in
-             spec["components"][task["componentRef"]["name"]]}  # fmt: skip
-    assert set(every) >= {"ingest-acquisitions", "validate-data", "require-valid", "train-model",
-                          "evaluate-and-gate", "export-model", "promote-model", "report-refusal"}  # fmt: skip
+    every = {
+        name: task
+        for name, task in _all_tasks(spec).items()
+        if "executorLabel" in spec["components"][task["componentRef"]["name"]]
+    }
+    assert set(every) >= {
+        "ingest-acquisitions",
+        "validate-data",
+        "require-valid",
+        "train-model",
+        "evaluate-and-gate",
+        "export-model",
+        "promote-model",
+        "report-refusal",
+    }
     containers = {label: spec["deploymentSpec"]["executors"][label]["container"] for label in executors}
     for name in GPU_STEPS:
         label = _executor(spec, every[name])
@@ -82,8 +93,9 @@ def test_training_yaml_carries_gpu_secrets_retries_timeouts_and_caching():
         assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
         assert "cloudlulc-cuda" in containers[label]["image"]
         assert executors[label]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
-        assert executors[label]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists",
-                                                    "effect": "NoSchedule"}]  # fmt: skip
+        assert executors[label]["tolerations"] == [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
     for name, task in every.items():
         label = _executor(spec, task)
         assert int(executors[label]["activeDeadlineSeconds"]) > 0, f"{name} has no timeout"
@@ -138,19 +150,47 @@ def test_submit_and_schedule_through_the_kfp_api(monkeypatch: pytest.MonkeyPatch
     runner = CliRunner()
     with KfpApiStandIn() as api:
         base = ["--host", api.host, "--token", "t0k", "--namespace", "team-geo"]
-        result = runner.invoke(cli, ["pipelines", "submit", "training", *base, "--param", "epochs=5",
-                                     "--param", "tensorrt=false", "--run-name", "retrain-now"])  # fmt: skip
+        result = runner.invoke(
+            cli,
+            [
+                "pipelines",
+                "submit",
+                "training",
+                *base,
+                "--param",
+                "epochs=5",
+                "--param",
+                "tensorrt=false",
+                "--run-name",
+                "retrain-now",
+            ],
+        )
         assert result.exit_code == 0, result.output
-        result = runner.invoke(cli, ["pipelines", "schedule", "regional-mapping", *base, "--name", "lyon-weekly",
-                                     "--cron", "0 0 6 * * 1", "--param", "region=lyon",
-                                     "--param", "bbox=4.7,45.6,5.0,45.9"])  # fmt: skip
+        result = runner.invoke(
+            cli,
+            [
+                "pipelines",
+                "schedule",
+                "regional-mapping",
+                *base,
+                "--name",
+                "lyon-weekly",
+                "--cron",
+                "0 0 6 * * 1",
+                "--param",
+                "region=lyon",
+                "--param",
+                "bbox=4.7,45.6,5.0,45.9",
+            ],
+        )
         assert result.exit_code == 0, result.output
         refused = runner.invoke(cli, ["pipelines", "submit", "training", *base, "--param", "epochs=-1"])
         assert isinstance(refused.exception, ParameterError) and refused.exception.exit_code == 2
         assert "epochs" in str(refused.exception)
         requests_before = len(api.requests)
-        bad_cron = runner.invoke(cli, ["pipelines", "schedule", "regional-mapping", *base, "--name", "x",
-                                       "--cron", "0 6 * * 1"])  # fmt: skip
+        bad_cron = runner.invoke(
+            cli, ["pipelines", "schedule", "regional-mapping", *base, "--name", "x", "--cron", "0 6 * * 1"]
+        )
         assert bad_cron.exit_code != 0 and len(api.requests) == requests_before
     (run,) = api.posted("/apis/v2beta1/runs")
     assert run["display_name"] == "retrain-now"
@@ -254,8 +294,7 @@ def test_failing_validation_stops_before_training_with_the_report(main_job: Any)
     assert versions_after == versions_before
 
 
-def test_parameters_are_refused_before_any_step_runs(main_job: Any, tmp_path: Path,
-                                                     capfd: pytest.CaptureFixture[str]):  # fmt: skip
+def test_parameters_are_refused_before_any_step_runs(main_job: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]):
     from kfp import local
 
     from pipelines.training import training
@@ -276,8 +315,9 @@ def test_parameters_are_refused_before_any_step_runs(main_job: Any, tmp_path: Pa
     assert not steps_run - {"check-training-params"}, f"steps ran after the check failed: {steps_run}"
 
 
-def test_missing_secret_fails_the_step_naming_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                 capfd: pytest.CaptureFixture[str]):  # fmt: skip
+def test_missing_secret_fails_the_step_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+):
     from kfp import local
 
     from components.ingest import ingest_acquisitions
@@ -286,10 +326,19 @@ def test_missing_secret_fails_the_step_naming_it(monkeypatch: pytest.MonkeyPatch
         monkeypatch.delenv(key, raising=False)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path))
     with pytest.raises(RuntimeError, match="FAILURE"):
-        ingest_acquisitions(catalog="s3://cloudlulc/catalog", bbox="4.27,45.05,4.41,45.15", start="2026-06-01",
-                            end="2026-06-30", max_cloud=100.0, s1_collection="sentinel-1-grd",
-                            out_uri="s3://cloudlulc/data/CloudLULC-Set", mode="chips", chip_size=128, labels="",
-                            label_table="worldcover")  # fmt: skip
+        ingest_acquisitions(
+            catalog="s3://cloudlulc/catalog",
+            bbox="4.27,45.05,4.41,45.15",
+            start="2026-06-01",
+            end="2026-06-30",
+            max_cloud=100.0,
+            s1_collection="sentinel-1-grd",
+            out_uri="s3://cloudlulc/data/CloudLULC-Set",
+            mode="chips",
+            chip_size=128,
+            labels="",
+            label_table="worldcover",
+        )
     logs = capfd.readouterr()
     text = logs.out + logs.err
     assert "AWS_ACCESS_KEY_ID" in text and "cloudlulc-s3" in text

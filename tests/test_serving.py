@@ -57,7 +57,9 @@ def test_committed_templates_match_the_code_and_parse_as_triton_configs(model: s
     assert config.instance_group[0].count >= 1
     warmup = config.model_warmup[0]
     assert warmup.batch_size == 1 and {k: v.input_data_file for k, v in warmup.inputs.items()} == {
-        "optical": "optical", "sar": "sar"}  # fmt: skip
+        "optical": "optical",
+        "sar": "sar",
+    }
     runtime = {"cloudlulc": "tensorrt_plan", "cloudlulc_onnx": "onnxruntime_onnx", "cloudlulc_cpu": ""}[model]
     assert config.platform == runtime and config.backend == ("python" if model == CPU_MODEL else "")
 
@@ -104,8 +106,10 @@ def test_python_backend_library_batches_requests_and_names_a_bad_file(onnx_expor
     assert files == VersionFiles(onnx_export.parent / "1" / "model.onnx", 1, 0.0)
     run = load_runner(VersionFiles(onnx_export, 1))
     rng = np.random.default_rng(2)
-    requests = [(rng.random((b, 12, side, side), dtype=np.float32), rng.random((b, 2, side, side), dtype=np.float32))
-                for b, side in ((2, 64), (1, 96), (3, 64))]  # fmt: skip
+    requests = [
+        (rng.random((b, 12, side, side), dtype=np.float32), rng.random((b, 2, side, side), dtype=np.float32))
+        for b, side in ((2, 64), (1, 96), (3, 64))
+    ]
     calls: list[tuple[int, ...]] = []
 
     def counting(optical: np.ndarray, sar: np.ndarray) -> np.ndarray:
@@ -140,9 +144,9 @@ def group_gone(pgid: int) -> bool:
     return False
 
 
-def test_local_triton_serves_the_repository_like_onnxruntime(onnx_export: Path, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch,
-                                                             caplog: pytest.LogCaptureFixture):  # fmt: skip
+def test_local_triton_serves_the_repository_like_onnxruntime(
+    onnx_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
     monkeypatch.delenv("TRITON_REPOSITORY_KEY", raising=False)
     repository = cpu_repository(tmp_path / "repository", onnx_export)
     blocker = socket.socket()
@@ -195,8 +199,9 @@ def test_local_triton_serves_the_repository_like_onnxruntime(onnx_export: Path, 
     assert group_gone(state.pid), "a Python-backend stub outlived the server"
 
 
-def test_bad_repositories_fail_in_one_line_naming_the_path(onnx_export: Path, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+def test_bad_repositories_fail_in_one_line_naming_the_path(
+    onnx_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.setenv("TRITON_REPOSITORY_KEY", "test-key")
     server = LocalTriton(tmp_path / "triton")
     with pytest.raises(ServingError, match=f"{tmp_path / 'missing'}: model repository is not a readable folder"):
@@ -223,8 +228,12 @@ def test_bad_repositories_fail_in_one_line_naming_the_path(onnx_export: Path, tm
 def test_serve_command_runs_until_sigterm_and_stops_its_stubs(onnx_export: Path, tmp_path: Path):
     repository = cpu_repository(tmp_path / "repository", onnx_export)
     environment = {k: v for k, v in os.environ.items() if k != "TRITON_REPOSITORY_KEY"}
-    process = subprocess.Popen([CLI, "serve", "--repository", repository.uri, "--local-dir", str(tmp_path / "t")],
-                               stderr=subprocess.PIPE, text=True, env=environment)  # fmt: skip
+    process = subprocess.Popen(
+        [CLI, "serve", "--repository", repository.uri, "--local-dir", str(tmp_path / "t")],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+    )
     try:
         deadline = time.monotonic() + 120
         while (state := LocalTriton(tmp_path / "t").state()) is None or not TritonClient(state.grpc_url).server_ready():
@@ -237,8 +246,12 @@ def test_serve_command_runs_until_sigterm_and_stops_its_stubs(onnx_export: Path,
     assert process.returncode == 0, stderr
     assert "repository API key (generated" in stderr and state.grpc_url in stderr
     assert group_gone(state.pid) and LocalTriton(tmp_path / "t").state() is None
-    broken = subprocess.run([CLI, "serve", "--repository", str(tmp_path / "none"), "--local-dir", str(tmp_path / "t")],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    broken = subprocess.run(
+        [CLI, "serve", "--repository", str(tmp_path / "none"), "--local-dir", str(tmp_path / "t")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert broken.returncode == 6 and "model repository is not a readable folder" in broken.stderr
     assert "Traceback" not in broken.stderr and len(broken.stderr.strip().splitlines()) == 1
 
@@ -268,8 +281,18 @@ def _scene(folder: Path) -> tuple[Path, Path]:
     dn = (1000 + 2000 * rng.random((12, 200, 260))).astype(np.uint16)
     write_raster(str(optical), dn, RasterProfile(crs, transform, nodata=0, descriptions=schema.S2_BANDS))
     sar = folder / "s1.tif"
-    with rasterio.open(sar, "w", driver="GTiff", width=260, height=200, count=2, dtype="float32", crs=crs,
-                       transform=transform, nodata=float("nan")) as dataset:  # fmt: skip
+    with rasterio.open(
+        sar,
+        "w",
+        driver="GTiff",
+        width=260,
+        height=200,
+        count=2,
+        dtype="float32",
+        crs=crs,
+        transform=transform,
+        nodata=float("nan"),
+    ) as dataset:
         dataset.write((-15 + 3 * rng.standard_normal((2, 200, 260))).astype(np.float32))
         dataset.descriptions = schema.S1_POLARISATIONS
         dataset.units = ("dB", "dB")
@@ -285,8 +308,12 @@ def test_map_command_through_the_local_triton_equals_in_process(onnx_export: Pat
     common = ["map", "--optical", str(optical), "--sar", str(sar), "--tile", "128", "--overlap", "32"]
     with LocalTriton(tmp_path / "triton") as server:
         server.start(repository.uri)
-        served = subprocess.run([CLI, *common, "--out", str(tmp_path / "triton_map.tif"), "--local-dir",
-                                 str(tmp_path / "triton")], capture_output=True, text=True, timeout=600)  # fmt: skip
+        served = subprocess.run(
+            [CLI, *common, "--out", str(tmp_path / "triton_map.tif"), "--local-dir", str(tmp_path / "triton")],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     assert served.returncode == 0, served.stderr[-2000:]
     assert "quicklook:" in served.stdout and (tmp_path / "triton_map_quicklook.png").exists()
     assert json.loads((tmp_path / "triton_map_areas.json").read_text())
@@ -295,15 +322,23 @@ def test_map_command_through_the_local_triton_equals_in_process(onnx_export: Pat
     with rasterio.open(tmp_path / "triton_map.tif") as mapped:
         tags = json.dumps(mapped.tags())
     assert f"triton:{CPU_MODEL}:1" in tags and f"triton:{CPU_MODEL}:1,2" not in tags
-    local = subprocess.run([CLI, *common, "--out", str(tmp_path / "onnx_map.tif"), "--onnx", str(onnx_export)],
-                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    local = subprocess.run(
+        [CLI, *common, "--out", str(tmp_path / "onnx_map.tif"), "--onnx", str(onnx_export)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert local.returncode == 0, local.stderr[-2000:]
     through_triton = read_raster(str(tmp_path / "triton_map.tif"))
     in_process = read_raster(str(tmp_path / "onnx_map.tif"))
     assert np.mean(through_triton == in_process) >= 0.999
 
     # No server: a one-line error naming where it looked, exit 6, no map written.
-    missing = subprocess.run([CLI, *common, "--out", str(tmp_path / "none.tif"), "--local-dir", str(tmp_path / "x")],
-                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    missing = subprocess.run(
+        [CLI, *common, "--out", str(tmp_path / "none.tif"), "--local-dir", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.returncode == 6 and "no local Triton running" in missing.stderr and "Traceback" not in missing.stderr
     assert not (tmp_path / "none.tif").exists()

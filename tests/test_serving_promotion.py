@@ -157,8 +157,10 @@ def test_promote_serves_the_mlflow_champion_and_tags_a_rollback(trained_checkpoi
     dataset = str(trained_checkpoint[1])
     settings = TrackingSettings(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="promotion")
     registry = Registry(settings.tracking_uri, settings.registered_model)
-    config = load_train_config(None, [f"dataset={dataset}", f"output_dir={tmp_path / 'run'}", "epochs=1",
-                                      "batch_size=4", "crop_size=64", "seed=1"])  # fmt: skip
+    config = load_train_config(
+        None,
+        [f"dataset={dataset}", f"output_dir={tmp_path / 'run'}", "epochs=1", "batch_size=4", "crop_size=64", "seed=1"],
+    )
     champion = run_train_stage(config, settings, progress=False).version
     assert run_gate_stage(dataset, settings, GateConfig(first_min_miou=0, first_min_oa=0)).promote
     result = promote(settings, repository, dataset, target)

@@ -130,11 +130,35 @@ def test_a_client_killed_mid_request_leaves_the_server_live_and_ready(slow: str)
 
 def test_map_against_a_slow_server_retries_then_exits_6_naming_server_model_and_version(slow: str, tmp_path: Path):
     optical, sar = _scene(tmp_path)
-    mapped = subprocess.run([CLI, "map", "--optical", str(optical), "--sar", str(sar), "--out",
-                             str(tmp_path / "map.tif"), "--triton-url", slow, "--model", CPU_MODEL,
-                             "--model-version", "1", "--request-timeout", "1", "--attempts", "2", "--tile", "128",
-                             "--overlap", "32"],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    mapped = subprocess.run(
+        [
+            CLI,
+            "map",
+            "--optical",
+            str(optical),
+            "--sar",
+            str(sar),
+            "--out",
+            str(tmp_path / "map.tif"),
+            "--triton-url",
+            slow,
+            "--model",
+            CPU_MODEL,
+            "--model-version",
+            "1",
+            "--request-timeout",
+            "1",
+            "--attempts",
+            "2",
+            "--tile",
+            "128",
+            "--overlap",
+            "32",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     message = mapped.stderr.strip().splitlines()[-1]  # after the progress bar
     assert mapped.returncode == 6 and message.startswith("error: ") and "Traceback" not in mapped.stderr, message
     assert slow in message and f"'{CPU_MODEL}' version 1" in message and "after 2 attempt(s)" in message, message

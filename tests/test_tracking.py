@@ -47,8 +47,17 @@ def tracked_set(synthetic_set) -> Path:
 
 
 def _config(dataset: Path, output: Path):
-    return load_train_config(None, [f"dataset={dataset}", f"output_dir={output}", "epochs=2", "batch_size=4",
-                                    "crop_size=64", "max_steps_per_epoch=2"])  # fmt: skip
+    return load_train_config(
+        None,
+        [
+            f"dataset={dataset}",
+            f"output_dir={output}",
+            "epochs=2",
+            "batch_size=4",
+            "crop_size=64",
+            "max_steps_per_epoch=2",
+        ],
+    )
 
 
 def test_train_register_and_gate_on_a_real_server(mlflow_server: str, tracked_set: Path, tmp_path: Path):
@@ -124,9 +133,19 @@ def test_fine_tune_from_a_registered_model(mlflow_server: str, tracked_set: Path
     settings = TrackingSettings(tracking_uri=mlflow_server, experiment="finetune", registered_model="cloudlulc-ft")
     run_train_stage(_config(tracked_set, tmp_path / "first"), settings, progress=False)
     source = load_registered_network(settings, "challenger").state_dict()
-    config = load_train_config(None, [f"dataset={tracked_set}", f"output_dir={tmp_path / 'tuned'}", "epochs=1",
-                                      "batch_size=4", "crop_size=64", "max_steps_per_epoch=2",
-                                      "init=models:/cloudlulc-ft/1", "freeze_encoders=true"])  # fmt: skip
+    config = load_train_config(
+        None,
+        [
+            f"dataset={tracked_set}",
+            f"output_dir={tmp_path / 'tuned'}",
+            "epochs=1",
+            "batch_size=4",
+            "crop_size=64",
+            "max_steps_per_epoch=2",
+            "init=models:/cloudlulc-ft/1",
+            "freeze_encoders=true",
+        ],
+    )
     tuned = run_train_stage(config, settings, progress=False)
     assert tuned.version == "2"
     weights = load_registered_network(settings, "challenger").state_dict()
@@ -168,8 +187,13 @@ def test_a_pickled_registered_model_is_refused_unrun(mlflow_server: str, tmp_pat
     mlflow.set_experiment("pickle-test")
     network = json.dumps(model_config("cloudlulc_net", "tiny").model_dump(mode="json"))
     with mlflow.start_run():
-        info = mlflow.pytorch.log_model(Carrier(marker), name="model", serialization_format="pickle",
-                                        pip_requirements=["torch"], metadata={"network": network})  # fmt: skip
+        info = mlflow.pytorch.log_model(
+            Carrier(marker),
+            name="model",
+            serialization_format="pickle",
+            pip_requirements=["torch"],
+            metadata={"network": network},
+        )
     with pytest.raises(TrackingError, match=f"cannot load {info.model_uri}"):
         load_network(settings, info.model_uri)
     assert not marker.exists(), "loading a registered model ran code from its pickle"

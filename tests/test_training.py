@@ -15,8 +15,19 @@ def train_set(synthetic_set) -> Path:
 
 
 def _config(dataset: Path, output: Path, *extra: str):
-    return load_train_config(None, [f"dataset={dataset}", f"output_dir={output}", "epochs=4", "batch_size=4",
-                                    "crop_size=64", "learning_rate=0.003", "warmup_steps=4", *extra])  # fmt: skip
+    return load_train_config(
+        None,
+        [
+            f"dataset={dataset}",
+            f"output_dir={output}",
+            "epochs=4",
+            "batch_size=4",
+            "crop_size=64",
+            "learning_rate=0.003",
+            "warmup_steps=4",
+            *extra,
+        ],
+    )
 
 
 def test_tiny_training_lowers_the_loss_and_checkpoints(train_set: Path, tmp_path: Path):
@@ -68,8 +79,12 @@ def test_resume_with_another_config_is_refused(train_set: Path, tmp_path: Path):
 
 def test_baselines_train_through_the_same_loop(train_set: Path, tmp_path: Path):
     for architecture in ("reconstruction_first", "sar_only"):
-        result = train(_config(train_set, tmp_path / architecture, "epochs=1", f"architecture={architecture}",
-                               "max_steps_per_epoch=2"), progress=False)  # fmt: skip
+        result = train(
+            _config(
+                train_set, tmp_path / architecture, "epochs=1", f"architecture={architecture}", "max_steps_per_epoch=2"
+            ),
+            progress=False,
+        )
         assert result.history[0]["train_total"] > 0
     recon = _config(
         train_set, tmp_path / "r2", "epochs=1", "max_steps_per_epoch=1", "architecture=reconstruction_first"
@@ -103,13 +118,24 @@ def test_fine_tune_from_checkpoint_with_frozen_encoders(train_set: Path, tmp_pat
     base = train(_config(train_set, tmp_path / "base", "epochs=1", "max_steps_per_epoch=2"), progress=False)
     start = {k: v.clone() for k, v in base.model.state_dict().items()}
     checkpoint = list_checkpoints(tmp_path / "base")[-1]
-    tuned = train(_config(train_set, tmp_path / "tuned", "epochs=1", "max_steps_per_epoch=2", f"init={checkpoint}",
-                          "freeze_encoders=true"), progress=False).model.state_dict()  # fmt: skip
+    tuned = train(
+        _config(
+            train_set,
+            tmp_path / "tuned",
+            "epochs=1",
+            "max_steps_per_epoch=2",
+            f"init={checkpoint}",
+            "freeze_encoders=true",
+        ),
+        progress=False,
+    ).model.state_dict()
     encoder_weights = [k for k in start if "encoder" in k and k.endswith("weight") and "bn" not in k]
     assert encoder_weights and all(torch.equal(tuned[k], start[k]) for k in encoder_weights)
     assert not torch.equal(tuned["decoder.classify.weight"], start["decoder.classify.weight"])
     with pytest.raises(DataError, match="weights do not fit sar_only"):
-        train(_config(train_set, tmp_path / "wrong", "epochs=1", f"init={checkpoint}", "architecture=sar_only"),
-              progress=False)  # fmt: skip
+        train(
+            _config(train_set, tmp_path / "wrong", "epochs=1", f"init={checkpoint}", "architecture=sar_only"),
+            progress=False,
+        )
     with pytest.raises(DataError, match="init checkpoint not found"):
         train(_config(train_set, tmp_path / "missing", "epochs=1", f"init={tmp_path / 'nope.pt'}"), progress=False)

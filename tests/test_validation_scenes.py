@@ -263,8 +263,9 @@ def test_an_empty_root_and_a_region_without_pairs_fail_clearly(catalog: Syntheti
     )
 
     nothing = tmp_path / "no-pairs"  # an ingest whose dates hold no acquisition: a manifest without rows
-    result = ingest(_query(catalog, date(2025, 1, 1), date(2025, 1, 31)), IngestOptions(str(nothing), mode="scenes"),
-                    progress=False)  # fmt: skip
+    result = ingest(
+        _query(catalog, date(2025, 1, 1), date(2025, 1, 31)), IngestOptions(str(nothing), mode="scenes"), progress=False
+    )
     assert result.pairs == () and read_manifest(open_storage(str(nothing))).empty
     assert is_scene_layout(str(nothing)), "ingest/params.json says mode=scenes"
     (failure,) = validate_scenes(str(nothing)).failures
@@ -287,8 +288,14 @@ def test_a_manifest_row_without_checksums_is_reported(region: Path) -> None:
 def test_console_script_detects_scenes_and_exits_1_with_the_report(region: Path, tmp_path: Path) -> None:
     _sar_one_band(_stack(region))
     env = {**os.environ, "GX_ANALYTICS_ENABLED": "false"}
-    broken = subprocess.run([*CLI, "validate", str(region), "--report-dir", str(tmp_path / "bad")],
-                            capture_output=True, text=True, env=env, timeout=300, check=False)  # fmt: skip
+    broken = subprocess.run(
+        [*CLI, "validate", str(region), "--report-dir", str(tmp_path / "bad")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
     assert broken.returncode == 1, broken.stdout + broken.stderr
     assert f"FAIL {_stack(region).name}: sar.band_count observed=1" in broken.stdout
     assert "validation FAILED: 2 scene stacks" in broken.stdout

@@ -41,8 +41,11 @@ def check_cloud_codes(mask: np.ndarray, source: str) -> np.ndarray:
     found = set(np.unique(mask).tolist())
     unknown = sorted(found - CLOUD_CODES)
     if unknown:
-        raise DataError(source, f"cloud mask values {unknown[:10]} are not cloud codes {sorted(CLOUD_CODES)} "
-                        "(0 clear, 1 thin cloud, 2 opaque cloud, 3 shadow)")  # fmt: skip
+        raise DataError(
+            source,
+            f"cloud mask values {unknown[:10]} are not cloud codes {sorted(CLOUD_CODES)} "
+            "(0 clear, 1 thin cloud, 2 opaque cloud, 3 shadow)",
+        )
     return mask
 
 
@@ -70,8 +73,9 @@ def sample_cloud_cover(layout: DatasetLayout, record: SampleRecord) -> tuple[flo
         with open_raster(layout.uri(record.opt_clear)) as clear_file:
             clear = read_reflectance(clear_file)
         if clear.shape != cloudy.shape:
-            raise DataError(layout.uri(record.opt_clear), f"shape {clear.shape} differs from Opt_S2_cloudy "
-                            f"{cloudy.shape}")  # fmt: skip
+            raise DataError(
+                layout.uri(record.opt_clear), f"shape {clear.shape} differs from Opt_S2_cloudy {cloudy.shape}"
+            )
         difference = np.abs(cloudy - clear).mean(axis=0)
         return float(np.mean(difference > CLOUD_DIFF_THRESHOLD)), "clear twin"
     return float(cloud_test(cloudy).mean()), "cloud test"

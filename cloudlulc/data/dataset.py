@@ -171,12 +171,17 @@ class CloudLULCDataset(Dataset[Sample]):
         expect_patch_size(reference, schema.MAX_PATCH_SIDE)
         if self.crop_size is None:
             if height % self.size_multiple or width % self.size_multiple:
-                raise DataError(reference.path, f"patch is {width} x {height} pixels; full patches need sides that "
-                                f"are multiples of {self.size_multiple}")  # fmt: skip
+                raise DataError(
+                    reference.path,
+                    f"patch is {width} x {height} pixels; full patches need sides that "
+                    f"are multiples of {self.size_multiple}",
+                )
             return None
         if self.crop_size > min(height, width):
-            raise DataError(reference.path, f"patch is {width} x {height} pixels, smaller than the crop of "
-                            f"{self.crop_size} (crop_size)")  # fmt: skip
+            raise DataError(
+                reference.path,
+                f"patch is {width} x {height} pixels, smaller than the crop of {self.crop_size} (crop_size)",
+            )
         if self.augment:
             row = int(torch.randint(0, height - self.crop_size + 1, ()).item())
             col = int(torch.randint(0, width - self.crop_size + 1, ()).item())
@@ -218,8 +223,10 @@ def _memory_of(root: str) -> dict[tuple[str, bool, bool], tuple[RasterInfo, dict
 
 def _slices(window: Window) -> tuple[slice, slice]:
     """Row and column slices of an integer window, to cut a crop out of an array read whole."""
-    return (slice(int(window.row_off), int(window.row_off + window.height)),
-            slice(int(window.col_off), int(window.col_off + window.width)))  # fmt: skip
+    return (
+        slice(int(window.row_off), int(window.row_off + window.height)),
+        slice(int(window.col_off), int(window.col_off + window.width)),
+    )
 
 
 def _sar_db(files: list[DatasetReader], window: Window | None) -> np.ndarray:

@@ -181,8 +181,11 @@ def road_mask(rng: np.random.Generator, size: int, count: int, width: float) -> 
     return mask
 
 
-def land_cover(rng: np.random.Generator, size: int, physics: Physics = DEFAULT_PHYSICS,
-               ) -> tuple[np.ndarray, np.ndarray, str]:  # fmt: skip
+def land_cover(
+    rng: np.random.Generator,
+    size: int,
+    physics: Physics = DEFAULT_PHYSICS,
+) -> tuple[np.ndarray, np.ndarray, str]:
     """(class map, region id map, archetype); regions carry per-parcel spectral and SAR variation."""
     archetype = str(rng.choice(list(ARCHETYPES), p=ARCHETYPE_WEIGHTS))
     parcel_weights, forest_share, settlement_chance, water_chance = ARCHETYPES[archetype]
@@ -224,8 +227,9 @@ def land_cover(rng: np.random.Generator, size: int, physics: Physics = DEFAULT_P
     return classes, regions, archetype
 
 
-def temporal_change(rng: np.random.Generator, classes: np.ndarray, regions: np.ndarray,
-                    rate: float = DEFAULT_PHYSICS.change_rate) -> np.ndarray:  # fmt: skip
+def temporal_change(
+    rng: np.random.Generator, classes: np.ndarray, regions: np.ndarray, rate: float = DEFAULT_PHYSICS.change_rate
+) -> np.ndarray:
     """Land cover at the SAR date: a few fields harvested, ploughed or sown since (or before) then."""
     sar_classes = classes.copy()
     parcel_ids = np.unique(regions[np.isin(classes, [CROP, GRASS, BARREN])])
@@ -269,8 +273,9 @@ def optical_reflectance(rng: np.random.Generator, classes: np.ndarray, regions: 
     return np.clip(reflectance, 0.0005, 1.0)
 
 
-def add_clouds(rng: np.random.Generator, clear: np.ndarray, target_cover: float,
-               physics: Physics = DEFAULT_PHYSICS) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def add_clouds(
+    rng: np.random.Generator, clear: np.ndarray, target_cover: float, physics: Physics = DEFAULT_PHYSICS
+) -> tuple[np.ndarray, np.ndarray]:
     """Composite shadows, haze, cirrus and opaque clouds over ``clear``; return (cloudy, cloud codes)."""
     size = clear.shape[-1]
     alpha_cloud = np.zeros((size, size), np.float32)
@@ -313,8 +318,12 @@ def add_clouds(rng: np.random.Generator, clear: np.ndarray, target_cover: float,
     return np.clip(cloudy, 0.0005, 1.0).astype(np.float32), mask
 
 
-def sar_backscatter(rng: np.random.Generator, classes: np.ndarray, regions: np.ndarray,
-                    separability: float = DEFAULT_PHYSICS.sar_separability) -> np.ndarray:  # fmt: skip
+def sar_backscatter(
+    rng: np.random.Generator,
+    classes: np.ndarray,
+    regions: np.ndarray,
+    separability: float = DEFAULT_PHYSICS.sar_separability,
+) -> np.ndarray:
     """VV/VH sigma0 in dB [2,H,W] with per-region offsets, texture, incidence trend and speckle."""
     size = classes.shape[0]
     region_count = int(regions.max()) + 1

@@ -76,9 +76,17 @@ def write_onnx_graph(network: SegmentationNetwork, path: Path) -> None:
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not the user's concern
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         try:
-            program = torch.onnx.export(serving, example, None, dynamo=True, opset_version=OPSET,
-                                        input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
-                                        dynamic_shapes={"optical": spatial, "sar": spatial}, verbose=False)  # fmt: skip
+            program = torch.onnx.export(
+                serving,
+                example,
+                None,
+                dynamo=True,
+                opset_version=OPSET,
+                input_names=list(INPUT_NAMES),
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes={"optical": spatial, "sar": spatial},
+                verbose=False,
+            )
         except Exception as error:  # the exporter raises many types; all mean "this graph does not export"
             raise ExportError(f"ONNX export of {type(network).__name__} failed: {error}") from error
     if program is None:
@@ -86,9 +94,16 @@ def write_onnx_graph(network: SegmentationNetwork, path: Path) -> None:
     program.save(str(path), external_data=False)
 
 
-def export_onnx(network: SegmentationNetwork, out_path: str | Path, parity_dataset: str, *,
-                parity_count: int = 8, max_abs_diff: float = 1e-4, min_agreement: float = 0.999,
-                metadata: dict[str, object] | None = None) -> ParityReport:  # fmt: skip
+def export_onnx(
+    network: SegmentationNetwork,
+    out_path: str | Path,
+    parity_dataset: str,
+    *,
+    parity_count: int = 8,
+    max_abs_diff: float = 1e-4,
+    min_agreement: float = 0.999,
+    metadata: dict[str, object] | None = None,
+) -> ParityReport:
     """Export ``network`` to ``out_path`` and check it on samples of ``parity_dataset``; refuse on failure.
 
     The ONNX file and its ``.json`` sidecar (network config, parity figures, ``metadata``) appear
@@ -98,18 +113,25 @@ def export_onnx(network: SegmentationNetwork, out_path: str | Path, parity_datas
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_local_path(out) as temp_path:
         write_onnx_graph(network, temp_path)
-        report = check_parity(torch_runner(network), onnxruntime_runner(temp_path),
-                              parity_samples(parity_dataset, parity_count),
-                              max_abs_diff=max_abs_diff, min_agreement=min_agreement)  # fmt: skip
+        report = check_parity(
+            torch_runner(network),
+            onnxruntime_runner(temp_path),
+            parity_samples(parity_dataset, parity_count),
+            max_abs_diff=max_abs_diff,
+            min_agreement=min_agreement,
+        )
         if not report.passed:
             raise ExportError(f"{out}: ONNX export refused, parity check failed: {report.summary()}")
     sidecar = {
-        "contract": {"inputs": {"optical": [-1, OPTICAL_CHANNELS, -1, -1], "sar": [-1, SAR_CHANNELS, -1, -1]},
-                     "output": {OUTPUT_NAME: [-1, len(schema.CLASSES), -1, -1]}, "size_multiple": SIZE_MULTIPLE},
+        "contract": {
+            "inputs": {"optical": [-1, OPTICAL_CHANNELS, -1, -1], "sar": [-1, SAR_CHANNELS, -1, -1]},
+            "output": {OUTPUT_NAME: [-1, len(schema.CLASSES), -1, -1]},
+            "size_multiple": SIZE_MULTIPLE,
+        },
         "network": network.config.model_dump(mode="json") if hasattr(network, "config") else None,
         "parity": json.loads(report.to_json()),
         **(metadata or {}),
-    }  # fmt: skip
+    }
     with atomic_local_path(out.with_suffix(out.suffix + ".json")) as temp_path:
         temp_path.write_text(json.dumps(sidecar, indent=2) + "\n")
     return report

@@ -41,8 +41,10 @@ class ParityReport:
 
     def summary(self) -> str:
         """One line for logs and error messages."""
-        return (f"max |dp| {self.max_abs_diff:.2e} (limit {self.max_abs_limit:.0e}), argmax agreement "
-                f"{self.argmax_agreement:.4%} (limit {self.min_agreement:.1%}) on {self.samples} samples")  # fmt: skip
+        return (
+            f"max |dp| {self.max_abs_diff:.2e} (limit {self.max_abs_limit:.0e}), argmax agreement "
+            f"{self.argmax_agreement:.4%} (limit {self.min_agreement:.1%}) on {self.samples} samples"
+        )
 
     def to_json(self) -> str:
         """The report with its verdict, for the file beside the export."""
@@ -75,9 +77,14 @@ def parity_samples(dataset: str, count: int = 8, split: str = "test") -> Iterato
         yield item["optical"][None].numpy(), item["sar"][None].numpy()
 
 
-def check_parity(reference: Runner, candidate: Runner, samples: Iterator[tuple[np.ndarray, np.ndarray]], *,
-                 max_abs_diff: float = MAX_ABS_DIFF,
-                 min_agreement: float = MIN_ARGMAX_AGREEMENT) -> ParityReport:  # fmt: skip
+def check_parity(
+    reference: Runner,
+    candidate: Runner,
+    samples: Iterator[tuple[np.ndarray, np.ndarray]],
+    *,
+    max_abs_diff: float = MAX_ABS_DIFF,
+    min_agreement: float = MIN_ARGMAX_AGREEMENT,
+) -> ParityReport:
     """Run both on every sample; worst absolute probability difference and share of equal argmax."""
     worst, agree, pixels, count = 0.0, 0, 0, 0
     for optical, sar in samples:

@@ -39,9 +39,11 @@ class EngineProfile:
 
     def shapes(self, channels: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         """(min, opt, max) input shapes for a tensor with ``channels`` channels."""
-        return ((self.min_batch, channels, self.min_tile, self.min_tile),
-                (self.opt_batch, channels, self.opt_tile, self.opt_tile),
-                (self.max_batch, channels, self.max_tile, self.max_tile))  # fmt: skip
+        return (
+            (self.min_batch, channels, self.min_tile, self.min_tile),
+            (self.opt_batch, channels, self.opt_tile, self.opt_tile),
+            (self.max_batch, channels, self.max_tile, self.max_tile),
+        )
 
 
 def _require_tensorrt() -> tuple[ModuleType, ModuleType]:
@@ -49,20 +51,30 @@ def _require_tensorrt() -> tuple[ModuleType, ModuleType]:
     import torch
 
     if not torch.cuda.is_available():
-        raise ExportError("TensorRT compile needs an NVIDIA GPU with CUDA, and none is visible on this machine; "
-                          "run `cloudlulc export tensorrt` on a GPU node (the CUDA image), or serve the ONNX "
-                          "export (cloudlulc_onnx) instead")  # fmt: skip
+        raise ExportError(
+            "TensorRT compile needs an NVIDIA GPU with CUDA, and none is visible on this machine; "
+            "run `cloudlulc export tensorrt` on a GPU node (the CUDA image), or serve the ONNX "
+            "export (cloudlulc_onnx) instead"
+        )
     try:
         import tensorrt
     except ImportError as error:
-        raise ExportError(f"TensorRT compile needs the `tensorrt` Python package ({error}); it is installed in "
-                          "the CUDA image (components/Dockerfile.cuda)") from error  # fmt: skip
+        raise ExportError(
+            f"TensorRT compile needs the `tensorrt` Python package ({error}); it is installed in "
+            "the CUDA image (components/Dockerfile.cuda)"
+        ) from error
     return tensorrt, torch
 
 
-def build_engine(onnx_path: str | Path, plan_path: str | Path, parity_dataset: str, *,
-                 profile: EngineProfile | None = None, parity_count: int = 8,
-                 reference: Runner | None = None) -> ParityReport:  # fmt: skip
+def build_engine(
+    onnx_path: str | Path,
+    plan_path: str | Path,
+    parity_dataset: str,
+    *,
+    profile: EngineProfile | None = None,
+    parity_count: int = 8,
+    reference: Runner | None = None,
+) -> ParityReport:
     """Compile ``onnx_path`` into an FP16 plan at ``plan_path``; refuse it unless parity holds.
 
     ``reference`` defaults to ONNX Runtime on the same ONNX file (itself checked against PyTorch at export).
@@ -92,22 +104,32 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, parity_dataset: s
             from cloudlulc.export.onnx import onnxruntime_runner
 
             reference = onnxruntime_runner(onnx_path)
-        report = check_parity(reference, _engine_runner(trt, torch, temp_path),
-                              _tile_samples(parity_samples(parity_dataset, parity_count), profile),
-                              max_abs_diff=FP16_MAX_ABS_DIFF, min_agreement=FP16_MIN_AGREEMENT)  # fmt: skip
+        report = check_parity(
+            reference,
+            _engine_runner(trt, torch, temp_path),
+            _tile_samples(parity_samples(parity_dataset, parity_count), profile),
+            max_abs_diff=FP16_MAX_ABS_DIFF,
+            min_agreement=FP16_MIN_AGREEMENT,
+        )
         if not report.passed:
             raise ExportError(f"{plan}: TensorRT engine refused, parity check failed: {report.summary()}")
     capability = torch.cuda.get_device_capability()
-    facts = {"gpu": torch.cuda.get_device_name(), "compute_capability": f"{capability[0]}.{capability[1]}",
-             "tensorrt": trt.__version__, "precision": "fp16", "profile": profile.__dict__,
-             "parity": json.loads(report.to_json())}  # fmt: skip
+    facts = {
+        "gpu": torch.cuda.get_device_name(),
+        "compute_capability": f"{capability[0]}.{capability[1]}",
+        "tensorrt": trt.__version__,
+        "precision": "fp16",
+        "profile": profile.__dict__,
+        "parity": json.loads(report.to_json()),
+    }
     with atomic_local_path(plan.with_suffix(plan.suffix + ".json")) as temp_path:
         temp_path.write_text(json.dumps(facts, indent=2) + "\n")
     return report
 
 
-def _tile_samples(samples: Iterator[tuple[np.ndarray, np.ndarray]],
-                  profile: EngineProfile) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+def _tile_samples(
+    samples: Iterator[tuple[np.ndarray, np.ndarray]], profile: EngineProfile
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Parity samples padded (reflect) up to the engine's smallest tile when they are smaller."""
     for optical, sar in samples:
         pad = max(0, profile.min_tile - optical.shape[-1])

@@ -380,18 +380,36 @@ def _block_scl(blocks: np.ndarray) -> np.ndarray:
 def _open_work(path: Path, dtype: str, crs: CRS, transform: Affine, shape: tuple[int, ...], nodata: float) -> Any:
     """An uncompressed tiled GeoTIFF to stream windows into (the COG copy compresses it once, at the end)."""
     return rasterio.open(
-        path, "w", driver="GTiff", width=shape[1], height=shape[0], count=1, dtype=dtype, crs=crs,
-        transform=transform, nodata=nodata, tiled=True, blockxsize=256, blockysize=256,
-    )  # fmt: skip
+        path,
+        "w",
+        driver="GTiff",
+        width=shape[1],
+        height=shape[0],
+        count=1,
+        dtype=dtype,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+    )
 
 
 def _to_cog(source: Path, target: Path, resampling: str) -> None:
     """Copy a finished GeoTIFF to a deflate-compressed COG (GDAL's COG driver, overviews included)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     rasterio.shutil.copy(
-        str(source), str(target), driver="COG", compress="DEFLATE", predictor="YES", blocksize=512,
-        overview_resampling=resampling, bigtiff="IF_SAFER", num_threads="ALL_CPUS",
-    )  # fmt: skip
+        str(source),
+        str(target),
+        driver="COG",
+        compress="DEFLATE",
+        predictor="YES",
+        blocksize=512,
+        overview_resampling=resampling,
+        bigtiff="IF_SAFER",
+        num_threads="ALL_CPUS",
+    )
 
 
 def _write_cog(
@@ -805,9 +823,15 @@ def _write_sar(config: SyntheticCatalogConfig, spec: S1Spec, truth: np.ndarray, 
     for band, polarisation in enumerate(schema.S1_POLARISATIONS):
         out = np.full((height, width), S1_NODATA, np.float32)
         reproject(
-            truth[band], out, src_transform=s2_transform(config), src_crs=CRS.from_epsg(config.epsg),
-            dst_transform=transform, dst_crs=crs, dst_nodata=S1_NODATA, resampling=resampling,
-        )  # fmt: skip
+            truth[band],
+            out,
+            src_transform=s2_transform(config),
+            src_crs=CRS.from_epsg(config.epsg),
+            dst_transform=transform,
+            dst_crs=crs,
+            dst_nodata=S1_NODATA,
+            resampling=resampling,
+        )
         _write_cog(work, folder / f"{sar_asset_key(polarisation)}.tif", out, crs, transform, S1_NODATA, "average")
 
 
@@ -823,8 +847,14 @@ def _write_worldcover(config: SyntheticCatalogConfig, labels: np.ndarray, target
     transform = Affine(step, 0.0, col0 * step, 0.0, -step, row0 * step)
     out = np.zeros((height, width), np.uint8)
     reproject(
-        lookup[labels], out, src_transform=s2_transform(config), src_crs=CRS.from_epsg(config.epsg),
-        dst_transform=transform, dst_crs=CRS.from_epsg(4326), src_nodata=0, dst_nodata=0,
+        lookup[labels],
+        out,
+        src_transform=s2_transform(config),
+        src_crs=CRS.from_epsg(config.epsg),
+        dst_transform=transform,
+        dst_crs=CRS.from_epsg(4326),
+        src_nodata=0,
+        dst_nodata=0,
         resampling=Resampling.nearest,
-    )  # fmt: skip
+    )
     _write_cog(work, target, out, CRS.from_epsg(4326), transform, 0, "nearest", WORLDCOVER_COLOURS)

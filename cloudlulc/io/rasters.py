@@ -143,8 +143,11 @@ def expect_patch_size(info: RasterInfo, max_side: int) -> None:
     Checked before a file is read whole: a few-kB sparse file can declare 60000 x 60000 pixels.
     """
     if max(info.width, info.height) > max_side:
-        raise DataError(info.path, f"declares {info.width} x {info.height} pixels, more than a sample may hold "
-                        f"({max_side} a side); cut it into chips (ingest --chip-size)")  # fmt: skip
+        raise DataError(
+            info.path,
+            f"declares {info.width} x {info.height} pixels, more than a sample may hold "
+            f"({max_side} a side); cut it into chips (ingest --chip-size)",
+        )
 
 
 def grid_mismatch(reference: RasterInfo, other: RasterInfo) -> str | None:

@@ -150,14 +150,18 @@ def check_sar_units(declared: SarUnitsFound | None, values: np.ndarray, source: 
     names = {"db": "dB", "linear": "linear power"}
     if declared is not None and found is not None and declared != found:
         sample = values[np.isfinite(values)]
-        raise DataError(source, f"declares sigma0 in {names[declared]} but its values (median "
-                        f"{float(np.median(sample)):.4g}) are {names[found]}; fix the unit tag, or convert "
-                        "(dB = 10 * log10(power))")  # fmt: skip
+        raise DataError(
+            source,
+            f"declares sigma0 in {names[declared]} but its values (median "
+            f"{float(np.median(sample)):.4g}) are {names[found]}; fix the unit tag, or convert "
+            "(dB = 10 * log10(power))",
+        )
     if declared is not None:
         return declared
     if found is None:
-        raise DataError(source, "SAR values are neither sigma0 in dB nor linear power: calibrate the backscatter "
-                        "(sigma0) first")  # fmt: skip
+        raise DataError(
+            source, "SAR values are neither sigma0 in dB nor linear power: calibrate the backscatter (sigma0) first"
+        )
     return found
 
 

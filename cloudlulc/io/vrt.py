@@ -61,11 +61,27 @@ class GridLike(Protocol):
     def height(self) -> int: ...  # noqa: D102
 
 
-def warped_view(source: DatasetReader, grid: GridLike, resampling: Resampling, *, src_nodata: float | None,
-                nodata: float | None, dtype: str) -> WarpedVRT:  # fmt: skip
+def warped_view(
+    source: DatasetReader,
+    grid: GridLike,
+    resampling: Resampling,
+    *,
+    src_nodata: float | None,
+    nodata: float | None,
+    dtype: str,
+) -> WarpedVRT:
     """``source`` as GDAL sees it resampled onto ``grid``: read window by window, never whole.
 
     The caller closes it (ingest and mapping enter it into their ``ExitStack``).
     """
-    return WarpedVRT(source, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
-                     resampling=resampling, src_nodata=src_nodata, nodata=nodata, dtype=dtype)  # fmt: skip
+    return WarpedVRT(
+        source,
+        crs=grid.crs,
+        transform=grid.transform,
+        width=grid.width,
+        height=grid.height,
+        resampling=resampling,
+        src_nodata=src_nodata,
+        nodata=nodata,
+        dtype=dtype,
+    )

@@ -319,8 +319,9 @@ class SceneReader:
         optical = np.zeros((len(schema.S2_BANDS), height, width), np.float32)
         sar = np.zeros((len(schema.S1_POLARISATIONS), height, width), np.float32)
         if self.optical_uri is not None:
-            dn = _read(self.optical, self.optical_uri, out_shape=(len(schema.S2_BANDS), height, width),
-                       out_dtype="float32")  # fmt: skip
+            dn = _read(
+                self.optical, self.optical_uri, out_shape=(len(schema.S2_BANDS), height, width), out_dtype="float32"
+            )
             valid = optical_valid(dn, self.optical_info.nodata)
             optical = dn_to_reflectance(self.optical, dn, self.optical_units)
         if self.sar_uri is not None:

@@ -96,8 +96,9 @@ class PartialMap:
     Score bands (``bands``, names from :data:`SCORE_BANDS`) are uint8 1-255 with 0 as nodata.
     """
 
-    def __init__(self, paths: WorkPaths, grid: SceneGrid, identity: dict[str, Any], *,
-                 bands: tuple[str, ...] = ()) -> None:  # fmt: skip
+    def __init__(
+        self, paths: WorkPaths, grid: SceneGrid, identity: dict[str, Any], *, bands: tuple[str, ...] = ()
+    ) -> None:
         unknown = sorted(set(bands) - set(SCORE_BANDS))
         if unknown:
             raise ValueError(f"unknown score bands {unknown}; choose from {SCORE_BANDS}")

@@ -83,11 +83,25 @@ class ModelConfig(BaseModel):
 
 
 SIZES: dict[str, dict[str, object]] = {
-    "tiny": {"widths": (16, 32, 64, 128), "depths": (1, 1, 1, 1), "decoder_width": 32, "embedding_dim": 32,
-             "usmt_dim": 64, "usmt_layers": 1, "usmt_heads": 2},
-    "base": {"widths": (64, 128, 256, 512), "depths": (2, 2, 4, 2), "decoder_width": 128, "embedding_dim": 64,
-             "usmt_dim": 256, "usmt_layers": 4, "usmt_heads": 8},
-}  # fmt: skip
+    "tiny": {
+        "widths": (16, 32, 64, 128),
+        "depths": (1, 1, 1, 1),
+        "decoder_width": 32,
+        "embedding_dim": 32,
+        "usmt_dim": 64,
+        "usmt_layers": 1,
+        "usmt_heads": 2,
+    },
+    "base": {
+        "widths": (64, 128, 256, 512),
+        "depths": (2, 2, 4, 2),
+        "decoder_width": 128,
+        "embedding_dim": 64,
+        "usmt_dim": 256,
+        "usmt_layers": 4,
+        "usmt_heads": 8,
+    },
+}
 """Named sizes: ``tiny`` trains on a CPU in the demo and tests, ``base`` is the real model for GPUs."""
 
 FUSION_OFF = {"use_orm": False, "use_shoi": False, "use_choi": False, "use_usmt": False}

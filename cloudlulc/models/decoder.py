@@ -49,8 +49,14 @@ class SkipDecoder(nn.Module):
     Inputs must be multiples of 32 pixels.
     """
 
-    def __init__(self, widths: tuple[int, ...], width: int, embedding_dim: int, out_channels: int,
-                 detail_channels: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        widths: tuple[int, ...],
+        width: int,
+        embedding_dim: int,
+        out_channels: int,
+        detail_channels: int | None = None,
+    ) -> None:
         super().__init__()
         self.lateral = nn.ModuleList(nn.Conv2d(w, width, 1) for w in widths)
         self.refine = nn.ModuleList(ConvBNAct(width, width) for _ in widths[:-1])

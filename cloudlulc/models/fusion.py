@@ -87,8 +87,9 @@ class SpatialHighOrder(nn.Module):
         self.project_out = nn.Conv2d(channels, channels, 1)
 
     def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
-        start, gates = torch.split(self.project_in(torch.cat([optical, sar], dim=1)),
-                                   [self.dims[0], sum(self.dims)], dim=1)  # fmt: skip
+        start, gates = torch.split(
+            self.project_in(torch.cat([optical, sar], dim=1)), [self.dims[0], sum(self.dims)], dim=1
+        )
         gate_list = torch.split(self.spatial_gates(gates), self.dims, dim=1)
         x = start * gate_list[0]
         for step, gate in zip(self.steps, gate_list[1:], strict=True):
@@ -127,8 +128,9 @@ class StageFusion(nn.Module):
         self.shoi = SpatialHighOrder(2 * channels, channels, shoi_order) if use_shoi else None
         self.choi = ChannelHighOrder(channels) if use_choi else None
 
-    def forward(self, optical: torch.Tensor, sar: torch.Tensor,
-                input_reliability: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    def forward(
+        self, optical: torch.Tensor, sar: torch.Tensor, input_reliability: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Fused features and this stage's reliability (None without ORM)."""
         reliability = None
         if self.orm is not None and self.sar_mix is not None:

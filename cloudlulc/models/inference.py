@@ -10,8 +10,9 @@ import torch
 from cloudlulc.models.networks import SegmentationNetwork
 
 
-def torch_predictor(model: SegmentationNetwork, *, reliability: bool = False,
-                    device: str = "cpu") -> Callable[[np.ndarray, np.ndarray], np.ndarray]:  # fmt: skip
+def torch_predictor(
+    model: SegmentationNetwork, *, reliability: bool = False, device: str = "cpu"
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """``predict(optical [B,12,T,T], sar [B,2,T,T]) -> [B,6,T,T]`` calibrated probabilities, float32.
 
     With ``reliability`` ORM's input-resolution reliability is appended as a 7th channel, what

@@ -86,18 +86,31 @@ class CloudLULCNet(SegmentationNetwork):
         self.optical_encoder = Encoder(OPTICAL_CHANNELS, config.widths, config.depths)
         self.sar_encoder = Encoder(SAR_CHANNELS, config.widths, config.depths)
         self.fusion = nn.ModuleList(
-            StageFusion(w, use_orm=config.use_orm, use_shoi=config.use_shoi, use_choi=config.use_choi,
-                        shoi_order=config.shoi_order)
+            StageFusion(
+                w,
+                use_orm=config.use_orm,
+                use_shoi=config.use_shoi,
+                use_choi=config.use_choi,
+                shoi_order=config.shoi_order,
+            )
             for w in config.widths
-        )  # fmt: skip
+        )
         self.usmt = (
-            SemanticMappingTransformer(config.widths[2], config.widths[3], config.usmt_dim, config.usmt_layers,
-                                       config.usmt_heads, config.num_classes)
-            if config.use_usmt else None
-        )  # fmt: skip
+            SemanticMappingTransformer(
+                config.widths[2],
+                config.widths[3],
+                config.usmt_dim,
+                config.usmt_layers,
+                config.usmt_heads,
+                config.num_classes,
+            )
+            if config.use_usmt
+            else None
+        )
         detail = OPTICAL_CHANNELS + SAR_CHANNELS + int(config.use_orm) if config.detail else None
-        self.decoder = SkipDecoder(config.widths, config.decoder_width, config.embedding_dim, config.num_classes,
-                                   detail)  # fmt: skip
+        self.decoder = SkipDecoder(
+            config.widths, config.decoder_width, config.embedding_dim, config.num_classes, detail
+        )
 
     def forward_features(self, optical: torch.Tensor, sar: torch.Tensor) -> ModelOutput:
         input_logits = self.reliability(optical, sar) if self.reliability is not None else None
@@ -127,8 +140,13 @@ class SingleStream(SegmentationNetwork):
         self.inputs = {"optical_only": "optical", "sar_only": "sar", "early_fusion": "both"}[config.architecture]
         channels = {"optical": OPTICAL_CHANNELS, "sar": SAR_CHANNELS, "both": OPTICAL_CHANNELS + SAR_CHANNELS}
         self.encoder = Encoder(channels[self.inputs], config.widths, config.depths)
-        self.decoder = SkipDecoder(config.widths, config.decoder_width, config.embedding_dim, config.num_classes,
-                                   channels[self.inputs] if config.detail else None)  # fmt: skip
+        self.decoder = SkipDecoder(
+            config.widths,
+            config.decoder_width,
+            config.embedding_dim,
+            config.num_classes,
+            channels[self.inputs] if config.detail else None,
+        )
 
     def forward_features(self, optical: torch.Tensor, sar: torch.Tensor) -> ModelOutput:
         if self.inputs == "optical":
@@ -153,8 +171,9 @@ class ReconstructionFirst(SegmentationNetwork):
         self.config = config
         self.restore_encoder = Encoder(OPTICAL_CHANNELS + SAR_CHANNELS, config.widths, config.depths)
         both = OPTICAL_CHANNELS + SAR_CHANNELS
-        self.restore_decoder = SkipDecoder(config.widths, config.decoder_width, config.embedding_dim, OPTICAL_CHANNELS,
-                                           both if config.detail else None)  # fmt: skip
+        self.restore_decoder = SkipDecoder(
+            config.widths, config.decoder_width, config.embedding_dim, OPTICAL_CHANNELS, both if config.detail else None
+        )
         self.segmenter = SingleStream(config.model_copy(update={"architecture": "optical_only"}))
 
     def forward_features(self, optical: torch.Tensor, sar: torch.Tensor) -> ModelOutput:

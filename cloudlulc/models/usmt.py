@@ -25,8 +25,9 @@ class SemanticMappingTransformer(nn.Module):
         self.position3 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.position4 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.class_tokens = nn.Parameter(torch.randn(1, num_classes, dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=0.0, activation="gelu",
-                                           batch_first=True, norm_first=True)  # fmt: skip
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, dim_feedforward=2 * dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
         self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
         self.back3 = nn.Conv2d(dim, channels3, 1)

@@ -31,10 +31,19 @@ _HOMES = {
     "client": ["RetryPolicy", "TritonClient"],
     "local_triton": ["LocalTriton", "ServerState", "free_port"],
     "model_config": ["CPU_MODEL", "ONNX_MODEL", "TENSORRT_MODEL", "ServingSettings", "render_config"],
-    "promotion": ["ExportedModel", "LocalTarget", "PromotionResult", "RepositoryTarget", "ServedVersion",
-                  "export_champion", "promote", "publish_and_serve", "read_exported"],
+    "promotion": [
+        "ExportedModel",
+        "LocalTarget",
+        "PromotionResult",
+        "RepositoryTarget",
+        "ServedVersion",
+        "export_champion",
+        "promote",
+        "publish_and_serve",
+        "read_exported",
+    ],
     "repository": ["GoldenSample", "ModelRepository"],
-}  # fmt: skip
+}
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = [

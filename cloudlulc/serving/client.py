@@ -70,8 +70,14 @@ def repository_headers(key: str | None = None) -> dict[str, str] | None:
 class TritonClient:
     """A context-managed gRPC client bound to one server URL (``host:port``)."""
 
-    def __init__(self, url: str, *, retry: RetryPolicy | None = None, repository_key: str | None = None,
-                 shared_memory: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        url: str,
+        *,
+        retry: RetryPolicy | None = None,
+        repository_key: str | None = None,
+        shared_memory: bool = False,
+    ) -> None:
         import tritonclient.grpc as grpcclient
 
         self.url = url.removeprefix("grpc://")
@@ -97,16 +103,20 @@ class TritonClient:
         self._client.close()
 
     def _register_region(self, name: str, key: str, size: int) -> None:
-        self._call(f"registering shared memory {name}", lambda: self._client.register_system_shared_memory(
-            name, key, size, headers=self._admin_headers))  # fmt: skip
+        self._call(
+            f"registering shared memory {name}",
+            lambda: self._client.register_system_shared_memory(name, key, size, headers=self._admin_headers),
+        )
 
     def _unregister_region(self, name: str) -> None:
         self._client.unregister_system_shared_memory(name, headers=self._admin_headers)
 
     def shared_memory_regions(self) -> list[str]:
         """Names of the system shared-memory regions registered with the server (a keyed call)."""
-        status = self._call("shared memory status", lambda: self._client.get_system_shared_memory_status(
-            headers=self._admin_headers, as_json=True))  # fmt: skip
+        status = self._call(
+            "shared memory status",
+            lambda: self._client.get_system_shared_memory_status(headers=self._admin_headers, as_json=True),
+        )
         return sorted(status.get("regions", {}))
 
     def _call(self, what: str, call: Callable[[], T]) -> T:
@@ -123,8 +133,9 @@ class TritonClient:
                 transient = any(code in status for code in TRANSIENT) or "failed to connect" in str(error).lower()
                 if not transient or attempt == self.retry.attempts or elapsed >= self.retry.deadline_s:
                     reason = (error.message() or status).strip().splitlines()[0] if (error.message() or status) else ""
-                    raise ServingError(f"Triton at {self.url}: {what} failed after {attempt} attempt(s): "
-                                       f"{reason}") from error  # fmt: skip
+                    raise ServingError(
+                        f"Triton at {self.url}: {what} failed after {attempt} attempt(s): {reason}"
+                    ) from error
                 delay = min(self.retry.max_delay_s, self.retry.base_s * 2 ** (attempt - 1))
                 time.sleep(min(delay * (0.5 + random.random() / 2), self.retry.deadline_s - elapsed))
         raise AssertionError("unreachable")  # pragma: no cover
@@ -166,8 +177,10 @@ class TritonClient:
             except InferenceServerException:
                 pass
             if time.monotonic() > deadline:
-                raise ServingError(f"Triton at {self.url}: model {model!r} version {version or 'latest'} not ready "
-                                   f"after {timeout_s:.0f} s")  # fmt: skip
+                raise ServingError(
+                    f"Triton at {self.url}: model {model!r} version {version or 'latest'} not ready "
+                    f"after {timeout_s:.0f} s"
+                )
             time.sleep(0.2)
         settled = time.monotonic() + settle_s
         while not self.server_ready() and time.monotonic() < settled:
@@ -175,8 +188,9 @@ class TritonClient:
 
     def check_contract(self, model: str, version: str = "") -> dict[str, Any]:
         """The model's metadata, after checking its tensors against the serving contract."""
-        metadata = self._call(f"metadata of {model!r}",
-                              lambda: self._client.get_model_metadata(model, version, as_json=True))  # fmt: skip
+        metadata = self._call(
+            f"metadata of {model!r}", lambda: self._client.get_model_metadata(model, version, as_json=True)
+        )
         tensors = {t["name"]: t for t in [*metadata.get("inputs", []), *metadata.get("outputs", [])]}
         problems = []
         for name, (datatype, channels) in CONTRACT.items():
@@ -188,8 +202,9 @@ class TritonClient:
             if tensor["datatype"] != datatype or len(shape) != 4 or shape[1] != channels:
                 problems.append(f"{name} is {tensor['datatype']} {shape}, expected {datatype} [-1,{channels},-1,-1]")
         if problems:
-            raise ServingError(f"Triton at {self.url}: model {model!r} breaks the serving contract: "
-                               + "; ".join(problems))  # fmt: skip
+            raise ServingError(
+                f"Triton at {self.url}: model {model!r} breaks the serving contract: " + "; ".join(problems)
+            )
         return metadata
 
     def infer(self, model: str, optical: np.ndarray, sar: np.ndarray, version: str = "") -> np.ndarray:
@@ -216,12 +231,15 @@ class TritonClient:
             for tensor, array in zip(inputs, arrays, strict=True):
                 tensor.set_data_from_numpy(array)
         timeout = self.retry.request_timeout_s
-        result = self._call(f"inference on {model!r} version {version or 'latest'}", lambda: self._client.infer(
-            model, inputs, model_version=version, outputs=outputs, client_timeout=timeout))  # fmt: skip
+        result = self._call(
+            f"inference on {model!r} version {version or 'latest'}",
+            lambda: self._client.infer(model, inputs, model_version=version, outputs=outputs, client_timeout=timeout),
+        )
         answered = result.get_response().model_version
         if version and answered != version:
-            raise ServingError(f"Triton at {self.url}: {model!r} answered from version {answered}, not the pinned "
-                               f"version {version}")  # fmt: skip
+            raise ServingError(
+                f"Triton at {self.url}: {model!r} answered from version {answered}, not the pinned version {version}"
+            )
         if region is not None and self._slots is not None:
             probs = self._slots.read(region, expected, out_offset)
         else:
@@ -239,16 +257,19 @@ class TritonClient:
     def load_model(self, model: str, config: dict[str, Any] | str | None = None) -> None:
         """Ask the server (explicit model control) to (re)load ``model``, optionally overriding its config (JSON)."""
         text = config if isinstance(config, str) or config is None else json.dumps(config)
-        self._call(f"loading {model!r}",
-                   lambda: self._client.load_model(model, headers=self._admin_headers, config=text))  # fmt: skip
+        self._call(
+            f"loading {model!r}", lambda: self._client.load_model(model, headers=self._admin_headers, config=text)
+        )
 
     def unload_model(self, model: str) -> None:
         """Ask the server to unload ``model``."""
         self._call(f"unloading {model!r}", lambda: self._client.unload_model(model, headers=self._admin_headers))
 
     def _index(self, model: str) -> list[dict[str, Any]]:
-        index = self._call("repository index", lambda: self._client.get_model_repository_index(
-            headers=self._admin_headers, as_json=True))  # fmt: skip
+        index = self._call(
+            "repository index",
+            lambda: self._client.get_model_repository_index(headers=self._admin_headers, as_json=True),
+        )
         return [e for e in index.get("models", []) if e.get("name") == model and e.get("version")]
 
     def ready_versions(self, model: str) -> list[int]:
@@ -261,12 +282,14 @@ class TritonClient:
         A version that is UNAVAILABLE with the reason ``unloaded`` did not fail: Triton unloads the
         other versions of a model when one of them fails to load.
         """
-        failed = [(int(e["version"]), (e.get("reason") or "no reason given").strip().splitlines()[0][:300])
-                  for e in self._index(model) if e.get("state") == "UNAVAILABLE"]  # fmt: skip
+        failed = [
+            (int(e["version"]), (e.get("reason") or "no reason given").strip().splitlines()[0][:300])
+            for e in self._index(model)
+            if e.get("state") == "UNAVAILABLE"
+        ]
         return sorted((version, reason) for version, reason in failed if reason != "unloaded")
 
     def serving_versions(self, model: str) -> list[int]:
         """Versions the model's (open) metadata lists as available for requests."""
-        metadata = self._call(f"metadata of {model!r}",
-                              lambda: self._client.get_model_metadata(model, as_json=True))  # fmt: skip
+        metadata = self._call(f"metadata of {model!r}", lambda: self._client.get_model_metadata(model, as_json=True))
         return sorted(int(v) for v in metadata.get("versions", []))

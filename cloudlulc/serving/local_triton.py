@@ -64,8 +64,10 @@ def triton_environment() -> dict[str, str]:
     """
     import pytriton
 
-    libraries = [sysconfig.get_config_var("LIBDIR") or "",
-                 str(Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs")]  # fmt: skip
+    libraries = [
+        sysconfig.get_config_var("LIBDIR") or "",
+        str(Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"),
+    ]
     environment = dict(os.environ)
     current = environment.get("LD_LIBRARY_PATH", "")
     environment["LD_LIBRARY_PATH"] = ":".join(p for p in [*libraries, current] if p)
@@ -180,8 +182,15 @@ class LocalTriton:
             return repository_key(self.state_dir, state.key_file)[0]
         return repository_key(self.state_dir)[0]
 
-    def start(self, repository: str, *, models: list[str] | None = None, key_file: str | None = None,
-              ports: dict[str, int] | None = None, timeout_s: float = 120.0) -> ServerState:  # fmt: skip
+    def start(
+        self,
+        repository: str,
+        *,
+        models: list[str] | None = None,
+        key_file: str | None = None,
+        ports: dict[str, int] | None = None,
+        timeout_s: float = 120.0,
+    ) -> ServerState:
         """Serve ``repository`` (explicit model control); ``models`` (default: each with versions) load at start.
 
         Returns once the server and those models are ready; a version that fails to load stops the
@@ -197,22 +206,45 @@ class LocalTriton:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         key, key_path, generated = repository_key(self.state_dir, key_file)
         chosen = {name: free_port(port) for name, port in (ports or DEFAULT_PORTS).items()}
-        command = [str(_bundle() / "bin" / "tritonserver"),
-                   f"--model-repository={triton_repository_path(repository)}",
-                   f"--backend-directory={backend_directory(self.state_dir)}",
-                   "--model-control-mode=explicit", *[f"--load-model={m}" for m in models],
-                   "--disable-auto-complete-config", "--strict-readiness=true", "--exit-on-error=false",
-                   "--exit-timeout-secs=20", "--log-verbose=0",
-                   f"--grpc-address={LOOPBACK}", f"--grpc-port={chosen['grpc']}",
-                   f"--http-address={LOOPBACK}", f"--http-port={chosen['http']}",
-                   f"--metrics-address={LOOPBACK}", f"--metrics-port={chosen['metrics']}",
-                   f"--grpc-restricted-protocol={RESTRICTED}:{REPOSITORY_KEY_NAME}={key}",
-                   f"--http-restricted-api={RESTRICTED}:{REPOSITORY_KEY_NAME}={key}"]  # fmt: skip
+        command = [
+            str(_bundle() / "bin" / "tritonserver"),
+            f"--model-repository={triton_repository_path(repository)}",
+            f"--backend-directory={backend_directory(self.state_dir)}",
+            "--model-control-mode=explicit",
+            *[f"--load-model={m}" for m in models],
+            "--disable-auto-complete-config",
+            "--strict-readiness=true",
+            "--exit-on-error=false",
+            "--exit-timeout-secs=20",
+            "--log-verbose=0",
+            f"--grpc-address={LOOPBACK}",
+            f"--grpc-port={chosen['grpc']}",
+            f"--http-address={LOOPBACK}",
+            f"--http-port={chosen['http']}",
+            f"--metrics-address={LOOPBACK}",
+            f"--metrics-port={chosen['metrics']}",
+            f"--grpc-restricted-protocol={RESTRICTED}:{REPOSITORY_KEY_NAME}={key}",
+            f"--http-restricted-api={RESTRICTED}:{REPOSITORY_KEY_NAME}={key}",
+        ]
         with self.log_file.open("ab") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=triton_environment(),
-                                       start_new_session=True, cwd=self.state_dir)  # fmt: skip
-        state = ServerState(process.pid, chosen["grpc"], chosen["http"], chosen["metrics"], repository, models,
-                            str(key_path) if key_path else None, generated)  # fmt: skip
+            process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=triton_environment(),
+                start_new_session=True,
+                cwd=self.state_dir,
+            )
+        state = ServerState(
+            process.pid,
+            chosen["grpc"],
+            chosen["http"],
+            chosen["metrics"],
+            repository,
+            models,
+            str(key_path) if key_path else None,
+            generated,
+        )
         with atomic_local_path(self.state_file) as temp_path:
             temp_path.write_text(json.dumps(asdict(state), indent=2) + "\n")
         try:
@@ -227,8 +259,10 @@ class LocalTriton:
         with TritonClient(state.grpc_url, repository_key=key) as client:
             while not client.server_ready():
                 if process.poll() is not None:
-                    raise ServingError(f"local Triton on {state.repository} exited with code {process.returncode} "
-                                       f"while starting: {_last_error(self.log_file)}")  # fmt: skip
+                    raise ServingError(
+                        f"local Triton on {state.repository} exited with code {process.returncode} "
+                        f"while starting: {_last_error(self.log_file)}"
+                    )
                 if client.server_live():
                     for model in state.models:
                         failed = client.failed_versions(model)
@@ -237,8 +271,9 @@ class LocalTriton:
                             where = ModelRepository(state.repository).storage.join(f"{model}/{version}")
                             raise ServingError(f"{where}: version {version} of {model} failed to load: {reason}")
                 if time.monotonic() > deadline:
-                    raise ServingError(f"local Triton on {state.repository} not ready after {timeout_s:.0f} s; "
-                                       f"see {self.log_file}")  # fmt: skip
+                    raise ServingError(
+                        f"local Triton on {state.repository} not ready after {timeout_s:.0f} s; see {self.log_file}"
+                    )
                 time.sleep(0.2)
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -296,8 +331,9 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def serve_until_signal(server: LocalTriton, start: Callable[[], ServerState],
-                       announce: Callable[[ServerState], None]) -> int:  # fmt: skip
+def serve_until_signal(
+    server: LocalTriton, start: Callable[[], ServerState], announce: Callable[[ServerState], None]
+) -> int:
     """Start through ``start``, then block until SIGTERM / SIGINT or the server's exit, and stop it.
 
     The handlers are in place before the server starts, so a signal during the start stops it too.

@@ -67,8 +67,9 @@ def render_config(model: str, settings: ServingSettings | None = None) -> str:
         values: dict[str, object] = {"onnx_threads": settings.python_threads, "model_file": MODEL_FILES[model]}
         if settings.delay_s > 0:
             values["delay_s"] = settings.delay_s
-        parameters = "".join(f'parameters: {{ key: "{key}", value: {{ string_value: "{value}" }} }}\n'
-                             for key, value in values.items())  # fmt: skip
+        parameters = "".join(
+            f'parameters: {{ key: "{key}", value: {{ string_value: "{value}" }} }}\n' for key, value in values.items()
+        )
     else:
         runtime = f'platform: "{PLATFORMS[model]}"\ndefault_model_filename: "{MODEL_FILES[model]}"\n'
         parameters = ""

@@ -105,8 +105,9 @@ class LocalTarget:
         server = LocalTriton(self.state_dir)
         state = server.state()
         if state is not None and state.repository != repository.uri:
-            raise ServingError(f"the local Triton in {self.state_dir} serves {state.repository}, not "
-                               f"{repository.uri}; stop it first")  # fmt: skip
+            raise ServingError(
+                f"the local Triton in {self.state_dir} serves {state.repository}, not {repository.uri}; stop it first"
+            )
         if state is None:
             state = server.start(repository.uri, models=[])
         return RepositoryTarget(state.grpc_url, served_model=self.served_model, repository_key=server.key())
@@ -174,8 +175,14 @@ def preflight(model: str, model_file: Path, version: int, golden: GoldenSample) 
         raise ServingError(f"version {version} of {model} does not load outside Triton: {reason}") from None
 
 
-def publish_and_serve(repository: ModelRepository, target: ServingTarget, model_file: Path, golden: GoldenSample,
-                      facts: dict[str, object], settings: ServingSettings | None = None) -> ServedVersion:  # fmt: skip
+def publish_and_serve(
+    repository: ModelRepository,
+    target: ServingTarget,
+    model_file: Path,
+    golden: GoldenSample,
+    facts: dict[str, object],
+    settings: ServingSettings | None = None,
+) -> ServedVersion:
     """Publish ``model_file`` as the next version, load it beside the served one, check it, keep it or roll back.
 
     The served version (``<model>.served.json``) keeps answering its pinned clients throughout; on failure the
@@ -199,8 +206,11 @@ def publish_and_serve(repository: ModelRepository, target: ServingTarget, model_
                 target.load(repository, previous)
                 back = f"version {previous} serves" if previous is not None else "no version serves"
             except ServingError as reload_error:
-                back = (f"version {previous} stays the served version in the repository" if previous is not None
-                        else "no version serves") + f"; reloading failed too: {reload_error}"  # fmt: skip
+                back = (
+                    f"version {previous} stays the served version in the repository"
+                    if previous is not None
+                    else "no version serves"
+                ) + f"; reloading failed too: {reload_error}"
             raise ServingError(f"{model} version {version} rolled back ({back}): {error}") from error
         repository.mark_served(model, version, facts)
     return ServedVersion(version, previous, url, parity)
@@ -243,13 +253,16 @@ def _champion(settings: TrackingSettings, alias: str) -> tuple[Registry, str]:
     registry = Registry(settings.tracking_uri, settings.registered_model)
     registered_version = registry.alias_version(alias)
     if registered_version is None:
-        raise TrackingError(f"{settings.registered_model} has no {alias!r} version at {settings.tracking_uri}; "
-                            "train and gate a model first")  # fmt: skip
+        raise TrackingError(
+            f"{settings.registered_model} has no {alias!r} version at {settings.tracking_uri}; "
+            "train and gate a model first"
+        )
     return registry, registered_version
 
 
-def export_champion(settings: TrackingSettings, dataset: str, out_dir: str | Path, *, tensorrt: bool = False,
-                    alias: str = CHAMPION) -> ExportedModel:  # fmt: skip
+def export_champion(
+    settings: TrackingSettings, dataset: str, out_dir: str | Path, *, tensorrt: bool = False, alias: str = CHAMPION
+) -> ExportedModel:
     """Export ``models:/<name>@<alias>`` to ONNX (and compile a TensorRT plan), each parity-checked.
 
     Writes ``model.onnx`` (+ ``model.plan`` with ``tensorrt``) and their ``.json`` sidecars into
@@ -260,11 +273,21 @@ def export_champion(settings: TrackingSettings, dataset: str, out_dir: str | Pat
     return _export(network, settings.registered_model, registered_version, alias, dataset, Path(out_dir), tensorrt)
 
 
-def _export(network: SegmentationNetwork, registered_model: str, registered_version: str, alias: str, dataset: str,
-            out: Path, tensorrt: bool) -> ExportedModel:  # fmt: skip
+def _export(
+    network: SegmentationNetwork,
+    registered_model: str,
+    registered_version: str,
+    alias: str,
+    dataset: str,
+    out: Path,
+    tensorrt: bool,
+) -> ExportedModel:
     onnx_path = out / "model.onnx"
-    facts: dict[str, object] = {"registered_model": registered_model, "registered_version": registered_version,
-                                "alias": alias}  # fmt: skip
+    facts: dict[str, object] = {
+        "registered_model": registered_model,
+        "registered_version": registered_version,
+        "alias": alias,
+    }
     parity = export_onnx(network, onnx_path, dataset, metadata=facts)
     if not tensorrt:
         return ExportedModel(onnx_path, registered_version, parity)
@@ -290,8 +313,15 @@ def read_exported(path: str | Path) -> ExportedModel:
         raise ServingError(f"{sidecar_path}: not an export of cloudlulc ({error})") from error
 
 
-def promote(settings: TrackingSettings, repository: ModelRepository, dataset: str, target: ServingTarget, *,
-            alias: str = CHAMPION, exported: ExportedModel | None = None) -> PromotionResult:  # fmt: skip
+def promote(
+    settings: TrackingSettings,
+    repository: ModelRepository,
+    dataset: str,
+    target: ServingTarget,
+    *,
+    alias: str = CHAMPION,
+    exported: ExportedModel | None = None,
+) -> PromotionResult:
     """Serve the model behind ``models:/<name>@<alias>`` through ``target``, or roll back and raise.
 
     ``exported`` skips the export (a pipeline compiled it in an earlier step, on a GPU for TensorRT);
@@ -299,25 +329,39 @@ def promote(settings: TrackingSettings, repository: ModelRepository, dataset: st
     """
     registry, registered_version = _champion(settings, alias)
     if exported is not None and exported.registered_version != registered_version:
-        raise ServingError(f"{exported.path} was exported from {settings.registered_model} "
-                           f"v{exported.registered_version}, but {alias} is now v{registered_version}; "
-                           "export again")  # fmt: skip
+        raise ServingError(
+            f"{exported.path} was exported from {settings.registered_model} "
+            f"v{exported.registered_version}, but {alias} is now v{registered_version}; "
+            "export again"
+        )
     if exported is not None and (exported.path.suffix == ".plan") != (target.served_model == TENSORRT_MODEL):
-        raise ServingError(f"{exported.path} does not fit {target.served_model}: ONNX files go to "
-                           f"{ONNX_MODEL} or {CPU_MODEL}, TensorRT plans to {TENSORRT_MODEL}")  # fmt: skip
+        raise ServingError(
+            f"{exported.path} does not fit {target.served_model}: ONNX files go to "
+            f"{ONNX_MODEL} or {CPU_MODEL}, TensorRT plans to {TENSORRT_MODEL}"
+        )
     network = load_registered_network(settings, alias)
     reference = torch_runner(network)
     optical, sar = next(iter(parity_samples(dataset, 1)))
     golden = GoldenSample(optical, sar, reference(optical, sar))
     model = target.served_model
-    facts: dict[str, object] = {"registered_model": settings.registered_model,
-                                "registered_version": registered_version, "alias": alias}  # fmt: skip
+    facts: dict[str, object] = {
+        "registered_model": settings.registered_model,
+        "registered_version": registered_version,
+        "alias": alias,
+    }
     with tempfile.TemporaryDirectory(prefix="cloudlulc-promote-") as folder:
         if exported is not None:
             model_path, export_parity = exported.path, exported.parity
         else:
-            built = _export(network, settings.registered_model, registered_version, alias, dataset, Path(folder),
-                            tensorrt=model == TENSORRT_MODEL)  # fmt: skip
+            built = _export(
+                network,
+                settings.registered_model,
+                registered_version,
+                alias,
+                dataset,
+                Path(folder),
+                tensorrt=model == TENSORRT_MODEL,
+            )
             model_path, export_parity = built.path, built.parity
         facts["export_parity"] = export_parity.summary()
         try:
@@ -325,12 +369,17 @@ def promote(settings: TrackingSettings, repository: ModelRepository, dataset: st
         except ServingError as error:
             _tag(registry, registered_version, {"serving.status": f"rolled back: {error}"[:500]})
             raise ServingError(f"promotion of {settings.registered_model} v{registered_version}: {error}") from error
-    served_tags = {"serving.status": "served", "serving.model": model, "serving.version": str(served.version),
-                   "serving.repository": repository.uri}  # fmt: skip
+    served_tags = {
+        "serving.status": "served",
+        "serving.model": model,
+        "serving.version": str(served.version),
+        "serving.repository": repository.uri,
+    }
     _tag(registry, registered_version, served_tags)
     try:
         registry.client.set_registered_model_tag(settings.registered_model, "served_version", str(served.version))
     except Exception as error:  # MlflowException; the version tag above already records the promotion
         raise TrackingError(f"registry at {settings.tracking_uri}: cannot tag the registered model: {error}") from error
-    return PromotionResult(registered_version, served.version, model, served.grpc_url, export_parity,
-                           served.golden_parity)  # fmt: skip
+    return PromotionResult(
+        registered_version, served.version, model, served.grpc_url, export_parity, served.golden_parity
+    )

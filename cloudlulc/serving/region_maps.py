@@ -60,9 +60,17 @@ class RegionMaps:
 
     def index(self) -> list[dict[str, object]]:
         """One JSON-ready row a map (what the pipeline's ``maps`` artifact holds)."""
-        return [{"pair_id": item.pair_id, "map": item.map_uri, "areas": item.areas_uri,
-                 "quicklook": item.quicklook_uri, "tiles_predicted": item.tiles_predicted,
-                 "modalities": "S2 only" if item.s2_only else "S2+S1"} for item in self.maps]  # fmt: skip
+        return [
+            {
+                "pair_id": item.pair_id,
+                "map": item.map_uri,
+                "areas": item.areas_uri,
+                "quicklook": item.quicklook_uri,
+                "tiles_predicted": item.tiles_predicted,
+                "modalities": "S2 only" if item.s2_only else "S2+S1",
+            }
+            for item in self.maps
+        ]
 
     def html(self, region: str) -> str:
         """A page of every map's quicklook (embedded), for the Kubeflow UI."""
@@ -71,15 +79,27 @@ class RegionMaps:
             folder, name = item.quicklook_uri.rsplit("/", 1)
             png = base64.b64encode(open_storage(folder).read_bytes(name)).decode()
             caption = f"{item.pair_id}{' (Sentinel-2 only)' if item.s2_only else ''}: {item.map_uri}"
-            figures.append(f"<figure><img src='data:image/png;base64,{png}' style='max-width:100%'>"
-                           f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
+            figures.append(
+                f"<figure><img src='data:image/png;base64,{png}' style='max-width:100%'>"
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            )
         title = f"CloudLULC maps of {html.escape(region)}"
         return f"<html><body><h1>{title}</h1>{''.join(figures)}</body></html>"
 
 
-def map_region(scenes_uri: str, maps_uri: str, region: str, endpoint: TritonEndpoint, *, model_name: str,
-               tile: int, overlap: int, batch_size: int, s2_only: bool = False,
-               echo: Callable[[str], None] = print) -> RegionMaps:  # fmt: skip
+def map_region(
+    scenes_uri: str,
+    maps_uri: str,
+    region: str,
+    endpoint: TritonEndpoint,
+    *,
+    model_name: str,
+    tile: int,
+    overlap: int,
+    batch_size: int,
+    s2_only: bool = False,
+    echo: Callable[[str], None] = print,
+) -> RegionMaps:
     """Map every scene stack under ``scenes_uri`` into ``<maps_uri>/<region>/<date>_<pair>.tif``.
 
     Sentinel-2-only stacks are mapped from Sentinel-2 alone when ``s2_only`` is set and skipped
@@ -91,19 +111,47 @@ def map_region(scenes_uri: str, maps_uri: str, region: str, endpoint: TritonEndp
         if stack.sar is None and not s2_only:
             echo(f"skipped {stack.pair_id}: no Sentinel-1 partner (set s2_only to map it from Sentinel-2 alone)")
             continue
-        _map_stack(stack, result, endpoint, model_name=model_name, tile=tile, overlap=overlap,
-                   batch_size=batch_size, echo=echo)  # fmt: skip
+        _map_stack(
+            stack, result, endpoint, model_name=model_name, tile=tile, overlap=overlap, batch_size=batch_size, echo=echo
+        )
     return result
 
 
-def _map_stack(stack: SceneStack, result: RegionMaps, endpoint: TritonEndpoint, *, model_name: str, tile: int,
-               overlap: int, batch_size: int, echo: Callable[[str], None]) -> None:  # fmt: skip
+def _map_stack(
+    stack: SceneStack,
+    result: RegionMaps,
+    endpoint: TritonEndpoint,
+    *,
+    model_name: str,
+    tile: int,
+    overlap: int,
+    batch_size: int,
+    echo: Callable[[str], None],
+) -> None:
     out_uri = f"{result.prefix}/{stack.s2_datetime:%Y%m%d}_{stack.pair_id}.tif"
-    mapped = map_with_triton(stack.optical, stack.sar, out_uri, endpoint.grpc_url, model_name=model_name,
-                             repository=endpoint.repository, tile=tile, overlap=overlap, batch_size=batch_size,
-                             shared_memory_key=endpoint.shared_memory_key, progress=False)  # fmt: skip
+    mapped = map_with_triton(
+        stack.optical,
+        stack.sar,
+        out_uri,
+        endpoint.grpc_url,
+        model_name=model_name,
+        repository=endpoint.repository,
+        tile=tile,
+        overlap=overlap,
+        batch_size=batch_size,
+        shared_memory_key=endpoint.shared_memory_key,
+        progress=False,
+    )
     for area in mapped.areas.classes:
         result.totals_km2[area.name] = result.totals_km2.get(area.name, 0.0) + area.km2
-    result.maps.append(PublishedMap(stack.pair_id, mapped.map_uri, mapped.areas_uri, mapped.quicklook_uri,
-                                    mapped.tiles_predicted, stack.sar is None))  # fmt: skip
+    result.maps.append(
+        PublishedMap(
+            stack.pair_id,
+            mapped.map_uri,
+            mapped.areas_uri,
+            mapped.quicklook_uri,
+            mapped.tiles_predicted,
+            stack.sar is None,
+        )
+    )
     echo(f"mapped {stack.pair_id}: {mapped.map_uri} ({mapped.tiles_predicted}/{mapped.tiles} tiles now)")

@@ -32,8 +32,10 @@ def resolve_grpc_url(triton_url: str | None, local_dir: str | Path) -> str:
         return triton_url
     state = LocalTriton(local_dir).state()
     if state is None:
-        raise ServingError(f"no Triton URL given and no local Triton running (state in {local_dir}); "
-                           "start one with `cloudlulc serve --repository DIR` or `cloudlulc promote`")  # fmt: skip
+        raise ServingError(
+            f"no Triton URL given and no local Triton running (state in {local_dir}); "
+            "start one with `cloudlulc serve --repository DIR` or `cloudlulc promote`"
+        )
     return state.grpc_url
 
 
@@ -86,10 +88,19 @@ def pinned_version(client: TritonClient, model: str, repository: str | None) -> 
     return str(loaded[0])
 
 
-def map_with_triton(optical: str | None, sar: str | None, out_uri: str, grpc_url: str, *,
-                    model_name: str = TENSORRT_MODEL, model_version: str = "", repository: str | None = None,
-                    retry: RetryPolicy | None = None, shared_memory_key: str | None = None,
-                    **options: Any) -> MapResult:  # fmt: skip
+def map_with_triton(
+    optical: str | None,
+    sar: str | None,
+    out_uri: str,
+    grpc_url: str,
+    *,
+    model_name: str = TENSORRT_MODEL,
+    model_version: str = "",
+    repository: str | None = None,
+    retry: RetryPolicy | None = None,
+    shared_memory_key: str | None = None,
+    **options: Any,
+) -> MapResult:
     """Map one scene with the model Triton serves at ``grpc_url``; ``options`` go to :func:`map_scene`.
 
     The version is pinned before the first tile (``model_version``, else :func:`pinned_version`) and
@@ -99,8 +110,9 @@ def map_with_triton(optical: str | None, sar: str | None, out_uri: str, grpc_url
     bounds each request (client deadline, tries); a server that stays too slow ends in ServingError (exit 6).
     With ``shared_memory_key`` (:func:`loopback_key`) tensors travel through system shared memory.
     """
-    with TritonClient(grpc_url, retry=retry, repository_key=shared_memory_key,
-                      shared_memory=shared_memory_key is not None) as client:  # fmt: skip
+    with TritonClient(
+        grpc_url, retry=retry, repository_key=shared_memory_key, shared_memory=shared_memory_key is not None
+    ) as client:
         version = model_version or pinned_version(client, model_name, repository)
         client.check_contract(model_name, version)
         predictor = functools.partial(client.infer, model_name, version=version)

@@ -87,9 +87,14 @@ def latency_summary(answers: list[Answer], start: float = 0.0, end: float = floa
     ok = [a.seconds for a in window if not a.error]
     percentiles = np.percentile(ok, [50, 99]) * 1000 if ok else [float("nan")] * 2
     versions = sorted({a.version for a in window if a.version})
-    return {"requests": len(window), "failed": len(window) - len(ok), "versions": versions,
-            "p50_ms": round(float(percentiles[0]), 1), "p99_ms": round(float(percentiles[1]), 1),
-            "errors": sorted({a.error for a in window if a.error})[:3]}  # fmt: skip
+    return {
+        "requests": len(window),
+        "failed": len(window) - len(ok),
+        "versions": versions,
+        "p50_ms": round(float(percentiles[0]), 1),
+        "p99_ms": round(float(percentiles[1]), 1),
+        "errors": sorted({a.error for a in window if a.error})[:3],
+    }
 
 
 class Readiness:
@@ -145,10 +150,13 @@ class Readiness:
         not_ready = [t for t, ready in answered if not ready]
         not_ready_for = round(self.samples[-1][0] - not_ready[0], 1) if not_ready else None
         model = [ready for _, _, ready in self.samples if ready is not None]
-        return {"samples": len(self.samples), "unanswered": len(self.samples) - len(answered),
-                "ready_share": sum(ready for _, ready in answered) / len(answered) if answered else None,
-                "model_ready_share": sum(model) / len(model) if model else None,
-                "not_ready_from_first_s": not_ready_for}  # fmt: skip
+        return {
+            "samples": len(self.samples),
+            "unanswered": len(self.samples) - len(answered),
+            "ready_share": sum(ready for _, ready in answered) / len(answered) if answered else None,
+            "model_ready_share": sum(model) / len(model) if model else None,
+            "not_ready_from_first_s": not_ready_for,
+        }
 
 
 def resident_mb(pid: int) -> float:
@@ -174,9 +182,14 @@ def soak(client: TritonClient, model: str, cycles: int, pid: int) -> dict[str, o
             time.sleep(0.05)
         client.load_model(model)
         samples.append(resident_mb(pid))
-    return {"cycles": cycles, "seconds_per_cycle": round((time.monotonic() - started) / max(cycles, 1), 2),
-            "rss_first_mb": round(samples[0], 1), "rss_last_mb": round(samples[-1], 1),
-            "rss_max_mb": round(max(samples), 1), "growth_mb": round(samples[-1] - samples[0], 1)}  # fmt: skip
+    return {
+        "cycles": cycles,
+        "seconds_per_cycle": round((time.monotonic() - started) / max(cycles, 1), 2),
+        "rss_first_mb": round(samples[0], 1),
+        "rss_last_mb": round(samples[-1], 1),
+        "rss_max_mb": round(max(samples), 1),
+        "growth_mb": round(samples[-1] - samples[0], 1),
+    }
 
 
 def keyless_repository_calls(grpc_url: str, http_url: str, model: str) -> dict[str, bool]:
@@ -188,13 +201,17 @@ def keyless_repository_calls(grpc_url: str, http_url: str, model: str) -> dict[s
     refused: dict[str, bool] = {}
     with grpcclient.InferenceServerClient(grpc_url) as g, httpclient.InferenceServerClient(http_url) as h:
         calls: dict[str, Callable[[], object]] = {
-            "grpc repository index": g.get_model_repository_index, "grpc load": lambda: g.load_model(model),
-            "grpc unload": lambda: g.unload_model(model), "grpc config": lambda: g.get_model_config(model),
+            "grpc repository index": g.get_model_repository_index,
+            "grpc load": lambda: g.load_model(model),
+            "grpc unload": lambda: g.unload_model(model),
+            "grpc config": lambda: g.get_model_config(model),
             "grpc statistics": lambda: g.get_inference_statistics(model),
-            "http repository index": h.get_model_repository_index, "http load": lambda: h.load_model(model),
-            "http unload": lambda: h.unload_model(model), "http config": lambda: h.get_model_config(model),
+            "http repository index": h.get_model_repository_index,
+            "http load": lambda: h.load_model(model),
+            "http unload": lambda: h.unload_model(model),
+            "http config": lambda: h.get_model_config(model),
             "http statistics": lambda: h.get_inference_statistics(model),
-        }  # fmt: skip
+        }
         for name, call in calls.items():
             try:
                 call()
@@ -231,8 +248,9 @@ client.infer(sys.argv[2], inputs, model_version=sys.argv[3])
 
 def kill_client_mid_request(url: str, model: str, version: str, after_s: float) -> dict[str, object]:
     """Start a client process, SIGKILL it ``after_s`` after it sends a request; then ask the server how it is."""
-    process = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT, url, model, version],
-                               stdout=subprocess.PIPE, text=True)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED_CLIENT, url, model, version], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert process.stdout is not None
         process.stdout.readline()
@@ -246,8 +264,12 @@ def kill_client_mid_request(url: str, model: str, version: str, after_s: float) 
         optical, sar = tile_pair(64)
         started = time.monotonic()
         client.infer(model, optical, sar, version)
-        return {"killed_mid_request": running, "live": client.server_live(), "ready": client.server_ready(),
-                "next_request_s": round(time.monotonic() - started, 2)}  # fmt: skip
+        return {
+            "killed_mid_request": running,
+            "live": client.server_live(),
+            "ready": client.server_ready(),
+            "next_request_s": round(time.monotonic() - started, 2),
+        }
 
 
 @dataclass
@@ -271,6 +293,7 @@ class BrokenInServerTarget:
     def load(self, repository: ModelRepository, version: int | None) -> str:
         """Break the candidate's ``model.py``, then load as the wrapped target does."""
         if version is not None and version != repository.served_version(self.served_model):
-            repository.storage.write_bytes(f"{self.served_model}/{version}/model.py",
-                                           b"raise RuntimeError('fails only inside the server')\n")  # fmt: skip
+            repository.storage.write_bytes(
+                f"{self.served_model}/{version}/model.py", b"raise RuntimeError('fails only inside the server')\n"
+            )
         return self.inner.load(repository, version)

@@ -113,8 +113,14 @@ class ModelRepository:
             raise ServingError(f"{self.storage.join(key)}: model folder without config.pbtxt")
         return self.storage.read_bytes(key).decode()
 
-    def publish(self, model: str, model_file: Path, golden: GoldenSample, facts: dict[str, object],
-                settings: ServingSettings | None = None) -> int:  # fmt: skip
+    def publish(
+        self,
+        model: str,
+        model_file: Path,
+        golden: GoldenSample,
+        facts: dict[str, object],
+        settings: ServingSettings | None = None,
+    ) -> int:
         """Add ``model_file`` as the next version of ``model``; return the version number."""
         if not model_file.is_file():
             raise StorageError(f"{model_file}: model file to publish not found")
@@ -158,8 +164,12 @@ class ModelRepository:
 
     def mark_served(self, model: str, version: int, facts: dict[str, object]) -> None:
         """Record ``version`` as the one clients pin (one atomic write)."""
-        record = {**facts, "model": model, "version": version, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                                       time.gmtime())}  # fmt: skip
+        record = {
+            **facts,
+            "model": model,
+            "version": version,
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         self.storage.write_bytes(f"{model}{SERVED_SUFFIX}", (json.dumps(record, indent=2) + "\n").encode())
 
     @contextmanager
@@ -184,8 +194,10 @@ class ModelRepository:
                 self.storage.delete(key)
                 continue
             if time.monotonic() > deadline:
-                raise ServingError(f"{self.storage.join(key)}: another promotion of {model} holds the lock "
-                                   f"({holder.get('host')} pid {holder.get('pid')}) after {wait_s:.0f} s")  # fmt: skip
+                raise ServingError(
+                    f"{self.storage.join(key)}: another promotion of {model} holds the lock "
+                    f"({holder.get('host')} pid {holder.get('pid')}) after {wait_s:.0f} s"
+                )
             time.sleep(0.2)
         try:
             yield
@@ -220,9 +232,11 @@ class ModelRepository:
                 raise ServingError(f"{self.storage.join(model)}: model folder without config.pbtxt")
             for entry in sorted({f.split("/")[0] for f in files if "/" in f} - {WARMUP_FOLDER}):
                 if not entry.isdigit() or int(entry) < 1:
-                    raise ServingError(f"{self.storage.join(f'{model}/{entry}')}: version folder is not a positive "
-                                       "integer")  # fmt: skip
+                    raise ServingError(
+                        f"{self.storage.join(f'{model}/{entry}')}: version folder is not a positive integer"
+                    )
                 if model in MODEL_FILES and f"{entry}/{MODEL_FILES[model]}" not in files:
-                    raise ServingError(f"{self.storage.join(f'{model}/{entry}')}: version {entry} has no "
-                                       f"{MODEL_FILES[model]}")  # fmt: skip
+                    raise ServingError(
+                        f"{self.storage.join(f'{model}/{entry}')}: version {entry} has no {MODEL_FILES[model]}"
+                    )
         return names

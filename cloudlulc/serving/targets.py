@@ -12,8 +12,9 @@ from cloudlulc.serving.model_config import ONNX_MODEL, TENSORRT_MODEL
 from cloudlulc.serving.promotion import LocalTarget, RepositoryTarget, ServingTarget
 
 
-def serving_target(triton_url: str | None, local_dir: str | Path | None, *, tensorrt: bool,
-                   replicas: str | None = None) -> ServingTarget:  # fmt: skip
+def serving_target(
+    triton_url: str | None, local_dir: str | Path | None, *, tensorrt: bool, replicas: str | None = None
+) -> ServingTarget:
     """Triton at ``triton_url`` (explicit model control) when given, else the local Triton under ``local_dir``.
 
     Args:
@@ -29,5 +30,7 @@ def serving_target(triton_url: str | None, local_dir: str | Path | None, *, tens
         return RepositoryTarget(triton_url, served_model=TENSORRT_MODEL if tensorrt else ONNX_MODEL, replicas=replicas)
     if local_dir:
         return LocalTarget(Path(local_dir))
-    raise ServingError("no Triton to promote to: pass triton_url or set TRITON_GRPC_URL (config map "
-                       "cloudlulc-settings), or local_dir for the local Triton")  # fmt: skip
+    raise ServingError(
+        "no Triton to promote to: pass triton_url or set TRITON_GRPC_URL (config map "
+        "cloudlulc-settings), or local_dir for the local Triton"
+    )

@@ -21,8 +21,13 @@ class TritonPythonModel:
 
     def execute(self, requests: list[Any]) -> list[Any]:
         """Answer every request of the dynamic batch (errors go back per request, the model stays up)."""
-        inputs = [(pb_utils.get_input_tensor_by_name(r, "optical").as_numpy(),
-                   pb_utils.get_input_tensor_by_name(r, "sar").as_numpy()) for r in requests]  # fmt: skip
+        inputs = [
+            (
+                pb_utils.get_input_tensor_by_name(r, "optical").as_numpy(),
+                pb_utils.get_input_tensor_by_name(r, "sar").as_numpy(),
+            )
+            for r in requests
+        ]
         try:
             answers = run_requests(self.run, inputs)
         except Exception as error:  # every failure becomes the requests' error, not a dead stub

@@ -52,32 +52,50 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, config: 
     new: SegmentationMetrics = challenger["overall"]
     if champion is None:
         if new.miou >= config.first_min_miou and new.overall_accuracy >= config.first_min_oa:
-            return GateDecision(True, f"first champion: mIoU {new.miou:.4f} >= {config.first_min_miou}, "
-                                      f"OA {new.overall_accuracy:.4f} >= {config.first_min_oa}")  # fmt: skip
-        return GateDecision(False, f"no champion yet and the challenger misses the absolute thresholds: mIoU "
-                                   f"{new.miou:.4f} (needs {config.first_min_miou}), OA {new.overall_accuracy:.4f} "
-                                   f"(needs {config.first_min_oa})")  # fmt: skip
+            return GateDecision(
+                True,
+                f"first champion: mIoU {new.miou:.4f} >= {config.first_min_miou}, "
+                f"OA {new.overall_accuracy:.4f} >= {config.first_min_oa}",
+            )
+        return GateDecision(
+            False,
+            f"no champion yet and the challenger misses the absolute thresholds: mIoU "
+            f"{new.miou:.4f} (needs {config.first_min_miou}), OA {new.overall_accuracy:.4f} "
+            f"(needs {config.first_min_oa})",
+        )
     old: SegmentationMetrics = champion["overall"]
     gain = new.miou - old.miou
     if gain < config.min_miou_gain:
-        return GateDecision(False, f"mIoU {new.miou:.4f} vs champion {old.miou:.4f}: gain {gain:+.4f} below "
-                                   f"the required {config.min_miou_gain}")  # fmt: skip
+        return GateDecision(
+            False,
+            f"mIoU {new.miou:.4f} vs champion {old.miou:.4f}: gain {gain:+.4f} below "
+            f"the required {config.min_miou_gain}",
+        )
     for label, metrics in challenger["bins"].items():
         if label in champion["bins"]:
             drop = champion["bins"][label].miou - metrics.miou
             if drop > config.max_bin_regression:
-                return GateDecision(False, f"cloud bin {label} regresses by {drop:.4f} mIoU "
-                                           f"(tolerance {config.max_bin_regression})")  # fmt: skip
-    return GateDecision(True, f"mIoU {new.miou:.4f} vs champion {old.miou:.4f} (gain {gain:+.4f}); no cloud bin "
-                              f"regresses beyond {config.max_bin_regression}")  # fmt: skip
+                return GateDecision(
+                    False, f"cloud bin {label} regresses by {drop:.4f} mIoU (tolerance {config.max_bin_regression})"
+                )
+    return GateDecision(
+        True,
+        f"mIoU {new.miou:.4f} vs champion {old.miou:.4f} (gain {gain:+.4f}); no cloud bin "
+        f"regresses beyond {config.max_bin_regression}",
+    )
 
 
 def _summary(result: dict[str, Any] | None) -> str:
     if result is None:
         return "none"
     overall: SegmentationMetrics = result["overall"]
-    return json.dumps({"oa": round(overall.overall_accuracy, 5), "miou": round(overall.miou, 5),
-                       "bins": {k: round(v.miou, 5) for k, v in result["bins"].items()}})  # fmt: skip
+    return json.dumps(
+        {
+            "oa": round(overall.overall_accuracy, 5),
+            "miou": round(overall.miou, 5),
+            "bins": {k: round(v.miou, 5) for k, v in result["bins"].items()},
+        }
+    )
 
 
 class Registry:
@@ -112,8 +130,14 @@ class Registry:
         except MlflowException:
             return None
 
-    def apply_gate(self, challenger_version: str, challenger: dict[str, Any], champion_version: str | None,
-                   champion: dict[str, Any] | None, config: GateConfig) -> GateDecision:  # fmt: skip
+    def apply_gate(
+        self,
+        challenger_version: str,
+        challenger: dict[str, Any],
+        champion_version: str | None,
+        champion: dict[str, Any] | None,
+        config: GateConfig,
+    ) -> GateDecision:
         """Decide, record the decision as tags, and move ``champion`` when it passes (compare-and-swap)."""
         decision = decide(challenger, champion, config)
         tags = {
@@ -128,7 +152,9 @@ class Registry:
         if decision.promote:
             current = self.alias_version(CHAMPION)
             if current != champion_version:
-                raise TrackingError(f"champion of {self.name} moved from {champion_version} to {current} during the "
-                                    "gate; rerun the gate against the new champion")  # fmt: skip
+                raise TrackingError(
+                    f"champion of {self.name} moved from {champion_version} to {current} during the "
+                    "gate; rerun the gate against the new champion"
+                )
             self.client.set_registered_model_alias(self.name, CHAMPION, challenger_version)
         return decision

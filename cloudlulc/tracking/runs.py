@@ -52,8 +52,10 @@ def evaluation_metrics(result: dict[str, Any], prefix: str = "test_") -> dict[st
     for label, metrics in result["bins"].items():
         values[f"{prefix}bin_{label.rstrip('%').replace('-', '_')}_miou"] = float(metrics.miou)
     if "calibration" in result:
-        histograms = {"": result["calibration"]["overall"], **{f"bin_{label.rstrip('%').replace('-', '_')}_": h
-                      for label, h in result["calibration"]["bins"].items()}}  # fmt: skip
+        histograms = {
+            "": result["calibration"]["overall"],
+            **{f"bin_{label.rstrip('%').replace('-', '_')}_": h for label, h in result["calibration"]["bins"].items()},
+        }
         values.update({f"{prefix}{name}ece": h.ece() for name, h in histograms.items() if h.count.sum()})
     return values
 
@@ -69,8 +71,13 @@ def confusion_figure(confusion: list[list[int]]) -> Any:
     normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     figure, axis = plt.subplots(figsize=(6, 5))
     image = axis.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-    axis.set(xticks=range(len(matrix)), yticks=range(len(matrix)), xlabel="prediction", ylabel="reference",
-             title="Confusion matrix (row-normalised)")  # fmt: skip
+    axis.set(
+        xticks=range(len(matrix)),
+        yticks=range(len(matrix)),
+        xlabel="prediction",
+        ylabel="reference",
+        title="Confusion matrix (row-normalised)",
+    )
     axis.set_xticklabels(schema.CLASS_NAMES, rotation=45, ha="right")
     axis.set_yticklabels(schema.CLASS_NAMES)
     for (row, col), value in np.ndenumerate(normalised):
@@ -112,9 +119,11 @@ class RunLogger:
 
         metrics = evaluation_metrics(result, prefix)
         self.mlflow.log_metrics(metrics)
-        for name, figure in (("confusion_matrix.png", confusion_figure(result["confusion"])),
-                             ("miou_per_cloud_bin.png", cloud_bin_figure(result)),
-                             ("reliability_diagram.png", reliability_figure(result["calibration"]))):  # fmt: skip
+        for name, figure in (
+            ("confusion_matrix.png", confusion_figure(result["confusion"])),
+            ("miou_per_cloud_bin.png", cloud_bin_figure(result)),
+            ("reliability_diagram.png", reliability_figure(result["calibration"])),
+        ):
             self.mlflow.log_figure(figure, f"plots/{name}")
             plt.close(figure)
         self.mlflow.log_dict({"confusion": result["confusion"]}, "metrics/confusion.json")

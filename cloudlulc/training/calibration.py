@@ -89,9 +89,14 @@ class CalibrationAccumulator:
 
 
 @torch.no_grad()
-def validation_logits(model: SegmentationNetwork, dataset: CloudLULCDataset, *,
-                      batch_size: int = 4, device: torch.device | None = None,
-                      max_pixels: int = FIT_PIXELS) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def validation_logits(
+    model: SegmentationNetwork,
+    dataset: CloudLULCDataset,
+    *,
+    batch_size: int = 4,
+    device: torch.device | None = None,
+    max_pixels: int = FIT_PIXELS,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw logits [N,K] and labels [N] of labelled pixels, an even subsample of at most ``max_pixels``."""
     device = device or torch.device("cpu")
     was_training = model.training
@@ -137,8 +142,9 @@ def calibration_error(logits: torch.Tensor, labels: torch.Tensor, temperature: f
     return histogram.ece()
 
 
-def calibrate(model: SegmentationNetwork, dataset: CloudLULCDataset, *,
-              device: torch.device | None = None) -> dict[str, float]:  # fmt: skip
+def calibrate(
+    model: SegmentationNetwork, dataset: CloudLULCDataset, *, device: torch.device | None = None
+) -> dict[str, float]:
     """Fit the temperature on ``dataset`` (the validation split), store it in ``model``, return the figures.
 
     The temperature minimising the validation NLL is kept only if it does not raise the validation
@@ -174,13 +180,26 @@ def reliability_figure(calibration: dict[str, object]) -> Any:
     curves = [("overall", overall, 2.2), *((f"cloud {label}", histogram, 1.0) for label, histogram in bins.items())]
     for name, histogram, width in curves:
         used = histogram.count > 0
-        confidence, accuracy = (values[used] / histogram.count[used] for values in (histogram.confidence,
-                                                                                     histogram.correct))  # fmt: skip
+        confidence, accuracy = (
+            values[used] / histogram.count[used] for values in (histogram.confidence, histogram.correct)
+        )
         label = f"{name} (ECE {100 * histogram.ece():.1f} %)"
-        axis.plot(confidence, accuracy, marker="o", markersize=3, linewidth=width,
-                  color="k" if name == "overall" else None, label=label)  # fmt: skip
-    axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top-class probability)", ylabel="accuracy",
-             title="Reliability diagram")  # fmt: skip
+        axis.plot(
+            confidence,
+            accuracy,
+            marker="o",
+            markersize=3,
+            linewidth=width,
+            color="k" if name == "overall" else None,
+            label=label,
+        )
+    axis.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="confidence (top-class probability)",
+        ylabel="accuracy",
+        title="Reliability diagram",
+    )
     axis.legend(fontsize=8, loc="upper left")
     figure.tight_layout()
     return figure

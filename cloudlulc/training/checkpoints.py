@@ -58,9 +58,12 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         if kind:
             raise DataError(str(path), f"is {kind}, not a training checkpoint (.pt)") from None
         if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in str(error):
-            raise DataError(str(path), "refused: the file holds Python objects other than tensors and plain "
-                            "values (nothing in it was run); a CloudLULC checkpoint holds only weights and "
-                            "settings") from None  # fmt: skip
+            raise DataError(
+                str(path),
+                "refused: the file holds Python objects other than tensors and plain "
+                "values (nothing in it was run); a CloudLULC checkpoint holds only weights and "
+                "settings",
+            ) from None
         raise _corrupt(path, error) from error
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or "network" not in state:
         raise DataError(str(path), "not a CloudLULC checkpoint: expected the keys 'model' (weights) and 'network'")
@@ -70,5 +73,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 def _corrupt(path: Path, error: Exception) -> DataError:
     older = [p.name for p in list_checkpoints(path.parent.parent) if p != path]
     kept = f"; older checkpoints kept: {', '.join(older)}" if older else ""
-    return DataError(str(path), f"checkpoint is corrupt or truncated ({type(error).__name__}){kept}. "
-                     "Move it aside to resume from the previous one")  # fmt: skip
+    return DataError(
+        str(path),
+        f"checkpoint is corrupt or truncated ({type(error).__name__}){kept}. "
+        "Move it aside to resume from the previous one",
+    )

@@ -40,8 +40,9 @@ ReliabilitySums = dict[str, dict[str, list[float]]]
 
 
 @torch.no_grad()
-def module_diagnostics(model: SegmentationNetwork, dataset: CloudLULCDataset, *, batch_size: int = 8,
-                       device: torch.device | None = None) -> dict[str, Any]:  # fmt: skip
+def module_diagnostics(
+    model: SegmentationNetwork, dataset: CloudLULCDataset, *, batch_size: int = 8, device: torch.device | None = None
+) -> dict[str, Any]:
     """ORM, SHOI, CHOI and USMT figures of ``model`` over ``dataset`` (built with ``return_cloud_mask``)."""
     device = device or torch.device("cpu")
     captured: Captured = defaultdict(list)
@@ -166,8 +167,10 @@ def diagnostics_text(result: dict[str, Any]) -> str:
     if result["orm"]:
         lines.append(f"{'ORM map':<9} {'IoU low~opaque':>14} " + " ".join(f"{c:>7}" for c in CLOUD_CODES.values()))
         for name, stats in result["orm"].items():
-            cells = " ".join(f"{stats[f'mean_{c}']:>7.3f}" if stats[f"mean_{c}"] is not None else f"{'-':>7}"
-                             for c in CLOUD_CODES.values())  # fmt: skip
+            cells = " ".join(
+                f"{stats[f'mean_{c}']:>7.3f}" if stats[f"mean_{c}"] is not None else f"{'-':>7}"
+                for c in CLOUD_CODES.values()
+            )
             iou = stats["iou_low_with_opaque"]
             lines.append(f"{name:<9} {iou if iou is not None else float('nan'):>14.3f} {cells}")
     for name, stats in result["shoi"].items():

@@ -108,6 +108,14 @@ def process_count(requested: str, device: str) -> int:
 
 def relaunch_under_torchrun(processes: int, arguments: Sequence[str]) -> int:
     """Run ``cloudlulc <arguments>`` as ``processes`` replicas on this machine; return torchrun's exit code."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               "-m", "cloudlulc", *arguments]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        "-m",
+        "cloudlulc",
+        *arguments,
+    ]
     return subprocess.call(command)

@@ -55,8 +55,11 @@ def _cloud_covers(root: str, records: tuple[SampleRecord, ...]) -> CloudCovers:
     metadata = read_metadata(layout)
     stored: dict[str, float] = {}
     if metadata is not None and "cloud_cover" in metadata:
-        stored = {str(n): float(c) for n, c in zip(metadata["name"], metadata["cloud_cover"], strict=True)
-                  if not math.isnan(c)}  # fmt: skip
+        stored = {
+            str(n): float(c)
+            for n, c in zip(metadata["name"], metadata["cloud_cover"], strict=True)
+            if not math.isnan(c)
+        }
     by_name: dict[str, float] = {}
     sources: Counter[str] = Counter()
     for record in records:
@@ -84,8 +87,14 @@ def feed(optical: torch.Tensor, sar: torch.Tensor, modalities: str) -> tuple[tor
 
 
 @torch.no_grad()
-def evaluate_model(model: SegmentationNetwork, dataset: CloudLULCDataset, *, batch_size: int = 4,
-                   device: torch.device | None = None, modalities: str = "both") -> dict[str, object]:  # fmt: skip
+def evaluate_model(
+    model: SegmentationNetwork,
+    dataset: CloudLULCDataset,
+    *,
+    batch_size: int = 4,
+    device: torch.device | None = None,
+    modalities: str = "both",
+) -> dict[str, object]:
     """Metrics of ``model`` on every sample of ``dataset`` (deterministic path, full patches).
 
     ``modalities`` feeds Sentinel-2 only or Sentinel-1 only (see :data:`MODALITIES`).
@@ -120,8 +129,9 @@ def _same_size_batch(samples: list[Sample]) -> dict[str, Any]:
     return default_collate(samples)
 
 
-def evaluation_dataset(root: str, split: Split, exclude: tuple[str, ...] = (), *,
-                       in_memory: bool = False) -> CloudLULCDataset:  # fmt: skip
+def evaluation_dataset(
+    root: str, split: Split, exclude: tuple[str, ...] = (), *, in_memory: bool = False
+) -> CloudLULCDataset:
     """The deterministic dataset the protocol evaluates on (full patches, sides multiples of the network's stride)."""
     return CloudLULCDataset(root, split, exclude=exclude, size_multiple=SIZE_MULTIPLE, in_memory=in_memory)
 
@@ -173,8 +183,15 @@ def evaluation_bin_records(result: dict[str, object]) -> list[dict[str, object]]
     for label, metrics in bins.items():
         assert isinstance(metrics, SegmentationMetrics)
         scores = metrics.as_dict()
-        records.append({"cloud_bin": label, "miou": scores["miou"], "oa": scores["overall_accuracy"],
-                        "macro_f1": scores["macro_f1"], "pixels": metrics.pixels})  # fmt: skip
+        records.append(
+            {
+                "cloud_bin": label,
+                "miou": scores["miou"],
+                "oa": scores["overall_accuracy"],
+                "macro_f1": scores["macro_f1"],
+                "pixels": metrics.pixels,
+            }
+        )
     return records
 
 
@@ -189,8 +206,10 @@ def evaluation_table(result: dict[str, object]) -> str:
     lines = [f"{'subset':<10} {'pixels':>10} {'OA':>7} {'F1':>7} {'mIoU':>7} {'ECE':>7}"]
     for label, metrics in [("overall", overall), *bins.items()]:
         ece = histograms[label].ece() if label in histograms else float("nan")
-        lines.append(f"{label:<10} {metrics.pixels:>10} {metrics.overall_accuracy:>7.2%} {metrics.macro_f1:>7.2%} "
-                     f"{metrics.miou:>7.2%} {ece:>7.2%}")  # fmt: skip
+        lines.append(
+            f"{label:<10} {metrics.pixels:>10} {metrics.overall_accuracy:>7.2%} {metrics.macro_f1:>7.2%} "
+            f"{metrics.miou:>7.2%} {ece:>7.2%}"
+        )
     if "cloud_cover_sources" in result:
         lines.append(describe_cloud_sources(result["cloud_cover_sources"]))  # type: ignore[arg-type]
     lines.append("")

@@ -115,8 +115,13 @@ class CloudLULCLoss(nn.Module):
         self.weights = weights or LossWeights()
         self.num_classes = num_classes
 
-    def forward(self, output: ModelOutput, labels: torch.Tensor, clear: torch.Tensor | None = None,
-                cloud_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+    def forward(
+        self,
+        output: ModelOutput,
+        labels: torch.Tensor,
+        clear: torch.Tensor | None = None,
+        cloud_mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         w = self.weights
         terms = {
             "cross_entropy": masked_cross_entropy(output.logits, labels),

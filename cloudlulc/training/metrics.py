@@ -16,8 +16,9 @@ import torch
 from cloudlulc import schema
 
 
-def confusion_matrix(prediction: torch.Tensor | np.ndarray, reference: torch.Tensor | np.ndarray,
-                     num_classes: int = schema.NUM_CLASSES) -> np.ndarray:  # fmt: skip
+def confusion_matrix(
+    prediction: torch.Tensor | np.ndarray, reference: torch.Tensor | np.ndarray, num_classes: int = schema.NUM_CLASSES
+) -> np.ndarray:
     """[K,K] int64 counts of (reference, prediction) pairs; reference pixels of 255 are skipped."""
     predicted = torch.as_tensor(prediction).reshape(-1).long()
     truth = torch.as_tensor(reference).reshape(-1).long()

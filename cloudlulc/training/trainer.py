@@ -82,8 +82,9 @@ OPAQUE_CLOUD = 2
 """Cloud-mask code of opaque cloud: what a dropped optical image is, for ORM's supervision."""
 
 
-def drop_modalities(optical: torch.Tensor, sar: torch.Tensor, cloud_mask: torch.Tensor | None, share: float,
-                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
+def drop_modalities(
+    optical: torch.Tensor, sar: torch.Tensor, cloud_mask: torch.Tensor | None, share: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Zero the optics of ``share / 2`` of the samples and the SAR of another ``share / 2``.
 
     A sample without its optics is, for ORM, entirely opaque cloud (its cloud mask says so). The
@@ -119,8 +120,11 @@ def initial_weights(config: TrainConfig) -> dict[str, torch.Tensor] | None:
     if config.init is None:
         return None
     if config.init.startswith("models:/"):
-        raise DataError(config.init, "registered models are loaded by the tracked train stage (cloudlulc train "
-                        "with tracking on), not by the bare training loop")  # fmt: skip
+        raise DataError(
+            config.init,
+            "registered models are loaded by the tracked train stage (cloudlulc train "
+            "with tracking on), not by the bare training loop",
+        )
     path = Path(config.init)
     if not path.is_file():
         raise DataError(config.init, "init checkpoint not found")
@@ -163,8 +167,13 @@ class _Features(torch.nn.Module):
         return self.network.forward_features(optical, sar)
 
 
-def train(config: TrainConfig, *, progress: bool = True, on_epoch_end: EpochCallback | None = None,
-          init_state: dict[str, torch.Tensor] | None = None) -> TrainResult:  # fmt: skip
+def train(
+    config: TrainConfig,
+    *,
+    progress: bool = True,
+    on_epoch_end: EpochCallback | None = None,
+    init_state: dict[str, torch.Tensor] | None = None,
+) -> TrainResult:
     """Train (or resume) the run described by ``config``; checkpoints land in ``config.output_dir``.
 
     ``init_state`` (weights of a registered model, resolved by the caller) or ``config.init`` (a
@@ -174,8 +183,14 @@ def train(config: TrainConfig, *, progress: bool = True, on_epoch_end: EpochCall
     replica = replica_from_environment()
     device = replica_device(replica, config.device)
     with process_group(replica, device):
-        return _train(config, replica, device, progress=progress and replica.is_main,
-                      on_epoch_end=on_epoch_end, init_state=init_state)  # fmt: skip
+        return _train(
+            config,
+            replica,
+            device,
+            progress=progress and replica.is_main,
+            on_epoch_end=on_epoch_end,
+            init_state=init_state,
+        )
 
 
 @dataclass
@@ -219,8 +234,15 @@ class _TrainingRun:
         }
 
 
-def _train(config: TrainConfig, replica: Replica, device: torch.device, *, progress: bool,
-           on_epoch_end: EpochCallback | None, init_state: dict[str, torch.Tensor] | None) -> TrainResult:  # fmt: skip
+def _train(
+    config: TrainConfig,
+    replica: Replica,
+    device: torch.device,
+    *,
+    progress: bool,
+    on_epoch_end: EpochCallback | None,
+    init_state: dict[str, torch.Tensor] | None,
+) -> TrainResult:
     """Set up, resume, train the remaining epochs, then calibrate; every replica runs every phase.
 
     Rank 0 alone validates and writes; the barriers keep the replicas in step around what it does.
@@ -313,8 +335,10 @@ def _starting_model(
         try:
             model.load_state_dict(start_weights)
         except RuntimeError as error:
-            raise DataError(config.init or "init", f"weights do not fit {network_config.architecture}/"
-                            f"{config.size}: {str(error).splitlines()[0]}") from error  # fmt: skip
+            raise DataError(
+                config.init or "init",
+                f"weights do not fit {network_config.architecture}/{config.size}: {str(error).splitlines()[0]}",
+            ) from error
     if config.freeze_encoders:
         freeze_encoders(model)
     return model.to(device)
@@ -331,8 +355,9 @@ def _resume(run: _TrainingRun) -> None:
         return
     state = load_checkpoint(existing[-1])
     if state.get("config") != run.config.model_dump(mode="json"):
-        raise DataError(str(existing[-1]), "checkpoint was written by a run with another config; "
-                        "use another output_dir")  # fmt: skip
+        raise DataError(
+            str(existing[-1]), "checkpoint was written by a run with another config; use another output_dir"
+        )
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
@@ -358,11 +383,16 @@ def _epoch_loader(run: _TrainingRun, epoch_seed: int) -> DataLoader[Sample]:
         sampler: DistributedSampler[dict[str, torch.Tensor]] = DistributedSampler(
             run.train_set, replica.world_size, replica.rank, shuffle=True, seed=epoch_seed
         )
-        return DataLoader(run.train_set, batch_size=config.batch_size, sampler=sampler,
-                          num_workers=config.num_workers)  # fmt: skip
+        return DataLoader(run.train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers)
     shuffle_order = torch.Generator().manual_seed(epoch_seed)
-    return DataLoader(run.train_set, batch_size=config.batch_size, shuffle=True, drop_last=False,
-                      num_workers=config.num_workers, generator=shuffle_order)  # fmt: skip
+    return DataLoader(
+        run.train_set,
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=False,
+        num_workers=config.num_workers,
+        generator=shuffle_order,
+    )
 
 
 def _train_epoch(run: _TrainingRun, replicated: torch.nn.Module, epoch: int, *, progress: bool) -> dict[str, float]:
