@@ -1,6 +1,6 @@
 """Regional mapping: seam agreement (tiled versus one whole-image pass) and peak memory versus scene size.
 
-(a) Seams. A synthetic scene (``cloudlulc.data.scene``) is mapped tile by tile with the in-process tiny
+(a) Seams. A synthetic scene (``cloudlulc.data.synthetic_scene``) is mapped tile by tile with the in-process tiny
 CloudLULC-Net, briefly fitted to that scene so that its map is not one class, and compared with a
 single pass over the whole image. The figure mixes two things: seams from tiling (what blending must
 remove) and the model's dependence on tile context; CHOI and USMT pool statistics over the whole
@@ -38,7 +38,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from cloudlulc import schema
-from cloudlulc.data.scene import SAR_MEAN_DB, SPECTRA
+from cloudlulc.data.synthetic_scene import SAR_MEAN_DB, SPECTRA
 
 OPTICAL_CRS, SAR_CRS = CRS.from_epsg(32632), CRS.from_epsg(32633)
 ORIGIN = (700_000.0, 5_100_000.0)
@@ -191,7 +191,7 @@ def fit(
 
 
 def seam_agreement(folder: Path, size: int, fit_steps: int, settings: list[tuple[int, int]]) -> dict[str, object]:
-    from cloudlulc.data.scene import make_scene
+    from cloudlulc.data.synthetic_scene import make_scene
     from cloudlulc.io.rasters import RasterProfile, write_raster
     from cloudlulc.mapping import SceneReader, map_scene
 

@@ -12,8 +12,8 @@ import time
 import numpy as np
 from common import pin_to_one_core, save
 
-from cloudlulc.data.scene import make_scene
 from cloudlulc.data.synthetic import SynthConfig, generate_dataset
+from cloudlulc.data.synthetic_scene import make_scene
 
 
 def main() -> None:

@@ -91,8 +91,8 @@ def dataset_path(out: Path, variant: str, patch: int) -> Path:
 
 def make_dataset(out: Path, variant: str, patch: int, workers: int, samples: int = 2400) -> Path:
     """The world's set: ``samples`` patches split 2000 : 100 : 300 (at the default 2400)."""
-    from cloudlulc.data.scene import Physics
     from cloudlulc.data.synthetic import SynthConfig, generate_dataset
+    from cloudlulc.data.synthetic_scene import Physics
 
     path = dataset_path(out, variant, patch)
     generate_dataset(

@@ -99,7 +99,7 @@ def validate(dataset: str, report_dir: str, quarantine: bool, max_nodata: float,
     CloudLULC-Set to validate.
     """
     from cloudlulc.validation import Thresholds, validate_dataset, write_report
-    from cloudlulc.validation.scenes import SceneThresholds, is_scene_layout, validate_scenes
+    from cloudlulc.validation.scene_stacks import SceneThresholds, is_scene_layout, validate_scenes
 
     check_outputs_apart({"--report-dir": report_dir}, datasets={"DATASET": dataset})
     probe_writable(join_uri(report_dir, "report.json"), "--report-dir")

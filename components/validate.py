@@ -27,7 +27,7 @@ def validate_data(
     uri = str(dataset.metadata["uri"])
     require_s3_credentials(uri)
     if dataset.metadata.get("mode") == "scenes":
-        from cloudlulc.validation.scenes import SceneThresholds, validate_scenes
+        from cloudlulc.validation.scene_stacks import SceneThresholds, validate_scenes
 
         result = validate_scenes(uri, SceneThresholds(max_nodata_fraction=max_nodata))
     else:

@@ -26,7 +26,7 @@ from rasterio.transform import from_origin
 
 from cloudlulc import schema
 from cloudlulc.data.layout import DatasetLayout
-from cloudlulc.data.scene import make_scene
+from cloudlulc.data.synthetic_scene import make_scene
 from cloudlulc.io.rasters import RasterProfile, raster_info, read_raster, write_raster
 
 CLI = str(Path(sys.executable).with_name("cloudlulc"))

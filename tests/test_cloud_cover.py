@@ -12,8 +12,8 @@ import pytest
 from cloudlulc import schema
 from cloudlulc.data.clouds import cloud_test, sample_cloud_cover
 from cloudlulc.data.layout import DatasetLayout
-from cloudlulc.data.scene import make_scene
 from cloudlulc.data.synthetic import SynthConfig, generate_dataset
+from cloudlulc.data.synthetic_scene import make_scene
 from cloudlulc.errors import DataError
 from cloudlulc.io.rasters import RasterProfile, raster_info, read_raster, write_raster
 

@@ -399,7 +399,7 @@ def test_scene_mode_writes_an_aligned_stack_that_the_mapper_reads(
     own_catalog: SyntheticCatalog, tmp_path: Path
 ) -> None:
     from cloudlulc.io.rasters import validate_cog
-    from cloudlulc.mapping.scene import SceneReader
+    from cloudlulc.mapping.scene_pair import SceneReader
 
     out = tmp_path / "scenes"
     report = ingest(query_for(own_catalog), IngestOptions(str(out), mode="scenes"), progress=False)
@@ -418,11 +418,11 @@ def test_s2_only_stacks_the_unpaired_scene_which_validates_and_maps_without_sar(
 ) -> None:
     import torch
 
-    from cloudlulc.ingest.scenes import scene_stacks
+    from cloudlulc.ingest.scene_stacks import scene_stacks
     from cloudlulc.mapping import map_scene
     from cloudlulc.models.config import model_config
     from cloudlulc.models.networks import build_model
-    from cloudlulc.validation.scenes import validate_scenes
+    from cloudlulc.validation.scene_stacks import validate_scenes
 
     out = tmp_path / "scenes"
     options = IngestOptions(str(out), mode="scenes", s2_only=True)

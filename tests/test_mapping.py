@@ -19,7 +19,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from cloudlulc import schema
-from cloudlulc.data.scene import make_scene
+from cloudlulc.data.synthetic_scene import make_scene
 from cloudlulc.errors import DataError
 from cloudlulc.io.rasters import RasterProfile, validate_cog, write_raster
 from cloudlulc.mapping import (

@@ -16,8 +16,8 @@ from torch import nn
 
 from cloudlulc import schema
 from cloudlulc.data.dataset import CloudLULCDataset
-from cloudlulc.data.scene import Physics, make_scene
 from cloudlulc.data.synthetic import PARAMS_FILE, SynthConfig, generate_dataset
+from cloudlulc.data.synthetic_scene import Physics, make_scene
 from cloudlulc.models import build_model, model_config
 from cloudlulc.models.config import ALL_MODULES
 from cloudlulc.training.diagnostics import diagnostics_text, module_diagnostics

@@ -7,8 +7,8 @@ import pytest
 
 from cloudlulc import schema
 from cloudlulc.data.layout import DatasetLayout
-from cloudlulc.data.scene import BARREN, CROP, GRASS, make_scene
 from cloudlulc.data.synthetic import SynthConfig, generate_dataset
+from cloudlulc.data.synthetic_scene import BARREN, CROP, GRASS, make_scene
 from cloudlulc.errors import DataError
 from cloudlulc.io.rasters import raster_info, read_raster
 

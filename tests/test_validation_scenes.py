@@ -30,7 +30,7 @@ from cloudlulc.ingest.synthetic import S1Spec, S2Spec, SyntheticCatalog, Synthet
 from cloudlulc.io.rasters import RasterProfile, open_raster, write_raster
 from cloudlulc.io.storage import open_storage
 from cloudlulc.validation import write_report
-from cloudlulc.validation.scenes import (
+from cloudlulc.validation.scene_stacks import (
     SceneThresholds,
     is_scene_layout,
     read_scene_manifest,

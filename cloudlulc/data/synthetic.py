@@ -1,4 +1,4 @@
-"""Write a synthetic CloudLULC-Set: scenes from ``scene.py`` saved in the exact published layout.
+"""Write a synthetic CloudLULC-Set: scenes from ``synthetic_scene.py`` saved in the exact published layout.
 
 Same parameters, same bytes: every sample draws from its own generator seeded by (seed, index), and
 GeoTIFFs carry no timestamps. A run is resumable and safe to kill: each file appears atomically, the
@@ -30,7 +30,7 @@ from cloudlulc.data.metadata import (
     metadata_frame,
     write_metadata,
 )
-from cloudlulc.data.scene import DEFAULT_PHYSICS, Physics, Scene, make_scene
+from cloudlulc.data.synthetic_scene import DEFAULT_PHYSICS, Physics, Scene, make_scene
 from cloudlulc.errors import DataError
 from cloudlulc.io.rasters import RasterProfile, write_raster
 

@@ -3,7 +3,7 @@
 Tests, benchmarks and demos of the ingest need a catalog that looks like the real one (items in Element 84's
 Earth Search v1 ``sentinel-2-l2a`` schema; Sentinel-1 items with the STAC ``sar`` extension, here as an
 analysis-ready product: calibrated linear sigma0, geocoded) and whose truth is known. The ground comes from
-:func:`cloudlulc.data.scene.make_scene` tiles laid side by side on the tile's 10 m grid; each optical
+:func:`cloudlulc.data.synthetic_scene.make_scene` tiles laid side by side on the tile's 10 m grid; each optical
 acquisition gets its own clouds over that ground, each radar acquisition its own grid (CRS, pixel size,
 sub-pixel shift, partial cover), so co-registration and cloud handling can be scored against
 ``truth/labels.tif``.
@@ -38,7 +38,7 @@ from rasterio.windows import Window
 from tqdm import tqdm
 
 from cloudlulc import schema
-from cloudlulc.data.scene import BARREN, BUILT, CROP, FOREST, GRASS, WATER, Scene, add_clouds, make_scene
+from cloudlulc.data.synthetic_scene import BARREN, BUILT, CROP, FOREST, GRASS, WATER, Scene, add_clouds, make_scene
 from cloudlulc.ingest.earth_search import (
     BASELINE_WITH_OFFSET,
     BOA_OFFSET_APPLIED,

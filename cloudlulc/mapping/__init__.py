@@ -8,7 +8,7 @@ from cloudlulc.io.rasters import publish_cog
 from cloudlulc.mapping.areas import ClassArea, ClassAreas, class_areas, row_areas_m2
 from cloudlulc.mapping.quicklook import write_quicklook
 from cloudlulc.mapping.region import MapResult, Predictor, map_scene, sidecar_uris
-from cloudlulc.mapping.scene import SarUnits, SceneGrid, SceneReader, SceneWindow
+from cloudlulc.mapping.scene_pair import SarUnits, SceneGrid, SceneReader, SceneWindow
 from cloudlulc.mapping.tiling import TileGrid, blend_weights, pad_to_tile, tile_origins
 from cloudlulc.mapping.writer import work_paths
 

@@ -12,7 +12,7 @@ from rasterio.enums import Resampling
 from cloudlulc import schema
 from cloudlulc.io.rasters import open_raster
 from cloudlulc.io.storage import staged_output
-from cloudlulc.mapping.scene import SceneReader
+from cloudlulc.mapping.scene_pair import SceneReader
 
 QUICKLOOK_SIDE = 768
 """Longest side of each panel, in pixels."""

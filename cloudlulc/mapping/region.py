@@ -34,7 +34,7 @@ from cloudlulc.io.guard import check_outputs_apart, probe_readable, probe_writab
 from cloudlulc.io.rasters import publish_cog
 from cloudlulc.mapping.areas import ClassAreas, class_areas, write_class_areas
 from cloudlulc.mapping.quicklook import write_quicklook
-from cloudlulc.mapping.scene import SarUnits, SceneReader
+from cloudlulc.mapping.scene_pair import SarUnits, SceneReader
 from cloudlulc.mapping.tiling import TileGrid, blend_weights, pad_to_tile
 from cloudlulc.mapping.writer import SCORE_NODATA, PartialMap, work_paths
 

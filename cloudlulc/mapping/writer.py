@@ -26,7 +26,7 @@ from rasterio.windows import Window
 from cloudlulc import schema
 from cloudlulc.errors import DataError
 from cloudlulc.io.storage import TEMP_MARKER, atomic_local_path, is_s3_uri
-from cloudlulc.mapping.scene import SceneGrid
+from cloudlulc.mapping.scene_pair import SceneGrid
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cloudlulc.ingest.scenes import SceneStack, scene_stacks
+from cloudlulc.ingest.scene_stacks import SceneStack, scene_stacks
 from cloudlulc.io.storage import open_storage
 from cloudlulc.serving.regional import loopback_key, map_with_triton, resolve_grpc_url, served_repository
 

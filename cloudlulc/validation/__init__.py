@@ -1,7 +1,7 @@
 """Data validation with Great Expectations: rules, reports, quarantine."""
 
 from cloudlulc.validation.report import Failure, ValidationReport, write_report
-from cloudlulc.validation.scenes import validate_scenes
+from cloudlulc.validation.scene_stacks import validate_scenes
 from cloudlulc.validation.thresholds import SceneThresholds, Thresholds
 from cloudlulc.validation.validate import validate_dataset
 
