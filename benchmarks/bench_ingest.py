@@ -40,7 +40,7 @@ def child(catalog_root: str, out: str, chip: int) -> None:
 
     info = json.loads((Path(catalog_root) / "bench.json").read_text())
     query = SearchQuery(shapely.box(*info["bbox"]), date(2026, 6, 1), date(2026, 6, 30), catalog=catalog_root)
-    options = IngestOptions(out, chips=ChipOptions(chip), label_source=info["labels"])
+    options = IngestOptions(out, chips=ChipOptions(chip_size=chip), label_source=info["labels"])
     start = time.perf_counter()
     report = ingest(query, options, progress=False)
     seconds = time.perf_counter() - start

@@ -39,6 +39,7 @@ from rasterio.windows import Window
 
 from cloudlulc import schema
 from cloudlulc.data.synthetic_scene import SAR_MEAN_DB, SPECTRA
+from cloudlulc.mapping.options import MapOptions
 
 OPTICAL_CRS, SAR_CRS = CRS.from_epsg(32632), CRS.from_epsg(32633)
 ORIGIN = (700_000.0, 5_100_000.0)
@@ -227,8 +228,7 @@ def seam_agreement(folder: Path, size: int, fit_steps: int, settings: list[tuple
                 str(sar_path),
                 str(folder / f"seam_{tile}_{overlap}.tif"),
                 predict,
-                tile=tile,
-                overlap=overlap,
+                options=MapOptions(tile=tile, overlap=overlap),
                 progress=False,
             )
             with rasterio.open(result.map_uri) as dataset:
@@ -254,7 +254,12 @@ def memory_child(optical: str, sar: str, out: str, tile: int, overlap: int) -> N
     baseline = peak_rss_mb()
     start = time.perf_counter()
     result = map_scene(
-        optical, sar, out, predict, tile=tile, overlap=overlap, batch_size=4, in_flight=2, progress=False
+        optical,
+        sar,
+        out,
+        predict,
+        options=MapOptions(tile=tile, overlap=overlap, batch_size=4, in_flight=2),
+        progress=False,
     )
     peak = peak_rss_mb()
     print(

@@ -25,6 +25,7 @@ from common import save
 from cloudlulc.export import onnxruntime_runner
 from cloudlulc.export.onnx import write_onnx_graph
 from cloudlulc.mapping import map_scene
+from cloudlulc.mapping.options import MapOptions
 from cloudlulc.models.config import model_config
 from cloudlulc.models.networks import build_model
 from cloudlulc.serving import CPU_MODEL, GoldenSample, LocalTriton, ModelRepository, ServingSettings, TritonClient
@@ -84,9 +85,7 @@ def main() -> None:
                             str(sar),
                             str(out),
                             runner,
-                            tile=args.tile,
-                            batch_size=args.batch,
-                            in_flight=args.in_flight,
+                            options=MapOptions(tile=args.tile, batch_size=args.batch, in_flight=args.in_flight),
                             progress=False,
                         )
                         seconds[name].append(time.perf_counter() - started)

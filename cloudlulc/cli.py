@@ -9,31 +9,28 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from cloudlulc import __version__
-from cloudlulc.errors import CloudLULCError, StorageError
+from cloudlulc.errors import CloudLULCError, StorageError, UsageError
+from cloudlulc.ingest.options import ChipOptions
 from cloudlulc.io.guard import check_outputs_apart, probe_writable
 from cloudlulc.io.storage import join_uri
+from cloudlulc.mapping.options import MapOptions
+from cloudlulc.options import build, click_option, describe
+from cloudlulc.tracking.registry import GateConfig
+from cloudlulc.validation.thresholds import SceneThresholds, Thresholds
 
 
 def _fail(error: CloudLULCError) -> None:
     click.echo(f"error: {error}", err=True)
     sys.exit(error.exit_code)
-
-
-def _gate_option(flag: str, field: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """A --flag for one gate threshold: default, range [0, 1] and help come from ``GateConfig``'s field."""
-    from cloudlulc.tracking.registry import GateConfig
-
-    info = GateConfig.model_fields[field]
-    return click.option(
-        flag, type=click.FloatRange(0, 1), default=info.default, show_default=True, help=info.description
-    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -46,7 +43,7 @@ def cli() -> None:
 @click.option("--out", "out", required=True, help="Output folder or s3:// prefix of the CloudLULC-Set.")
 @click.option("--n", "n", type=click.IntRange(min=1), default=200, show_default=True, help="Number of samples.")
 @click.option("--size", type=click.IntRange(min=32), default=512, show_default=True, help="Patch side in pixels.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Same seed, same bytes.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Parallel processes.")
 @click.option(
     "--l2a-offset/--no-l2a-offset",
@@ -77,13 +74,7 @@ def synth(out: str, n: int, size: int, seed: int, workers: int, l2a_offset: bool
     is_flag=True,
     help="List failing samples in quarantine.txt and pass if only samples failed (nothing is deleted).",
 )
-@click.option(
-    "--max-nodata",
-    type=click.FloatRange(0, 1),
-    default=0.05,
-    show_default=True,
-    help="Largest share of nodata pixels allowed in a sample (or in a scene stack's optical and SAR files).",
-)
+@click_option(Thresholds, "max_nodata_fraction", "--max-nodata")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Parallel processes.")
 @click.option(
     "--scenes",
@@ -91,15 +82,17 @@ def synth(out: str, n: int, size: int, seed: int, workers: int, l2a_offset: bool
     help="Validate the scene stacks of `ingest run --mode scenes` (detected anyway when the ingest output says "
     "mode=scenes).",
 )
-def validate(dataset: str, report_dir: str, quarantine: bool, max_nodata: float, workers: int, scenes: bool) -> None:
+def validate(
+    dataset: str, report_dir: str, quarantine: bool, max_nodata_fraction: float, workers: int, scenes: bool
+) -> None:
     """Validate a CloudLULC-Set or ingested scene stacks (folder or s3:// URI) with Great Expectations.
 
     Exit code 0 when clean (or only quarantined samples failed), 1 when rules failed (for scene stacks also
     a missing or empty manifest.csv: the report says "no scenes under ..."), 3 when there is no
     CloudLULC-Set to validate.
     """
-    from cloudlulc.validation import Thresholds, validate_dataset, write_report
-    from cloudlulc.validation.scene_stacks import SceneThresholds, is_scene_layout, validate_scenes
+    from cloudlulc.validation import validate_dataset, write_report
+    from cloudlulc.validation.scene_stacks import is_scene_layout, validate_scenes
 
     check_outputs_apart({"--report-dir": report_dir}, datasets={"DATASET": dataset})
     probe_writable(join_uri(report_dir, "report.json"), "--report-dir")
@@ -107,10 +100,13 @@ def validate(dataset: str, report_dir: str, quarantine: bool, max_nodata: float,
     if scenes:
         if quarantine:
             raise click.UsageError("--quarantine applies to CloudLULC-Set chips, not to scene stacks")
-        report = validate_scenes(dataset, SceneThresholds(max_nodata_fraction=max_nodata), workers=workers)
+        report = validate_scenes(dataset, SceneThresholds(max_nodata_fraction=max_nodata_fraction), workers=workers)
     else:
         report = validate_dataset(
-            dataset, thresholds=Thresholds(max_nodata_fraction=max_nodata), quarantine=quarantine, workers=workers
+            dataset,
+            thresholds=Thresholds(max_nodata_fraction=max_nodata_fraction),
+            quarantine=quarantine,
+            workers=workers,
         )
     written = write_report(report, report_dir)
     for failure in report.failures[:20]:
@@ -235,10 +231,10 @@ def train(
     help="Compare the registered challenger with the champion on the test split; move champion if better.",
 )
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, help="MLflow tracking URI (with --gate).")
-@_gate_option("--min-gain", "min_miou_gain")
-@_gate_option("--max-bin-regression", "max_bin_regression")
-@_gate_option("--first-min-oa", "first_min_oa")
-@_gate_option("--first-min-miou", "first_min_miou")
+@click_option(GateConfig, "min_miou_gain", "--min-gain")
+@click_option(GateConfig, "max_bin_regression")
+@click_option(GateConfig, "first_min_oa")
+@click_option(GateConfig, "first_min_miou")
 def evaluate(
     dataset: str,
     checkpoint: str | None,
@@ -249,10 +245,7 @@ def evaluate(
     diagnose: bool,
     gate_mode: bool,
     tracking_uri: str | None,
-    min_gain: float,
-    max_bin_regression: float,
-    first_min_miou: float,
-    first_min_oa: float,
+    **gate: float,
 ) -> None:
     """Score a model with the evaluation protocol, or (--gate) decide a promotion in the registry.
 
@@ -261,32 +254,15 @@ def evaluate(
     and recorded as tags on the challenger version.
     """
     if gate_mode:
-        from cloudlulc.tracking import GateConfig, TrackingSettings, run_gate_stage
+        from cloudlulc.tracking import TrackingSettings, run_gate_stage
 
         settings = TrackingSettings(tracking_uri=tracking_uri) if tracking_uri else TrackingSettings()
-        limits = GateConfig(
-            min_miou_gain=min_gain,
-            max_bin_regression=max_bin_regression,
-            first_min_miou=first_min_miou,
-            first_min_oa=first_min_oa,
-        )
-        decision = run_gate_stage(dataset, settings, limits)
+        decision = run_gate_stage(dataset, settings, build(GateConfig, {"min_miou_gain": "--min-gain"}, **gate))
         click.echo(f"{'PROMOTED' if decision.promote else 'REFUSED'}: {decision.reason}")
         return
     if checkpoint is None:
         raise click.UsageError("give --checkpoint to score a model, or --gate to compare challenger and champion")
-    import json
-
-    from cloudlulc.io.storage import staged_output
-    from cloudlulc.training.calibration import reliability_figure
-    from cloudlulc.training.evaluation import (
-        evaluate_model,
-        evaluation_bin_records,
-        evaluation_dataset,
-        evaluation_document,
-        evaluation_table,
-        load_trained_model,
-    )
+    from cloudlulc.training.evaluation import evaluate_model, evaluation_dataset, evaluation_table, load_trained_model
 
     diagram_png = f"{out_json.removesuffix('.json')}_reliability.png"
     outputs = {"--out": out_json, "--bins-out": bins_json, "--out reliability diagram": diagram_png}
@@ -296,29 +272,9 @@ def evaluate(
             probe_writable(uri, name)
     model = load_trained_model(checkpoint)
     result = evaluate_model(model, evaluation_dataset(dataset, split), modalities=modalities)  # type: ignore[arg-type]
-    document = {**evaluation_document(result), "modalities": modalities}
-    diagnostics_lines = ""
-    if diagnose:
-        from cloudlulc.data.dataset import CloudLULCDataset
-        from cloudlulc.data.layout import DatasetLayout
-        from cloudlulc.models.networks import SIZE_MULTIPLE
-        from cloudlulc.training.diagnostics import diagnostics_text, module_diagnostics
-
-        masks = all(r.cloud_mask for r in DatasetLayout(dataset).read_records((split,)))  # type: ignore[arg-type]
-        subject = CloudLULCDataset(dataset, split, return_cloud_mask=masks, size_multiple=SIZE_MULTIPLE)  # type: ignore[arg-type]
-        diagnostics = module_diagnostics(model, subject)
-        document["diagnostics"] = diagnostics
-        diagnostics_lines = diagnostics_text(diagnostics) or "no CloudLULC-Net modules to diagnose"
-        if not masks:
-            diagnostics_lines += "\nORM figures need CloudMask/ files for every sample of the split; none were computed"
-    with staged_output(out_json) as temp_path:
-        temp_path.write_text(json.dumps(document, indent=2, default=float) + "\n")
-    if bins_json:
-        with staged_output(bins_json) as temp_path:
-            temp_path.write_text(json.dumps(evaluation_bin_records(result), indent=2, default=float) + "\n")
-    figure = reliability_figure(result["calibration"])  # type: ignore[arg-type]
-    with staged_output(diagram_png) as temp_path:
-        figure.savefig(temp_path, dpi=100, format="png")
+    extra: dict[str, Any] = {"modalities": modalities}
+    diagnostics_lines = _diagnose(model, dataset, split, extra) if diagnose else ""
+    _write_evaluation(result, extra, out_json, bins_json, diagram_png)
     if modalities != "both":
         click.echo(f"fed {'Sentinel-2' if modalities == 'optical' else 'Sentinel-1'} only")
     click.echo(evaluation_table(result))
@@ -326,6 +282,43 @@ def evaluate(
         click.echo("\n" + diagnostics_lines)
     click.echo(f"\nmetrics: {out_json}" + (f" (per cloud bin: {bins_json})" if bins_json else ""))
     click.echo(f"reliability diagram: {diagram_png}")
+
+
+def _diagnose(model: Any, dataset: str, split: str, document: dict[str, Any]) -> str:
+    """Measure what CloudLULC-Net's modules do on the split into ``document``; the lines to print."""
+    from cloudlulc.data.dataset import CloudLULCDataset
+    from cloudlulc.data.layout import DatasetLayout
+    from cloudlulc.schema import SIZE_MULTIPLE
+    from cloudlulc.training.diagnostics import diagnostics_text, module_diagnostics
+
+    masks = all(r.cloud_mask for r in DatasetLayout(dataset).read_records((split,)))  # type: ignore[arg-type]
+    subject = CloudLULCDataset(dataset, split, return_cloud_mask=masks, size_multiple=SIZE_MULTIPLE)  # type: ignore[arg-type]
+    diagnostics = module_diagnostics(model, subject)
+    document["diagnostics"] = diagnostics
+    lines = diagnostics_text(diagnostics) or "no CloudLULC-Net modules to diagnose"
+    if not masks:
+        lines += "\nORM figures need CloudMask/ files for every sample of the split; none were computed"
+    return lines
+
+
+def _write_evaluation(
+    result: Any, extra: dict[str, Any], out_json: str, bins_json: str | None, diagram_png: str
+) -> None:
+    """The metrics JSON (with ``extra``), the per-bin records and the reliability diagram, each published whole."""
+    import json
+
+    from cloudlulc.io.storage import staged_output
+    from cloudlulc.training.calibration import reliability_figure
+    from cloudlulc.training.evaluation import evaluation_bin_records, evaluation_document
+
+    with staged_output(out_json) as temp_path:
+        temp_path.write_text(json.dumps({**evaluation_document(result), **extra}, indent=2, default=float) + "\n")
+    if bins_json:
+        with staged_output(bins_json) as temp_path:
+            temp_path.write_text(json.dumps(evaluation_bin_records(result), indent=2, default=float) + "\n")
+    figure = reliability_figure(result["calibration"])
+    with staged_output(diagram_png) as temp_path:
+        figure.savefig(temp_path, dpi=100, format="png")
 
 
 @cli.group()
@@ -378,7 +371,7 @@ def export_onnx_command(
 @click.option("--dataset", required=True, help="CloudLULC-Set whose test split supplies the parity samples.")
 @click.option("--out", "out_path", default="model.plan", show_default=True, help="Engine file to write.")
 @click.option("--max-batch", default=8, show_default=True, type=click.IntRange(1))
-@click.option("--tile", default=512, show_default=True, type=click.IntRange(32), help="Tile side mapping uses.")
+@click_option(MapOptions, "tile", help="Tile side mapping uses (the engine's optimal shape).")
 def export_tensorrt_command(onnx_path: str, dataset: str, out_path: str, max_batch: int, tile: int) -> None:
     """Compile an FP16 TensorRT engine on this machine's GPU, parity-checked; needs CUDA and TensorRT."""
     from cloudlulc.export import EngineProfile, build_engine
@@ -498,7 +491,12 @@ def promote(
     "Sentinel-2 only (no SAR pair in the window).",
 )
 @click.option("--out", "out_uri", required=True, help="Class map COG (.tif), local or s3://; sidecars beside it.")
-@click.option("--triton-url", default=None, help="Triton gRPC host:port [default: the running local Triton].")
+@click.option(
+    "--triton-url",
+    default=None,
+    envvar="TRITON_GRPC_URL",
+    help="Triton gRPC host:port [default: TRITON_GRPC_URL, else the running local Triton].",
+)
 @click.option(
     "--model",
     "model_name",
@@ -528,10 +526,10 @@ def promote(
     help="Predict in-process with PyTorch from a training checkpoint (for --reliability).",
 )
 @click.option("--local-dir", default="outputs/triton", show_default=True, help="State folder of the local Triton.")
-@click.option("--tile", default=512, show_default=True, type=click.IntRange(32), help="Tile side (multiple of 32).")
-@click.option("--overlap", default=64, show_default=True, type=click.IntRange(0))
-@click.option("--batch", "batch_size", default=4, show_default=True, type=click.IntRange(1), help="Tiles per request.")
-@click.option("--in-flight", default=2, show_default=True, type=click.IntRange(1), help="Requests in flight.")
+@click_option(MapOptions, "tile")
+@click_option(MapOptions, "overlap")
+@click_option(MapOptions, "batch_size", "--batch-size", "--batch")
+@click_option(MapOptions, "in_flight")
 @click.option("--confidence", is_flag=True, help="Also write the blended top-class probability as a COG.")
 @click.option(
     "--reliability",
@@ -542,7 +540,7 @@ def promote(
     "--request-timeout",
     default=60.0,
     show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0, max=3600, min_open=True),
     help="Client deadline of one Triton request (s); a late answer is retried.",
 )
 @click.option(
@@ -563,29 +561,21 @@ def map_command(
     onnx_path: str | None,
     checkpoint: str | None,
     local_dir: str,
-    tile: int,
-    overlap: int,
-    batch_size: int,
-    in_flight: int,
     confidence: bool,
     reliability: bool,
     request_timeout: float,
     attempts: int,
+    **tiling: int,
 ) -> None:
     """Map a scene through Triton over gRPC into a COG, with class areas (km2) and a quicklook; resumable.
 
     Without --sar (or --optical) the scene is mapped from the other modality alone, fed as the
     model saw a missing one in training (modality_dropout); the map's metadata says so.
     """
-    from cloudlulc.errors import UsageError
     from cloudlulc.mapping import map_scene
     from cloudlulc.mapping.region import sidecar_uris
-    from cloudlulc.mapping.tiling import check_tile_parameters
 
-    try:
-        check_tile_parameters(tile, overlap)
-    except ValueError as error:
-        raise UsageError(f"--tile {tile} --overlap {overlap}: {error}") from None
+    options = build(MapOptions, {"batch_size": "--batch-size"}, **tiling)
     if optical is None and sar is None:
         raise click.UsageError("give --optical, --sar, or both")
     check_outputs_apart(
@@ -596,77 +586,55 @@ def map_command(
         raise click.UsageError("give at most one of --onnx and --checkpoint")
     if reliability and not checkpoint:
         raise click.UsageError("--reliability needs --checkpoint: ONNX and Triton models return probabilities only")
+    outputs = {"options": options, "confidence": confidence}
+    if checkpoint is not None or onnx_path is not None:
+        predictor, model_id = _in_process_predictor(checkpoint, onnx_path, reliability=reliability)
+        result = map_scene(optical, sar, out_uri, predictor, model_id=model_id, reliability=reliability, **outputs)
+    else:
+        from cloudlulc.io.retry import SERVING_RETRY
+        from cloudlulc.serving.region_maps import TritonEndpoint
+        from cloudlulc.serving.regional import default_model, map_with_triton
+
+        endpoint = TritonEndpoint.find(triton_url, local_dir, repository)
+        result = map_with_triton(
+            optical,
+            sar,
+            out_uri,
+            endpoint.grpc_url,
+            model_name=model_name or default_model(triton_url),
+            model_version=model_version,
+            repository=endpoint.repository,
+            shared_memory_key=endpoint.shared_memory_key,
+            retry=replace(SERVING_RETRY, attempts=attempts, timeout_s=request_timeout),
+            **outputs,
+        )
+    _echo_map(result, alone="Sentinel-1" if optical is None else "Sentinel-2" if sar is None else None)
+
+
+def _in_process_predictor(checkpoint: str | None, onnx_path: str | None, *, reliability: bool) -> tuple[Any, str]:
+    """The predictor of ``map --checkpoint`` (PyTorch) or ``map --onnx`` (ONNX Runtime), and its model id."""
     if checkpoint is not None:
         from cloudlulc.models.inference import torch_predictor
         from cloudlulc.training.evaluation import load_trained_model
 
         try:
-            predictor = torch_predictor(load_trained_model(checkpoint), reliability=reliability)
+            return torch_predictor(load_trained_model(checkpoint), reliability=reliability), f"checkpoint:{checkpoint}"
         except ValueError as error:
             raise click.UsageError(f"--checkpoint {checkpoint}: {error}") from error
-        result = map_scene(
-            optical,
-            sar,
-            out_uri,
-            predictor,
-            tile=tile,
-            overlap=overlap,
-            batch_size=batch_size,
-            in_flight=in_flight,
-            confidence=confidence,
-            reliability=reliability,
-            model_id=f"checkpoint:{checkpoint}",
-        )
-    elif onnx_path is not None:
-        from cloudlulc.export import onnxruntime_runner
+    from cloudlulc.export import onnxruntime_runner
 
-        result = map_scene(
-            optical,
-            sar,
-            out_uri,
-            onnxruntime_runner(onnx_path),
-            tile=tile,
-            overlap=overlap,
-            batch_size=batch_size,
-            in_flight=in_flight,
-            confidence=confidence,
-            model_id=f"onnx:{onnx_path}",
-        )
-    else:
-        from cloudlulc.serving.client import RetryPolicy
-        from cloudlulc.serving.regional import (
-            default_model,
-            loopback_key,
-            map_with_triton,
-            resolve_grpc_url,
-            served_repository,
-        )
+    return onnxruntime_runner(str(onnx_path)), f"onnx:{onnx_path}"
 
-        grpc_url = resolve_grpc_url(triton_url, local_dir)
-        result = map_with_triton(
-            optical,
-            sar,
-            out_uri,
-            grpc_url,
-            model_name=model_name or default_model(triton_url),
-            model_version=model_version,
-            repository=served_repository(triton_url, local_dir, repository),
-            tile=tile,
-            overlap=overlap,
-            batch_size=batch_size,
-            in_flight=in_flight,
-            confidence=confidence,
-            shared_memory_key=loopback_key(grpc_url, local_dir),
-            retry=RetryPolicy(attempts=attempts, request_timeout_s=request_timeout),
-        )
+
+def _echo_map(result: Any, *, alone: str | None) -> None:
+    """What ``cloudlulc map`` wrote, one line per file; ``alone`` names the one modality it mapped from."""
     click.echo(
         f"map:       {result.map_uri} ({result.width} x {result.height} px, {result.tiles} tiles, "
         f"{result.tiles_predicted} predicted now, {result.seconds:.1f} s)"
     )
-    if optical is None or sar is None:
+    if alone:
         click.echo(
-            f"inputs:    {'Sentinel-1' if optical is None else 'Sentinel-2'} only (CLOUDLULC_MODALITIES "
-            f"tag); a model trained with modality_dropout maps this way"
+            f"inputs:    {alone} only (CLOUDLULC_MODALITIES tag); a model trained with modality_dropout maps this way"
         )
     if result.confidence_uri:
         click.echo(f"confidence: {result.confidence_uri}")
@@ -800,14 +768,8 @@ def ingest_search(json_out: str | None, **query_options: Any) -> None:
     show_default=True,
     help="CloudLULC-Set chips (training refresh) or one aligned scene stack per pair (mapping).",
 )
-@click.option("--chip-size", type=click.IntRange(64, 4096), default=512, show_default=True)
-@click.option(
-    "--min-valid",
-    type=click.FloatRange(0, 1, min_open=True),
-    default=0.95,
-    show_default=True,
-    help="Smallest share of pixels with both sensors' data for a chip to be kept.",
-)
+@click_option(ChipOptions, "chip_size")
+@click_option(ChipOptions, "min_valid_fraction", "--min-valid")
 @click.option("--labels", "label_source", help="Reference land-cover raster (local, s3:// or http) to label chips.")
 @click.option(
     "--label-table",
@@ -841,7 +803,7 @@ def ingest_run(
     out: str,
     mode: str,
     chip_size: int,
-    min_valid: float,
+    min_valid_fraction: float,
     label_source: str | None,
     label_table: str,
     retries: int,
@@ -851,10 +813,9 @@ def ingest_run(
     **query_options: Any,
 ) -> None:
     """Ingest every new pair into OUT; already ingested pairs are skipped. Exit 3 when a pair failed."""
-    from cloudlulc.ingest.assets import RetryPolicy
-    from cloudlulc.ingest.outputs import ChipOptions
     from cloudlulc.ingest.run import IngestOptions, ingest
     from cloudlulc.ingest.stac import catalog_root
+    from cloudlulc.io.retry import ASSET_RETRY
 
     query = _query(**query_options)
     check_outputs_apart(
@@ -863,10 +824,15 @@ def ingest_run(
     options = IngestOptions(
         out=out,
         mode=mode,  # type: ignore[arg-type]
-        chips=ChipOptions(chip_size=chip_size, min_valid_fraction=min_valid),
+        chips=build(
+            ChipOptions,
+            {"min_valid_fraction": "--min-valid"},
+            chip_size=chip_size,
+            min_valid_fraction=min_valid_fraction,
+        ),
         label_source=label_source,
         label_table=label_table,
-        retry=RetryPolicy(attempts=retries, timeout_s=timeout),
+        retry=replace(ASSET_RETRY, attempts=retries, timeout_s=timeout),
         s2_only=s2_only,
     )
     report = ingest(query, options, progress=progress)
@@ -881,7 +847,7 @@ def ingest_run(
 @ingest.command("synthetic")
 @click.option("--out", "out", required=True, help="Folder or s3:// prefix for the static catalog.")
 @click.option("--size", type=click.IntRange(min=128), default=1024, show_default=True, help="Scene side, pixels.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Same seed, same catalog.")
 def ingest_synthetic(out: str, size: int, seed: int) -> None:
     """Write a static STAC catalog of synthetic Sentinel-2 L2A / Sentinel-1 acquisitions (demos, tests)."""
     from cloudlulc.ingest.synthetic import SyntheticCatalogConfig, write_synthetic_catalog
@@ -919,11 +885,15 @@ def _run() -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
-    except click.ClickException as error:
-        error.show()
+    except click.ClickException as error:  # one line like every other error, with where to read more
+        context = getattr(error, "ctx", None)
+        hint = f" (see '{context.command_path} --help')" if context is not None else ""
+        click.echo(f"error: {error.format_message()}{hint}", err=True)
         sys.exit(error.exit_code)
     except CloudLULCError as error:
         _fail(error)
+    except ValidationError as error:  # an options model built past `build`: still a usage error naming the option
+        _fail(UsageError(describe(error)))
     except OSError as error:  # a write the probes could not foresee (disk full, file system gone read-only)
         where = f"{error.filename}: " if error.filename else ""
         click.echo(f"error: {where}{error.strerror or error}", err=True)

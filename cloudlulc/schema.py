@@ -13,20 +13,7 @@ import numpy as np
 
 # --- Sentinel-2 L2A -----------------------------------------------------------------------------
 
-S2_BANDS: Final[tuple[str, ...]] = (
-    "B01",
-    "B02",
-    "B03",
-    "B04",
-    "B05",
-    "B06",
-    "B07",
-    "B08",
-    "B8A",
-    "B09",
-    "B11",
-    "B12",
-)
+S2_BANDS: Final[tuple[str, ...]] = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 """The 12 optical bands of CloudLULC-Set, in file order (no B10)."""
 
 S2_BAND_RESOLUTION_M: Final[dict[str, int]] = {
@@ -105,6 +92,10 @@ NUM_CLASSES: Final[int] = len(CLASSES)
 CLASS_NAMES: Final[tuple[str, ...]] = tuple(c.name for c in CLASSES)
 VALID_LABEL_VALUES: Final[frozenset[int]] = frozenset([c.id for c in CLASSES] + [IGNORE_INDEX])
 
+SIZE_MULTIPLE: Final[int] = 32
+"""Height and width a network takes must be multiples of this: the encoder halves the size five times.
+Training crops, map tiles, export shapes and evaluation padding all follow it."""
+
 # Cloud mask written beside each sample (our choice of codes).
 CLOUD_CLEAR: Final[int] = 0
 CLOUD_THIN: Final[int] = 1
@@ -115,13 +106,7 @@ CLOUD_MASK_NAMES: Final[dict[int, str]] = {0: "clear", 1: "thin cloud", 2: "opaq
 MAX_PATCH_SIDE: Final[int] = 4096
 """Largest side of a sample read whole (our choice: ingest's largest chip); larger ones are refused from the header."""
 
-CLOUD_BINS: Final[tuple[tuple[float, float], ...]] = (
-    (0.0, 0.1),
-    (0.1, 0.3),
-    (0.3, 0.6),
-    (0.6, 0.9),
-    (0.9, 1.0),
-)
+CLOUD_BINS: Final[tuple[tuple[float, float], ...]] = ((0.0, 0.1), (0.1, 0.3), (0.3, 0.6), (0.6, 0.9), (0.9, 1.0))
 """Cloud-cover bins of the evaluation protocol, as fractions (0-10, 10-30, 30-60, 60-90, 90-100 %)."""
 
 

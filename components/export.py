@@ -7,10 +7,7 @@ from components.images import CUDA_IMAGE
 
 @dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
 def export_model(
-    dataset: dsl.Input[dsl.Dataset],
-    tracking_uri: str,
-    tensorrt: bool,
-    exported: dsl.Output[dsl.Model],
+    dataset: dsl.Input[dsl.Dataset], tracking_uri: str, tensorrt: bool, exported: dsl.Output[dsl.Model]
 ) -> None:
     """Export ``champion`` (ONNX, parity-checked against PyTorch) and compile it with TensorRT when asked.
 

@@ -33,10 +33,10 @@ def ingest_acquisitions(
     from datetime import date
 
     from cloudlulc.errors import DataError
-    from cloudlulc.ingest.assets import RetryPolicy
     from cloudlulc.ingest.outputs import ChipOptions
     from cloudlulc.ingest.run import IngestOptions, ingest
     from cloudlulc.ingest.stac import DEFAULT_S2_COLLECTION, SearchQuery, parse_bbox
+    from cloudlulc.io.retry import ASSET_RETRY
     from components.runtime import require_s3_credentials
 
     require_s3_credentials(catalog, out_uri, labels)
@@ -55,7 +55,7 @@ def ingest_acquisitions(
         chips=ChipOptions(chip_size=chip_size),  # type: ignore[arg-type]
         label_source=labels or None,
         label_table=label_table,
-        retry=RetryPolicy(),
+        retry=ASSET_RETRY,
         s2_only=s2_only,
     )
     report = ingest(query, options, progress=False)

@@ -32,6 +32,7 @@ def map_region(
     """
     import json
 
+    from cloudlulc.mapping.options import MapOptions
     from cloudlulc.serving.region_maps import TritonEndpoint, map_region
     from components.runtime import require_s3_credentials
 
@@ -44,9 +45,7 @@ def map_region(
         region,
         endpoint,
         model_name=model_name,
-        tile=tile,
-        overlap=overlap,
-        batch_size=batch_size,
+        options=MapOptions(tile=tile, overlap=overlap, batch_size=batch_size),
         s2_only=s2_only,
     )
     for name, km2 in sorted(result.totals_km2.items()):

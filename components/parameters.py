@@ -12,20 +12,19 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cloudlulc.errors import CloudLULCError
+from cloudlulc.ingest.options import ChipOptions
+from cloudlulc.mapping.options import MapOptions
 from cloudlulc.models.config import Architecture, SizeName
+from cloudlulc.options import describe, field_like
 from cloudlulc.tracking.registry import GateConfig
+from cloudlulc.training.config import TrainConfig
+from cloudlulc.validation.thresholds import Thresholds
 
 
 class ParameterError(CloudLULCError):
     """A pipeline parameter of the wrong type or out of range."""
 
     exit_code = 2
-
-
-def _gate_field(name: str) -> Any:
-    """A pipeline parameter for one gate threshold, as ``GateConfig`` defines it (default, [0, 1], description)."""
-    info = GateConfig.model_fields[name]
-    return Field(info.default, ge=0, le=1, description=info.description)
 
 
 class PipelineParams(BaseModel):
@@ -47,7 +46,7 @@ class PipelineParams(BaseModel):
     )
     labels: str = Field("", description="Reference land-cover raster that labels the data ('' = none).")
     label_table: str = Field("worldcover", min_length=1, description="Remap table of labels: name or CSV.")
-    max_nodata: float = Field(0.05, ge=0, le=1, description="Largest nodata share validation allows.")
+    max_nodata: float = field_like(Thresholds, "max_nodata_fraction")
     local_dir: str = Field("", description="State folder of a local Triton (one-machine runs only).")
     triton_url: str = Field("", description="Triton gRPC host:port ('' = TRITON_GRPC_URL from the settings).")
 
@@ -86,29 +85,22 @@ class TrainingParams(PipelineParams):
         min_length=1,
         description="Reference land-cover raster that labels new chips.",
     )
-    chip_size: int = Field(512, ge=64, le=4096, description="Chip side in pixels.")
-    epochs: int = Field(30, ge=1, le=1000)
-    batch_size: int = Field(8, ge=1, le=1024, description="Per-GPU batch size.")
-    crop_size: int = Field(256, ge=32, le=4096, description="Training crop side, a multiple of 32, <= chip_size.")
-    learning_rate: float = Field(1e-3, gt=0, le=1)
+    chip_size: int = field_like(ChipOptions, "chip_size")
+    epochs: int = field_like(TrainConfig, "epochs", default=30, le=1000)
+    batch_size: int = field_like(TrainConfig, "batch_size", le=1024, description="Per-GPU batch size.")
+    crop_size: int = field_like(TrainConfig, "crop_size", le=4096)
+    learning_rate: float = field_like(TrainConfig, "learning_rate", le=1)
     architecture: Architecture = Field("cloudlulc_net", description="CloudLULC-Net or a baseline.")
     model_size: SizeName = Field("base", description="Named model size.")
     init: str = Field("", description="Fine-tune from models:/name@alias or a checkpoint; '' = retrain.")
     tracking_uri: str = Field("", description="MLflow URI ('' = MLFLOW_TRACKING_URI from the settings).")
     # the gate's thresholds: defaults and descriptions from the library's GateConfig
-    min_gain: float = _gate_field("min_miou_gain")
-    max_bin_regression: float = _gate_field("max_bin_regression")
-    first_min_miou: float = _gate_field("first_min_miou")
-    first_min_oa: float = _gate_field("first_min_oa")
+    min_gain: float = field_like(GateConfig, "min_miou_gain")
+    max_bin_regression: float = field_like(GateConfig, "max_bin_regression")
+    first_min_miou: float = field_like(GateConfig, "first_min_miou")
+    first_min_oa: float = field_like(GateConfig, "first_min_oa")
     repository: str = Field("s3://cloudlulc/triton-models", min_length=1, description="Triton model repository.")
     tensorrt: bool = Field(True, description="Compile and serve a TensorRT plan (GPU) instead of ONNX.")
-
-    @field_validator("crop_size")
-    @classmethod
-    def _multiple_of_32(cls, value: int) -> int:
-        if value % 32:
-            raise ValueError(f"must be a multiple of 32, got {value}")
-        return value
 
     @model_validator(mode="after")
     def _crop_fits(self) -> "TrainingParams":
@@ -124,9 +116,9 @@ class MappingParams(PipelineParams):
     maps_uri: str = Field("s3://cloudlulc/maps", min_length=1, description="Where maps are published.")
     region: str = Field("region", min_length=1, pattern=r"^[A-Za-z0-9_-]+$", description="Region name in paths.")
     model_name: str = Field("cloudlulc", min_length=1, description="Served model name.")
-    tile: int = Field(512, ge=64, le=4096, description="Tile side, a multiple of 32.")
-    overlap: int = Field(64, ge=0, le=1024, description="Overlap of neighbouring tiles, pixels.")
-    batch_size: int = Field(4, ge=1, le=256, description="Tiles per request.")
+    tile: int = field_like(MapOptions, "tile")
+    overlap: int = field_like(MapOptions, "overlap")
+    batch_size: int = field_like(MapOptions, "batch_size")
     s2_only: bool = Field(
         False,
         description="Also map Sentinel-2 scenes with no Sentinel-1 partner, from "
@@ -135,10 +127,15 @@ class MappingParams(PipelineParams):
 
     @model_validator(mode="after")
     def _tiles_fit(self) -> "MappingParams":
-        from cloudlulc.mapping.tiling import check_tile_parameters
-
-        check_tile_parameters(self.tile, self.overlap)  # the library's one rule, as `cloudlulc map` applies it
+        self.map_options()  # the library's rules, as `cloudlulc map` applies them
         return self
+
+    def map_options(self) -> MapOptions:
+        """The mapping stage's options these parameters set; ValueError naming the parameter if they break a rule."""
+        try:
+            return MapOptions(tile=self.tile, overlap=self.overlap, batch_size=self.batch_size)
+        except ValidationError as error:
+            raise ValueError(describe(error, {name: name for name in MapOptions.model_fields})) from None
 
 
 TRAINING_DEFAULTS = TrainingParams()

@@ -7,10 +7,7 @@ from components.images import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def validate_data(
-    dataset: dsl.Input[dsl.Dataset],
-    max_nodata: float,
-    report: dsl.Output[dsl.HTML],
-    summary: dsl.Output[dsl.Metrics],
+    dataset: dsl.Input[dsl.Dataset], max_nodata: float, report: dsl.Output[dsl.HTML], summary: dsl.Output[dsl.Metrics]
 ) -> str:
     """Validate chips (CloudLULC-Set) or scene stacks; return ``passed`` or ``failed``, never raise on bad data.
 

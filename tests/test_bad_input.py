@@ -28,6 +28,7 @@ from cloudlulc import schema
 from cloudlulc.data.layout import DatasetLayout
 from cloudlulc.data.synthetic_scene import make_scene
 from cloudlulc.io.rasters import RasterProfile, raster_info, read_raster, write_raster
+from cloudlulc.mapping.options import MapOptions
 
 CLI = str(Path(sys.executable).with_name("cloudlulc"))
 UTM32 = CRS.from_epsg(32632)
@@ -227,7 +228,7 @@ CASES = [
         "map-overlap-as-large-as-the-tile",
         MAP.replace("--overlap 16", "--overlap 64") + " --optical {s2} --sar {s1} --out {root}/o.tif",
         2,
-        ("--tile 64 --overlap 64", "[0, 32)"),
+        ("--overlap 64", "[0, 32)", "with tile 64"),
     ),
     Case(
         "map-tile-not-a-multiple-of-32",
@@ -235,6 +236,8 @@ CASES = [
         2,
         ("--tile 80", "multiple of 32"),
     ),
+    Case("synth-negative-seed", "synth --out {root}/set --n 1 --seed -1", 2, ("--seed", "x>=0")),
+    Case("synthetic-catalog-negative-seed", "ingest synthetic --out {root}/cat --seed -1", 2, ("--seed", "x>=0")),
     # 1. an output never replaces an input (exit 2, both paths named)
     Case("map-out-is-optical", MAP + " --optical {s2} --sar {s1} --out {s2}", 2, ("--out {s2}", "--optical")),
     Case("map-out-is-sar", MAP + " --optical {s2} --sar {s1} --out {s1}", 2, ("--out {s1}", "--sar")),
@@ -547,7 +550,12 @@ def test_reflectance_scene_maps_like_its_digital_numbers(world: dict[str, str], 
     for name in ("s2", "s2_float"):
         out = tmp_path / f"{name}.tif"
         map_scene(
-            world[name], world["s1"], str(out), runner, tile=64, overlap=16, batch_size=2, in_flight=1, progress=False
+            world[name],
+            world["s1"],
+            str(out),
+            runner,
+            options=MapOptions(tile=64, overlap=16, batch_size=2, in_flight=1),
+            progress=False,
         )
         maps[name] = read_raster(str(out))
     agreement = float(np.mean(maps["s2"] == maps["s2_float"]))
@@ -624,7 +632,12 @@ def test_unwritable_s3_output_is_found_before_any_prediction(world: dict[str, st
 
     with pytest.raises(StorageError, match=r"map output s3://no-such-bucket-cloudlulc/m\.tif is not writable"):
         map_scene(
-            s3_scene, world["s1"], "s3://no-such-bucket-cloudlulc/m.tif", predictor, tile=64, overlap=16, progress=False
+            s3_scene,
+            world["s1"],
+            "s3://no-such-bucket-cloudlulc/m.tif",
+            predictor,
+            options=MapOptions(tile=64, overlap=16),
+            progress=False,
         )
     assert calls == [], "no tile is predicted before the output is known to be writable"
 

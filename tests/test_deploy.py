@@ -591,10 +591,7 @@ def test_makefile_installs_through_the_shared_script_and_lints_the_deployment():
 
 @pytest.mark.parametrize(
     ("arguments", "environment", "message"),
-    [
-        (["gpu"], {}, "unknown profile 'gpu'"),
-        (["cuda"], {"TENSORRT_VERSION": ""}, "needs TENSORRT_VERSION"),
-    ],
+    [(["gpu"], {}, "unknown profile 'gpu'"), (["cuda"], {"TENSORRT_VERSION": ""}, "needs TENSORRT_VERSION")],
 )
 def test_install_script_refuses_bad_requests_before_installing(tmp_path, arguments, environment, message):
     venv = tmp_path / "venv"

@@ -33,6 +33,7 @@ from cloudlulc.ingest.stac import SearchQuery
 from cloudlulc.ingest.synthetic import S1Spec, S2Spec, SyntheticCatalog, SyntheticCatalogConfig, write_synthetic_catalog
 from cloudlulc.io.rasters import open_raster
 from cloudlulc.io.storage import Storage, open_storage
+from cloudlulc.mapping.options import MapOptions
 from cloudlulc.validation import validate_dataset
 
 CHIP = 128
@@ -284,7 +285,7 @@ def test_http_assets_survive_transient_404s_and_a_slow_answer(
     server.delay(_asset_path(catalog, "B11.tif"), seconds=4.0, times=1)
     report = ingest(
         query_for(catalog),
-        IngestOptions(str(tmp_path / "out"), chips=ChipOptions(CHIP), retry=FAST_RETRY),
+        IngestOptions(str(tmp_path / "out"), chips=ChipOptions(chip_size=CHIP), retry=FAST_RETRY),
         progress=False,
     )
     assert [p.status for p in report.pairs] == ["ingested"], report.summary()
@@ -299,7 +300,7 @@ def test_an_asset_that_stays_404_fails_its_pair_naming_item_and_asset(
     server.fail(_asset_path(catalog, "B04.tif"), status=404, times=100)
     out = tmp_path / "out"
     report = ingest(
-        query_for(catalog), IngestOptions(str(out), chips=ChipOptions(CHIP), retry=FAST_RETRY), progress=False
+        query_for(catalog), IngestOptions(str(out), chips=ChipOptions(chip_size=CHIP), retry=FAST_RETRY), progress=False
     )
     (failure,) = report.failed
     assert catalog.s2_ids[0] in str(failure.error) and "'red'" in str(failure.error)
@@ -307,7 +308,7 @@ def test_an_asset_that_stays_404_fails_its_pair_naming_item_and_asset(
     assert not (out / "ingest" / "pairs").exists()  # not committed: the next run retries it
     server.fail(_asset_path(catalog, "B04.tif"), status=404, times=0)
     rerun = ingest(
-        query_for(catalog), IngestOptions(str(out), chips=ChipOptions(CHIP), retry=FAST_RETRY), progress=False
+        query_for(catalog), IngestOptions(str(out), chips=ChipOptions(chip_size=CHIP), retry=FAST_RETRY), progress=False
     )
     assert [p.status for p in rerun.pairs] == ["ingested"]
 
@@ -328,13 +329,17 @@ def own_catalog(tmp_path: Path) -> SyntheticCatalog:
 def test_missing_band_asset_and_corrupt_cog_are_named(own_catalog: SyntheticCatalog, tmp_path: Path) -> None:
     item = _item_path(own_catalog)
     item.write_text(item.read_text().replace('"nir08"', '"nir08-removed"'))
-    report = ingest(query_for(own_catalog), IngestOptions(str(tmp_path / "a"), chips=ChipOptions(CHIP)), progress=False)
+    report = ingest(
+        query_for(own_catalog), IngestOptions(str(tmp_path / "a"), chips=ChipOptions(chip_size=CHIP)), progress=False
+    )
     assert "no GeoTIFF asset for band(s) B8A" in str(report.failed[0].error)
 
     item.write_text(item.read_text().replace('"nir08-removed"', '"nir08"'))
     band = item.parent / "B11.tif"
     band.write_bytes(band.read_bytes()[:3000])
-    report = ingest(query_for(own_catalog), IngestOptions(str(tmp_path / "b"), chips=ChipOptions(CHIP)), progress=False)
+    report = ingest(
+        query_for(own_catalog), IngestOptions(str(tmp_path / "b"), chips=ChipOptions(chip_size=CHIP)), progress=False
+    )
     error = str(report.failed[0].error)
     assert own_catalog.s2_ids[0] in error and "'swir16'" in error and "B11.tif" in error
 
@@ -342,7 +347,9 @@ def test_missing_band_asset_and_corrupt_cog_are_named(own_catalog: SyntheticCata
 def test_a_scene_entirely_nodata_fails_with_a_clear_reason(tmp_path: Path) -> None:
     config = replace(CONFIG, size=256, scene_tile=256, s2=(S2Spec("2026-06-10", all_nodata=True),))
     catalog = write_synthetic_catalog(str(tmp_path / "stac"), config)
-    report = ingest(query_for(catalog), IngestOptions(str(tmp_path / "out"), chips=ChipOptions(CHIP)), progress=False)
+    report = ingest(
+        query_for(catalog), IngestOptions(str(tmp_path / "out"), chips=ChipOptions(chip_size=CHIP)), progress=False
+    )
     assert "lack data" in str(report.failed[0].error) and catalog.s2_ids[0] in str(report.failed[0].error)
 
 
@@ -359,7 +366,7 @@ def test_sar_without_overlap_leaves_the_scene_unpaired_with_the_reason(tmp_path:
     query = SearchQuery(
         shapely.box(west, south, east + 0.5, north), date(2026, 6, 1), date(2026, 6, 30), catalog=catalog.catalog_href
     )
-    report = ingest(query, IngestOptions(str(tmp_path / "out"), chips=ChipOptions(CHIP)), progress=False)
+    report = ingest(query, IngestOptions(str(tmp_path / "out"), chips=ChipOptions(chip_size=CHIP)), progress=False)
     assert not report.pairs and "overlaps it" in report.unpaired[0].reason and item_id in report.unpaired[0].reason
 
 
@@ -384,7 +391,7 @@ def test_an_aoi_across_a_utm_zone_boundary_is_ingested_on_the_zone_of_its_centro
     aoi = shapely.box((west + east) / 2, south, 6.25, north)  # centroid east of 6 degrees: zone 32
     query = SearchQuery(aoi, date(2026, 6, 1), date(2026, 6, 30), catalog=catalog.catalog_href)
     out = tmp_path / "out"
-    report = ingest(query, IngestOptions(str(out), chips=ChipOptions(CHIP)), progress=False)
+    report = ingest(query, IngestOptions(str(out), chips=ChipOptions(chip_size=CHIP)), progress=False)
     assert report.crs == "EPSG:32632" and report.pairs[0].status == "ingested", report.summary()
     record = DatasetLayout(str(out)).read_records()[0]
     with rasterio.open(out / record.opt_cloudy) as optical:
@@ -452,7 +459,12 @@ def test_s2_only_stacks_the_unpaired_scene_which_validates_and_maps_without_sar(
             return torch.softmax(network(torch.from_numpy(optical), torch.from_numpy(sar)), dim=1).numpy()
 
     result = map_scene(
-        alone.optical, alone.sar, str(tmp_path / "map.tif"), predict, tile=128, overlap=16, progress=False
+        alone.optical,
+        alone.sar,
+        str(tmp_path / "map.tif"),
+        predict,
+        options=MapOptions(tile=128, overlap=16),
+        progress=False,
     )
     with rasterio.open(result.map_uri) as mapped:
         assert mapped.tags()["CLOUDLULC_MODALITIES"] == "S2 only"

@@ -40,10 +40,7 @@ def test_split_file_without_header_and_without_clear_column():
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [
-        ("7 " + ROW, r"train.csv:1: split_id must be 1, 2 or 3"),
-        ("1 a.tif b.tif", r"train.csv:1: expected 6 columns"),
-    ],
+    [("7 " + ROW, r"train.csv:1: split_id must be 1, 2 or 3"), ("1 a.tif b.tif", r"train.csv:1: expected 6 columns")],
 )
 def test_bad_split_rows_name_file_and_line(text: str, message: str):
     with pytest.raises(DataError, match=message):

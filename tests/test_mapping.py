@@ -32,11 +32,14 @@ from cloudlulc.mapping import (
     row_areas_m2,
     tile_origins,
 )
+from cloudlulc.mapping.options import MapOptions
 from cloudlulc.models.inference import torch_predictor
 from cloudlulc.models.networks import ModelOutput, SegmentationNetwork
 
 HEIGHT, WIDTH = 300, 420
 TILE, OVERLAP = 128, 32
+TILING = MapOptions(tile=TILE, overlap=OVERLAP)
+TILING_BATCH_2 = MapOptions(tile=TILE, overlap=OVERLAP, batch_size=2)
 UTM32 = CRS.from_epsg(32632)
 ORIGIN = (700_000.0, 5_000_000.0)  # near the UTM 32/33 boundary (about 11.6 E, 45.1 N)
 TRANSFORM = from_origin(*ORIGIN, 10, 10)
@@ -263,9 +266,7 @@ def test_tiled_blended_map_agrees_with_a_whole_image_pass(scene_pair, tmp_path: 
         str(sar),
         str(tmp_path / "map.tif"),
         predict,
-        tile=TILE,
-        overlap=OVERLAP,
-        batch_size=3,
+        options=MapOptions(tile=TILE, overlap=OVERLAP, batch_size=3),
         progress=False,
     )
     assert result.tiles == 15 and result.tiles_predicted == 15
@@ -292,8 +293,7 @@ def test_map_is_a_valid_cog_with_colours_grid_nodata_areas_and_quicklook(scene_p
         str(sar),
         str(out),
         tiny_net,
-        tile=TILE,
-        overlap=OVERLAP,
+        options=TILING,
         confidence=True,
         model_id="tiny-test",
         progress=False,
@@ -348,7 +348,8 @@ def test_geographic_areas_are_ellipsoidal():
 
 def test_killed_run_resumes_to_the_same_map(scene_pair, tmp_path: Path, tiny_net):
     optical, sar = scene_pair
-    options = {"tile": TILE, "overlap": OVERLAP, "batch_size": 2, "in_flight": 2, "confidence": True, "progress": False}
+    tiling = MapOptions(tile=TILE, overlap=OVERLAP, batch_size=2, in_flight=2)
+    options = {"options": tiling, "confidence": True, "progress": False}
     reference = map_scene(str(optical), str(sar), str(tmp_path / "reference.tif"), tiny_net, **options)
     resumed_rows = set()
     for calls in (0, 3, 6):
@@ -368,38 +369,24 @@ def test_resume_with_other_parameters_is_refused(scene_pair, tmp_path: Path, tin
     optical, sar = scene_pair
     out = tmp_path / "map.tif"
     with pytest.raises(KilledError):
-        map_scene(
-            str(optical),
-            str(sar),
-            str(out),
-            killed_after(tiny_net, 6),
-            tile=TILE,
-            overlap=OVERLAP,
-            batch_size=2,
-            progress=False,
-        )
+        map_scene(str(optical), str(sar), str(out), killed_after(tiny_net, 6), options=TILING_BATCH_2, progress=False)
     with pytest.raises(DataError, match=r"progress\.json.*overlap: 32 then, 48 now"):
-        map_scene(str(optical), str(sar), str(out), tiny_net, tile=TILE, overlap=48, batch_size=2, progress=False)
-    with pytest.raises(DataError, match="model_id"):
         map_scene(
             str(optical),
             str(sar),
             str(out),
             tiny_net,
-            tile=TILE,
-            overlap=OVERLAP,
-            batch_size=2,
+            options=MapOptions(tile=TILE, overlap=48, batch_size=2),
             progress=False,
-            model_id="another model",
+        )
+    with pytest.raises(DataError, match="model_id"):
+        map_scene(
+            str(optical), str(sar), str(out), tiny_net, options=TILING_BATCH_2, progress=False, model_id="another model"
         )
     other_optical = shutil.copy(optical, tmp_path / "other.tif")
     with pytest.raises(DataError, match=r"inputs\.optical\.uri"):
-        map_scene(
-            str(other_optical), str(sar), str(out), tiny_net, tile=TILE, overlap=OVERLAP, batch_size=2, progress=False
-        )
-    result = map_scene(
-        str(optical), str(sar), str(out), tiny_net, tile=TILE, overlap=OVERLAP, batch_size=2, progress=False
-    )
+        map_scene(str(other_optical), str(sar), str(out), tiny_net, options=TILING_BATCH_2, progress=False)
+    result = map_scene(str(optical), str(sar), str(out), tiny_net, options=TILING_BATCH_2, progress=False)
     assert result.resumed_from_row == 128
 
 
@@ -463,9 +450,7 @@ def _missing(folder: Path, optical: Path, sar: Path) -> tuple[Path, Path, Path]:
 def test_bad_inputs_raise_a_data_error_naming_the_file(scene_pair, tmp_path: Path, tiny_net, breaker, message):
     optical, sar, culprit = breaker(tmp_path, *scene_pair)
     with pytest.raises(DataError) as caught:
-        map_scene(
-            str(optical), str(sar), str(tmp_path / "map.tif"), tiny_net, tile=TILE, overlap=OVERLAP, progress=False
-        )
+        map_scene(str(optical), str(sar), str(tmp_path / "map.tif"), tiny_net, options=TILING, progress=False)
     assert caught.value.source == str(culprit) and message in caught.value.problem, str(caught.value)
     assert not (tmp_path / "map.tif").exists()
 
@@ -478,21 +463,16 @@ def test_real_sentinel_pair_is_mapped_end_to_end(realdata: Path, tmp_path: Path,
     folder = realdata / "sen12ms-cr"
     l1c, s1 = folder / "ROIs1868_summer_s2_cloudy_19_p30.tif", folder / "ROIs1868_summer_s1_19_p30.tif"
     with pytest.raises(DataError, match="must have 12 band"):
-        map_scene(str(l1c), str(s1), str(tmp_path / "refused.tif"), tiny_net, tile=TILE, progress=False)
+        map_scene(
+            str(l1c), str(s1), str(tmp_path / "refused.tif"), tiny_net, options=MapOptions(tile=TILE), progress=False
+        )
     with rasterio.open(l1c) as dataset:  # drop B10 (band 11): the 12-band order of the contract
         dn = dataset.read([i for i in range(1, 14) if i != 11])
         profile = RasterProfile(dataset.crs, dataset.transform, nodata=0, descriptions=schema.S2_BANDS)
     optical = tmp_path / "s2_12_bands.tif"
     write_raster(str(optical), dn, profile)
     result = map_scene(
-        str(optical),
-        str(s1),
-        str(tmp_path / "real_map.tif"),
-        tiny_net,
-        tile=TILE,
-        overlap=OVERLAP,
-        confidence=True,
-        progress=False,
+        str(optical), str(s1), str(tmp_path / "real_map.tif"), tiny_net, options=TILING, confidence=True, progress=False
     )
     assert validate_cog(result.map_uri) == []
     classes = read_pixels(result.map_uri)[0]
@@ -514,17 +494,14 @@ def test_s3_inputs_and_output(scene_pair, s3_bucket: str, tmp_path: Path, tiny_n
         storage.join("in/s1.tif"),
         storage.join("out/map.tif"),
         tiny_net,
-        tile=TILE,
-        overlap=OVERLAP,
+        options=TILING,
         progress=False,
         work_dir=tmp_path / "work",
     )
     assert storage.list("out") == ["out/map.tif", "out/map_areas.json", "out/map_quicklook.png"]
     assert validate_cog(result.map_uri) == []
     assert not any((tmp_path / "work").iterdir()), "temporary files removed after publishing"
-    local = map_scene(
-        str(optical), str(sar), str(tmp_path / "local.tif"), tiny_net, tile=TILE, overlap=OVERLAP, progress=False
-    )
+    local = map_scene(str(optical), str(sar), str(tmp_path / "local.tif"), tiny_net, options=TILING, progress=False)
     (tmp_path / "fetched.tif").write_bytes(storage.read_bytes("out/map.tif"))
     assert np.array_equal(read_pixels(tmp_path / "fetched.tif"), read_pixels(local.map_uri))
 
@@ -624,8 +601,7 @@ def test_reliability_needs_a_network_with_orm_and_a_seventh_channel(scene_pair, 
             str(sar),
             str(tmp_path / "map.tif"),
             tiny_net,
-            tile=TILE,
-            overlap=OVERLAP,
+            options=TILING,
             reliability=True,
             progress=False,
         )
@@ -636,8 +612,7 @@ def test_reliability_needs_a_network_with_orm_and_a_seventh_channel(scene_pair, 
         str(sar),
         str(tmp_path / "band.tif"),
         torch_predictor(network, reliability=True),
-        tile=TILE,
-        overlap=OVERLAP,
+        options=TILING,
         confidence=True,
         reliability=True,
         progress=False,
@@ -647,13 +622,7 @@ def test_reliability_needs_a_network_with_orm_and_a_seventh_channel(scene_pair, 
     reliability = read_pixels(result.reliability_uri)[0]
     assert np.array_equal(reliability == 0, classes == schema.IGNORE_INDEX), "nodata where the map has none"
     plain = map_scene(
-        str(optical),
-        str(sar),
-        str(tmp_path / "plain.tif"),
-        torch_predictor(network),
-        tile=TILE,
-        overlap=OVERLAP,
-        progress=False,
+        str(optical), str(sar), str(tmp_path / "plain.tif"), torch_predictor(network), options=TILING, progress=False
     )
     assert np.array_equal(read_pixels(plain.map_uri), read_pixels(result.map_uri)), "the band changes no class"
 
@@ -674,9 +643,7 @@ def test_a_missing_modality_is_fed_as_zeros_and_said_in_the_metadata(scene_pair,
         "optical_uri": None if missing == "optical" else str(optical),
         "sar_uri": None if missing == "sar" else str(sar),
     }
-    result = map_scene(
-        out_uri=str(tmp_path / "map.tif"), predictor=recording, tile=TILE, overlap=OVERLAP, progress=False, **given
-    )
+    result = map_scene(out_uri=str(tmp_path / "map.tif"), predictor=recording, options=TILING, progress=False, **given)
     assert validate_cog(result.map_uri) == []
     absent = 1 if missing == "sar" else 0
     assert seen and all(pair[absent] == 0 for pair in seen) and all(pair[1 - absent] > 0 for pair in seen)

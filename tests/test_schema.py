@@ -5,20 +5,7 @@ from cloudlulc import schema
 
 
 def test_band_order_and_classes_are_the_contract():
-    assert schema.S2_BANDS == (
-        "B01",
-        "B02",
-        "B03",
-        "B04",
-        "B05",
-        "B06",
-        "B07",
-        "B08",
-        "B8A",
-        "B09",
-        "B11",
-        "B12",
-    )
+    assert schema.S2_BANDS == ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
     assert "B10" not in schema.S2_BANDS
     assert schema.S1_POLARISATIONS == ("VV", "VH")
     assert [(c.id, c.name) for c in schema.CLASSES] == [

@@ -260,7 +260,7 @@ def test_unreachable_server_fails_with_the_url_after_retries():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed again: nothing listens there
-    policy = RetryPolicy(attempts=3, base_s=0.05, deadline_s=5, request_timeout_s=2)
+    policy = RetryPolicy(attempts=3, first_delay_s=0.05, deadline_s=5, timeout_s=2)
     with TritonClient(f"127.0.0.1:{port}", retry=policy) as client, pytest.raises(ServingError) as error:
         client.check_contract(TENSORRT_MODEL)
     assert f"127.0.0.1:{port}" in str(error.value) and "after 3 attempt(s)" in str(error.value)

@@ -95,7 +95,7 @@ def test_baselines_train_through_the_same_loop(train_set: Path, tmp_path: Path):
 def test_config_errors_list_every_bad_key(tmp_path: Path):
     with pytest.raises(ConfigError, match=r"dataset: Field required.*epocs: Extra inputs are not permitted"):
         load_train_config(None, ["epocs=3"])
-    with pytest.raises(ConfigError, match="crop_size must be a multiple of 32"):
+    with pytest.raises(ConfigError, match=r"crop_size.*multiple of 32"):
         load_train_config(None, ["dataset=x", "crop_size=100"])
     with pytest.raises(ConfigError, match="unknown architecture"):
         load_train_config(None, ["dataset=x", "architecture=unet"])

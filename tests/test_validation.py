@@ -90,12 +90,7 @@ def test_clean_synthetic_set_passes(synthetic_master: Path, tmp_path: Path):
     before = _tree(synthetic_master)
     report = validate_dataset(str(synthetic_master), progress=False)
     assert report.success and report.failures == [] and report.sample_count == 12
-    assert {r.rule for r in report.rules} >= {
-        "optical.band_count",
-        "sar.units_db",
-        "split.disjoint",
-        "label.values",
-    }
+    assert {r.rule for r in report.rules} >= {"optical.band_count", "sar.units_db", "split.disjoint", "label.values"}
     written = write_report(report, str(tmp_path / "report"))
     document = json.loads(Path(written["json"]).read_text())
     assert document["success"] is True and document["sample_count"] == 12
@@ -184,10 +179,7 @@ def test_validate_dataset_on_s3(s3_bucket: str, synthetic_master: Path):
     report = validate_dataset(f"s3://{s3_bucket}/set", progress=False)
     assert report.success and report.sample_count == 12
     write_report(report, f"s3://{s3_bucket}/reports/run1")
-    assert storage.list() and open_storage(f"s3://{s3_bucket}/reports/run1").list() == [
-        "report.html",
-        "report.json",
-    ]
+    assert storage.list() and open_storage(f"s3://{s3_bucket}/reports/run1").list() == ["report.html", "report.json"]
 
 
 def test_a_rule_id_means_one_check_in_both_layouts():

@@ -203,13 +203,7 @@ def format_split_file(records: list[SampleRecord]) -> str:
     """Split records as the published files write them: a header, then space-separated rows."""
     lines = [" ".join(SPLIT_COLUMNS)]
     for record in records:
-        fields = [
-            record.sar_vh,
-            record.sar_vv,
-            record.opt_cloudy,
-            record.opt_clear or "-",
-            record.label or "-",
-        ]
+        fields = [record.sar_vh, record.sar_vv, record.opt_cloudy, record.opt_clear or "-", record.label or "-"]
         lines.append(" ".join([str(SPLIT_IDS[record.split]), *fields]))
     return "\n".join(lines) + "\n"
 

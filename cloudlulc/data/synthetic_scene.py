@@ -47,8 +47,7 @@ TEXTURE_STRENGTH = np.array([0.04, 0.12, 0.08, 0.10, 0.15, 0.06], np.float32)
 
 # Mean sigma0 in dB (VV, VH) per class and the spread of per-region offsets (soil moisture, roughness).
 SAR_MEAN_DB = np.array(
-    [[-21.0, -28.0], [-7.5, -13.0], [-11.5, -18.0], [-12.0, -18.8], [-4.5, -11.0], [-11.0, -17.5]],
-    dtype=np.float32,
+    [[-21.0, -28.0], [-7.5, -13.0], [-11.5, -18.0], [-12.0, -18.8], [-4.5, -11.0], [-11.0, -17.5]], dtype=np.float32
 )
 SAR_REGION_SPREAD_DB = np.array([2.0, 0.8, 1.8, 1.8, 2.5, 1.8], np.float32)
 SPECKLE_LOOKS = 4.4
@@ -182,9 +181,7 @@ def road_mask(rng: np.random.Generator, size: int, count: int, width: float) -> 
 
 
 def land_cover(
-    rng: np.random.Generator,
-    size: int,
-    physics: Physics = DEFAULT_PHYSICS,
+    rng: np.random.Generator, size: int, physics: Physics = DEFAULT_PHYSICS
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """(class map, region id map, archetype); regions carry per-parcel spectral and SAR variation."""
     archetype = str(rng.choice(list(ARCHETYPES), p=ARCHETYPE_WEIGHTS))

@@ -4,11 +4,11 @@ The stage is :func:`ingest` (search, pair, write every new pair, publish the ind
 describes the choices (grid, resampling, offsets, commit protocol).
 """
 
-from cloudlulc.ingest.assets import RetryPolicy
 from cloudlulc.ingest.outputs import ChipOptions
 from cloudlulc.ingest.pairing import Pair, Pairing, pair_acquisitions
 from cloudlulc.ingest.run import IngestOptions, IngestReport, ingest, ingest_pairing
 from cloudlulc.ingest.stac import SearchQuery, load_aoi, parse_bbox, search
+from cloudlulc.io.retry import RetryPolicy
 
 __all__ = [
     "ChipOptions",

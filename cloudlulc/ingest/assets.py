@@ -32,6 +32,7 @@ from cloudlulc.ingest.earth_search import (
     SCL_CLOUD_MEDIUM,
     SCL_SHADOW,
 )
+from cloudlulc.io.retry import RetryPolicy
 from cloudlulc.io.storage import is_s3_uri, open_storage
 
 log = logging.getLogger(__name__)
@@ -161,36 +162,27 @@ def boa_offset_dn(item: pystac.Item, asset: Asset) -> float:
 # --- reachability, with retries ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Attempts and exponential backoff for remote assets (404s and timeouts included: stores lag)."""
-
-    attempts: int = 4
-    first_delay_s: float = 1.0
-    factor: float = 2.0
-    timeout_s: float = 30.0
-
-    def delays(self) -> list[float]:
-        """The waits between attempts."""
-        return [self.first_delay_s * self.factor**n for n in range(self.attempts - 1)]
-
-
 T = TypeVar("T")
 
 
 def with_retries(action: Callable[[], T], what: str, policy: RetryPolicy) -> T:
-    """Run ``action``; on failure wait and retry per ``policy``, then raise a DataError naming ``what``."""
+    """Run ``action``; on failure wait and retry per ``policy``, then raise a DataError naming ``what``.
+
+    404s and timeouts are retried too: object stores lag behind the catalogue. No retry starts once
+    ``policy.deadline_s`` has passed, and no wait runs past it.
+    """
     delays = policy.delays()
+    started = time.monotonic()
     for attempt in range(policy.attempts):
         try:
             return action()
         except (CloudLULCError, OSError, requests.RequestException) as error:
-            if attempt == policy.attempts - 1:
-                raise DataError(what, f"unreachable after {policy.attempts} attempts ({_reason(error)})") from error
-            log.warning(
-                "%s: attempt %d failed (%s); retrying in %.1f s", what, attempt + 1, _reason(error), delays[attempt]
-            )
-            time.sleep(delays[attempt])
+            elapsed = time.monotonic() - started
+            if attempt == policy.attempts - 1 or elapsed >= policy.deadline_s:
+                raise DataError(what, f"unreachable after {attempt + 1} attempts ({_reason(error)})") from error
+            delay = min(delays[attempt], policy.deadline_s - elapsed)
+            log.warning("%s: attempt %d failed (%s); retrying in %.1f s", what, attempt + 1, _reason(error), delay)
+            time.sleep(delay)
     raise AssertionError("unreachable")
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Literal
 
@@ -26,10 +26,11 @@ from rasterio.windows import Window
 
 from cloudlulc import schema
 from cloudlulc.errors import DataError
-from cloudlulc.ingest.assets import SCL_TO_CLOUD_MASK, Asset, RetryPolicy, probe, with_retries
+from cloudlulc.ingest.assets import SCL_TO_CLOUD_MASK, Asset, probe, with_retries
 from cloudlulc.ingest.grid import Grid
 from cloudlulc.io.gdal_env import rasterio_env
 from cloudlulc.io.rasters import OPEN_PROBLEM, gdal_errors, info_of
+from cloudlulc.io.retry import RetryPolicy
 from cloudlulc.io.sentinel import check_sar_units, unit_of_label
 from cloudlulc.io.vrt import db_to_power_vrt, warped_view
 
@@ -43,7 +44,7 @@ def is_remote(href: str) -> bool:
 
 def policy_for(href: str, policy: RetryPolicy) -> RetryPolicy:
     """Remote reads get the retry policy; a local file that fails will fail again, so it gets one attempt."""
-    return policy if is_remote(href) else RetryPolicy(attempts=1)
+    return policy if is_remote(href) else replace(policy, attempts=1)
 
 
 @dataclass

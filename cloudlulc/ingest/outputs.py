@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,23 +27,13 @@ from cloudlulc.errors import DataError
 from cloudlulc.ingest.earth_search import PROCESSING_BASELINE
 from cloudlulc.ingest.grid import Chip, Grid
 from cloudlulc.ingest.manifest import sha256_of
+from cloudlulc.ingest.options import ChipOptions
 from cloudlulc.ingest.prepare import PairViews, WindowData, read_window
 from cloudlulc.io.rasters import RasterProfile, apply_profile_metadata, publish_cog, write_raster
 from cloudlulc.io.storage import Storage
 
 SCENE_WINDOW = 512
 """Rows and columns read and written at a time when building a scene stack (bounds memory)."""
-
-
-@dataclass(frozen=True)
-class ChipOptions:
-    """How a pair is cut into chips."""
-
-    chip_size: int = 512
-    min_valid_fraction: float = 0.95
-    """Chips with a smaller share of pixels holding both optical and SAR data are skipped (validation allows 5 %)."""
-    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    """Train, val, test shares of chip locations."""
 
 
 def split_of(epsg: int, chip: Chip, fractions: tuple[float, float, float]) -> Split:
@@ -184,7 +174,7 @@ def write_scene(
     """
     whole = Window(0, 0, grid.width, grid.height)
     layers: dict[str, tuple[int, str, RasterProfile]] = {
-        "optical": (len(schema.S2_BANDS), "uint16", _optical_profile(views, grid, whole)),
+        "optical": (len(schema.S2_BANDS), "uint16", _optical_profile(views, grid, whole))
     }
     if views.pair.s1 is not None:
         layers["sar"] = (2, "float32", _sar_profile(views, grid, whole, ",".join(schema.S1_POLARISATIONS)))

@@ -17,7 +17,6 @@ from rasterio.crs import CRS
 from shapely.geometry.base import BaseGeometry
 
 from cloudlulc.errors import DataError
-from cloudlulc.ingest.assets import RetryPolicy
 from cloudlulc.ingest.coregister import GridReader
 from cloudlulc.ingest.grid import PIXEL_M, chips, grid_crs_for, snapped_grid, to_crs
 from cloudlulc.ingest.labels import load_table, lookup_array
@@ -34,6 +33,7 @@ from cloudlulc.ingest.pairing import Pair, Pairing, Unpaired, pair_acquisitions
 from cloudlulc.ingest.prepare import LabelSource, open_pair
 from cloudlulc.ingest.stac import SearchQuery, search
 from cloudlulc.io.gdal_env import bounded_block_cache
+from cloudlulc.io.retry import ASSET_RETRY, RetryPolicy
 from cloudlulc.io.storage import Storage, open_storage
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class IngestOptions:
     """Reference land-cover raster (chips and scenes get a label layer), local, s3:// or http(s)."""
     label_table: str = "worldcover"
     """Built-in table name or CSV (source,target) remapping the label source to class ids."""
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry: RetryPolicy = ASSET_RETRY
     stale_temp_age_s: float = 3600.0
     """Temporary files older than this in a local output are leftovers of killed runs and are removed."""
     s2_only: bool = False
@@ -69,13 +69,6 @@ class IngestOptions:
             raise DataError("mode", f"must be 'chips' or 'scenes', got {self.mode!r}")
         if self.s2_only and self.mode != "scenes":
             raise DataError("s2-only", "Sentinel-2-only stacks are for mapping: use it with --mode scenes")
-        if not 64 <= self.chips.chip_size <= 4096:
-            raise DataError("chip size", f"must be within 64-4096 pixels, got {self.chips.chip_size}")
-        if not 0.0 < self.chips.min_valid_fraction <= 1.0:
-            raise DataError("min valid fraction", f"must be in (0, 1], got {self.chips.min_valid_fraction}")
-        fractions = self.chips.split_fractions
-        if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
-            raise DataError("split fractions", f"need three non-negative shares summing to 1, got {fractions}")
 
     def params(self) -> dict[str, Any]:
         """The processing choices a prefix is bound to (a rerun with others is refused)."""

@@ -211,12 +211,7 @@ def write_raster(uri: str, array: np.ndarray, profile: RasterProfile, *, cog: bo
     count, height, width = data.shape
     options = gtiff_creation_options(data.dtype, profile, width, height)
     if cog:
-        options = {
-            "driver": "COG",
-            "compress": profile.compress,
-            "blocksize": 512,
-            "overview_resampling": "nearest",
-        }
+        options = {"driver": "COG", "compress": profile.compress, "blocksize": 512, "overview_resampling": "nearest"}
         if "predictor" in gtiff_creation_options(data.dtype, profile, width, height):
             options["predictor"] = "YES"
     with (

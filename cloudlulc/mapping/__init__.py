@@ -6,6 +6,7 @@ client), so how predictions are computed stays outside this package.
 
 from cloudlulc.io.rasters import publish_cog
 from cloudlulc.mapping.areas import ClassArea, ClassAreas, class_areas, row_areas_m2
+from cloudlulc.mapping.options import DEFAULT_MAP_OPTIONS, MapOptions
 from cloudlulc.mapping.quicklook import write_quicklook
 from cloudlulc.mapping.region import MapResult, Predictor, map_scene, sidecar_uris
 from cloudlulc.mapping.scene_pair import SarUnits, SceneGrid, SceneReader, SceneWindow
@@ -13,8 +14,10 @@ from cloudlulc.mapping.tiling import TileGrid, blend_weights, pad_to_tile, tile_
 from cloudlulc.mapping.writer import work_paths
 
 __all__ = [
+    "DEFAULT_MAP_OPTIONS",
     "ClassArea",
     "ClassAreas",
+    "MapOptions",
     "MapResult",
     "Predictor",
     "SarUnits",

@@ -33,6 +33,7 @@ from cloudlulc.io.gdal_env import bounded_block_cache
 from cloudlulc.io.guard import check_outputs_apart, probe_readable, probe_writable
 from cloudlulc.io.rasters import publish_cog
 from cloudlulc.mapping.areas import ClassAreas, class_areas, write_class_areas
+from cloudlulc.mapping.options import DEFAULT_MAP_OPTIONS, MapOptions
 from cloudlulc.mapping.quicklook import write_quicklook
 from cloudlulc.mapping.scene_pair import SarUnits, SceneReader
 from cloudlulc.mapping.tiling import TileGrid, blend_weights, pad_to_tile
@@ -145,10 +146,7 @@ def map_scene(
     out_uri: str,
     predictor: Predictor,
     *,
-    tile: int = 512,
-    overlap: int = 64,
-    batch_size: int = 4,
-    in_flight: int = 2,
+    options: MapOptions = DEFAULT_MAP_OPTIONS,
     confidence: bool = False,
     reliability: bool = False,
     progress: bool = True,
@@ -167,10 +165,7 @@ def map_scene(
         out_uri: the class map COG (``.tif``), local or ``s3://``. Beside it: ``<stem>_areas.json``,
             ``<stem>_quicklook.png`` and, with ``confidence``, ``<stem>_confidence.tif``.
         predictor: class probabilities for batches of tiles (see :data:`Predictor`).
-        tile: tile size T, a multiple of 32.
-        overlap: minimum overlap of neighbouring tiles, blended with tapered weights.
-        batch_size: tiles per predictor call.
-        in_flight: predictor calls running at once (threads); does not change the result.
+        options: tile size, overlap, tiles per predictor call and calls in flight (see :class:`MapOptions`).
         confidence: also write the blended maximum probability, scaled to 1-255 (0 = nodata), as a
             separate single-band COG (its overviews average, the class map's take the mode).
         reliability: also write ORM's input-resolution reliability of the optics, blended like the
@@ -190,11 +185,11 @@ def map_scene(
             unfinished run of other inputs or parameters at the same output.
     """
     started = time.perf_counter()
-    sidecars = _check_request(optical_uri, sar_uri, out_uri, batch_size=batch_size, in_flight=in_flight)
+    sidecars = _check_request(optical_uri, sar_uri, out_uri)
     bands = tuple(name for name, wanted in (("confidence", confidence), ("reliability", reliability)) if wanted)
     with bounded_block_cache(), SceneReader(optical_uri, sar_uri, sar_units=sar_units) as scene:
-        grid = TileGrid(scene.grid.height, scene.grid.width, tile, overlap)
-        identity = _run_identity(scene, grid, batch_size=batch_size, bands=bands, model_id=model_id)
+        grid = TileGrid(scene.grid.height, scene.grid.width, options.tile, options.overlap)
+        identity = _run_identity(scene, grid, batch_size=options.batch_size, bands=bands, model_id=model_id)
         tags = _map_tags(scene, grid, optical_uri, sar_uri, model_id)
         paths = work_paths(out_uri, work_dir)
         partial = PartialMap.open(paths, scene.grid, identity, bands=bands, tags=tags)
@@ -203,7 +198,7 @@ def map_scene(
             log.info("%s: resuming at row %d of %d", out_uri, resumed_from, scene.grid.height)
         predicted = 0
         if not partial.complete:
-            predicted = _predict_rows(scene, grid, partial, predictor, batch_size, in_flight, progress)
+            predicted = _predict_rows(scene, grid, partial, predictor, options.batch_size, options.in_flight, progress)
         areas = _publish(scene, partial, out_uri, sidecars, optical_uri=optical_uri, sar_uri=sar_uri)
     return MapResult(
         map_uri=out_uri,
@@ -221,19 +216,15 @@ def map_scene(
     )
 
 
-def _check_request(
-    optical_uri: str | None, sar_uri: str | None, out_uri: str, *, batch_size: int, in_flight: int
-) -> dict[str, str]:
+def _check_request(optical_uri: str | None, sar_uri: str | None, out_uri: str) -> dict[str, str]:
     """Refuse a request that cannot succeed before any tile is read; the sidecar URIs of its output.
 
     Raises:
-        ValueError: bad batching, an output that is not a ``.tif``, or neither modality given.
+        ValueError: an output that is not a ``.tif``, or neither modality given.
         UsageError: an output that overwrites an input.
         DataError: an input that cannot be read.
         StorageError: an output that cannot be written.
     """
-    if batch_size < 1 or in_flight < 1:
-        raise ValueError(f"batch_size and in_flight must be >= 1, got {batch_size} and {in_flight}")
     if not out_uri.lower().endswith(".tif"):
         raise ValueError(f"out_uri must name a .tif file, got {out_uri}")
     sidecars = sidecar_uris(out_uri)

@@ -347,8 +347,7 @@ def _expect_georeferenced(info: RasterInfo) -> CRS:
     """The file's CRS; a DataError when it has none or no geotransform (e.g. radar geometry with GCPs)."""
     if info.crs is None or info.transform == Affine.identity():
         raise DataError(
-            info.path,
-            "has no CRS or geotransform (radar geometry with GCPs?); terrain-correct / georeference it first",
+            info.path, "has no CRS or geotransform (radar geometry with GCPs?); terrain-correct / georeference it first"
         )
     return info.crs
 

@@ -12,8 +12,9 @@ from functools import cached_property
 
 import numpy as np
 
-SIZE_MULTIPLE = 32
-"""Tiles pass an encoder that halves the size five times (``models.networks.SIZE_MULTIPLE``)."""
+from cloudlulc import schema
+
+SIZE_MULTIPLE = schema.SIZE_MULTIPLE
 
 MIN_WEIGHT = 1e-3
 """Smallest blending weight: a tile's outermost pixels still count where no other tile covers them."""

@@ -22,8 +22,7 @@ from cloudlulc.models.usmt import SemanticMappingTransformer
 
 OPTICAL_CHANNELS = len(schema.S2_BANDS)
 SAR_CHANNELS = len(schema.S1_POLARISATIONS)
-SIZE_MULTIPLE = 32
-"""Input height and width must be multiples of the encoder's total stride."""
+SIZE_MULTIPLE = schema.SIZE_MULTIPLE
 
 
 @dataclass

@@ -11,7 +11,8 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from cloudlulc.serving.client import RetryPolicy, TritonClient
+    from cloudlulc.io.retry import RetryPolicy
+    from cloudlulc.serving.client import TritonClient
     from cloudlulc.serving.local_triton import LocalTriton, ServerState, free_port
     from cloudlulc.serving.model_config import CPU_MODEL, ONNX_MODEL, TENSORRT_MODEL, ServingSettings, render_config
     from cloudlulc.serving.promotion import (
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from cloudlulc.serving.repository import GoldenSample, ModelRepository
 
 _HOMES = {
-    "client": ["RetryPolicy", "TritonClient"],
+    "client": ["TritonClient"],
     "local_triton": ["LocalTriton", "ServerState", "free_port"],
     "model_config": ["CPU_MODEL", "ONNX_MODEL", "TENSORRT_MODEL", "ServingSettings", "render_config"],
     "promotion": [
@@ -44,7 +45,8 @@ _HOMES = {
     ],
     "repository": ["GoldenSample", "ModelRepository"],
 }
-_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
+_MODULE_OF = {name: f"cloudlulc.serving.{module}" for module, names in _HOMES.items() for name in names}
+_MODULE_OF["RetryPolicy"] = "cloudlulc.io.retry"  # shared with ingest; importing it needs neither torch nor Triton
 
 __all__ = [
     "CPU_MODEL",
@@ -75,4 +77,4 @@ def __getattr__(name: str) -> object:
     """Import the module defining ``name`` on first use."""
     if name not in _MODULE_OF:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"cloudlulc.serving.{_MODULE_OF[name]}"), name)
+    return getattr(importlib.import_module(_MODULE_OF[name]), name)

@@ -14,7 +14,6 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -23,6 +22,7 @@ import numpy as np
 from cloudlulc import schema
 from cloudlulc.errors import ServingError
 from cloudlulc.export.onnx import INPUT_NAMES, OUTPUT_NAME
+from cloudlulc.io.retry import SERVING_RETRY, RetryPolicy
 from cloudlulc.models.networks import OPTICAL_CHANNELS, SAR_CHANNELS
 from cloudlulc.serving.shared_memory import SharedMemorySlots
 
@@ -30,17 +30,6 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED")
 CONTRACT = {"optical": ("FP32", OPTICAL_CHANNELS), "sar": ("FP32", SAR_CHANNELS), OUTPUT_NAME: ("FP32", 6)}
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Backoff for transient failures: ``base_s`` doubling up to ``max_delay_s``, within ``deadline_s``."""
-
-    attempts: int = 5
-    base_s: float = 0.2
-    max_delay_s: float = 5.0
-    deadline_s: float = 120.0
-    request_timeout_s: float = 60.0
 
 
 def _status(error: Exception) -> str:
@@ -81,7 +70,7 @@ class TritonClient:
         import tritonclient.grpc as grpcclient
 
         self.url = url.removeprefix("grpc://")
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or SERVING_RETRY
         self._admin_headers = repository_headers(repository_key)
         self._grpc = grpcclient
         self._client = grpcclient.InferenceServerClient(url=self.url)
@@ -123,6 +112,7 @@ class TritonClient:
         """Run ``call`` with retries on transient gRPC statuses; ServingError otherwise."""
         from tritonclient.utils import InferenceServerException
 
+        delays = self.retry.delays()  # first_delay_s doubling, each capped at max_delay_s
         started = time.monotonic()
         for attempt in range(1, self.retry.attempts + 1):
             try:
@@ -136,8 +126,7 @@ class TritonClient:
                     raise ServingError(
                         f"Triton at {self.url}: {what} failed after {attempt} attempt(s): {reason}"
                     ) from error
-                delay = min(self.retry.max_delay_s, self.retry.base_s * 2 ** (attempt - 1))
-                time.sleep(min(delay * (0.5 + random.random() / 2), self.retry.deadline_s - elapsed))
+                time.sleep(min(delays[attempt - 1] * (0.5 + random.random() / 2), self.retry.deadline_s - elapsed))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def server_live(self) -> bool:
@@ -230,7 +219,7 @@ class TritonClient:
         else:
             for tensor, array in zip(inputs, arrays, strict=True):
                 tensor.set_data_from_numpy(array)
-        timeout = self.retry.request_timeout_s
+        timeout = self.retry.timeout_s
         result = self._call(
             f"inference on {model!r} version {version or 'latest'}",
             lambda: self._client.infer(model, inputs, model_version=version, outputs=outputs, client_timeout=timeout),

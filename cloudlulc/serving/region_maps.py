@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cloudlulc.ingest.scene_stacks import SceneStack, scene_stacks
 from cloudlulc.io.storage import open_storage
+from cloudlulc.mapping.options import DEFAULT_MAP_OPTIONS, MapOptions
 from cloudlulc.serving.regional import loopback_key, map_with_triton, resolve_grpc_url, served_repository
 
 GRPC_URL_ENV = "TRITON_GRPC_URL"
@@ -30,12 +31,18 @@ class TritonEndpoint:
     shared_memory_key: str | None
 
     @classmethod
-    def find(cls, triton_url: str | None, local_dir: str | Path | None) -> TritonEndpoint:
-        """``triton_url``, else ``TRITON_GRPC_URL``, else the local Triton running under ``local_dir``."""
+    def find(
+        cls, triton_url: str | None, local_dir: str | Path | None, repository: str | None = None
+    ) -> TritonEndpoint:
+        """``triton_url``, else ``TRITON_GRPC_URL``, else the local Triton running under ``local_dir``.
+
+        ``repository`` names the model repository whose ``served.json`` pins the version; by default
+        the local Triton's, else ``TRITON_MODEL_REPOSITORY``.
+        """
         given = triton_url or os.environ.get(GRPC_URL_ENV, "")
         folder = local_dir or DEFAULT_LOCAL_DIR
         grpc_url = resolve_grpc_url(given, folder)
-        return cls(grpc_url, served_repository(given, folder), loopback_key(grpc_url, folder))
+        return cls(grpc_url, served_repository(given, folder, repository), loopback_key(grpc_url, folder))
 
 
 @dataclass(frozen=True)
@@ -94,9 +101,7 @@ def map_region(
     endpoint: TritonEndpoint,
     *,
     model_name: str,
-    tile: int,
-    overlap: int,
-    batch_size: int,
+    options: MapOptions = DEFAULT_MAP_OPTIONS,
     s2_only: bool = False,
     echo: Callable[[str], None] = print,
 ) -> RegionMaps:
@@ -111,9 +116,7 @@ def map_region(
         if stack.sar is None and not s2_only:
             echo(f"skipped {stack.pair_id}: no Sentinel-1 partner (set s2_only to map it from Sentinel-2 alone)")
             continue
-        _map_stack(
-            stack, result, endpoint, model_name=model_name, tile=tile, overlap=overlap, batch_size=batch_size, echo=echo
-        )
+        _map_stack(stack, result, endpoint, model_name=model_name, options=options, echo=echo)
     return result
 
 
@@ -123,9 +126,7 @@ def _map_stack(
     endpoint: TritonEndpoint,
     *,
     model_name: str,
-    tile: int,
-    overlap: int,
-    batch_size: int,
+    options: MapOptions,
     echo: Callable[[str], None],
 ) -> None:
     out_uri = f"{result.prefix}/{stack.s2_datetime:%Y%m%d}_{stack.pair_id}.tif"
@@ -136,9 +137,7 @@ def _map_stack(
         endpoint.grpc_url,
         model_name=model_name,
         repository=endpoint.repository,
-        tile=tile,
-        overlap=overlap,
-        batch_size=batch_size,
+        options=options,
         shared_memory_key=endpoint.shared_memory_key,
         progress=False,
     )

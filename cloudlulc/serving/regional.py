@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from cloudlulc.errors import ServingError
+from cloudlulc.io.retry import RetryPolicy
 from cloudlulc.mapping import MapResult, map_scene
-from cloudlulc.serving.client import REPOSITORY_KEY_ENV, RetryPolicy, TritonClient
+from cloudlulc.serving.client import REPOSITORY_KEY_ENV, TritonClient
 from cloudlulc.serving.local_triton import LocalTriton
 from cloudlulc.serving.model_config import CPU_MODEL, TENSORRT_MODEL
 from cloudlulc.serving.repository import ModelRepository

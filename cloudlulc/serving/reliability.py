@@ -11,18 +11,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
 
 from cloudlulc.errors import ServingError
-from cloudlulc.serving.client import REPOSITORY_KEY_NAME, RetryPolicy, TritonClient
+from cloudlulc.io.retry import SERVING_RETRY
+from cloudlulc.serving.client import REPOSITORY_KEY_NAME, TritonClient
 from cloudlulc.serving.promotion import LocalTarget
 from cloudlulc.serving.repository import ModelRepository
 
-SINGLE_TRY = RetryPolicy(attempts=1, request_timeout_s=120.0)
+SINGLE_TRY = replace(SERVING_RETRY, attempts=1, timeout_s=120.0)
 """Load clients try each request once, so every failure counts."""
 
 
@@ -224,7 +225,7 @@ def keyless_repository_calls(grpc_url: str, http_url: str, model: str) -> dict[s
 def deadline_probe(url: str, model: str, version: str, timeout_s: float, tile: int = 64) -> tuple[str, float]:
     """One request with a ``timeout_s`` client deadline: the gRPC status it ended with and the seconds it took."""
     optical, sar = tile_pair(tile)
-    with TritonClient(url, retry=RetryPolicy(attempts=1, request_timeout_s=timeout_s)) as client:
+    with TritonClient(url, retry=replace(SERVING_RETRY, attempts=1, timeout_s=timeout_s)) as client:
         started = time.monotonic()
         try:
             client.infer(model, optical, sar, version)

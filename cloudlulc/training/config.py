@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cloudlulc import schema
 from cloudlulc.errors import CloudLULCError
 from cloudlulc.models.config import ModelConfig, model_config
 from cloudlulc.training.losses import LossWeights
@@ -32,7 +33,12 @@ class TrainConfig(BaseModel):
     loss: LossWeights = Field(default_factory=LossWeights)
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(8, ge=1)
-    crop_size: int = Field(256, ge=32, description="Training crop side; a multiple of 32.")
+    crop_size: int = Field(
+        256,
+        ge=schema.SIZE_MULTIPLE,
+        multiple_of=schema.SIZE_MULTIPLE,
+        description="Training crop side, a multiple of 32.",
+    )
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_steps: int = Field(20, ge=0, description="Linear warm-up before the cosine decay.")
@@ -56,13 +62,6 @@ class TrainConfig(BaseModel):
         ),
     )
     calibrate: bool = Field(True, description="After training, fit the probability temperature on the val split.")
-
-    @field_validator("crop_size")
-    @classmethod
-    def _multiple_of_32(cls, value: int) -> int:
-        if value % 32:
-            raise ValueError(f"crop_size must be a multiple of 32, got {value}")
-        return value
 
     def network(self) -> ModelConfig:
         """The validated model config this run trains."""

@@ -123,10 +123,7 @@ class CloudLULCLoss(nn.Module):
         cloud_mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         w = self.weights
-        terms = {
-            "cross_entropy": masked_cross_entropy(output.logits, labels),
-            "dice": dice_loss(output.logits, labels),
-        }
+        terms = {"cross_entropy": masked_cross_entropy(output.logits, labels), "dice": dice_loss(output.logits, labels)}
         if w.anchor > 0:
             terms["anchor"] = anchor_loss(output.embedding, labels, w.anchor_margin, self.num_classes)
         if w.reliability > 0 and output.reliability and cloud_mask is not None:

@@ -251,12 +251,7 @@ WHOLE: tuple[RuleDef, ...] = (
 )
 """Checks over a whole sample or stack (columns without a file prefix)."""
 
-VOCABULARY: dict[str, tuple[RuleDef, ...]] = {
-    "optical": OPTICAL,
-    "sar": SAR,
-    "cloud_mask": CLOUD_MASK,
-    "label": LABEL,
-}
+VOCABULARY: dict[str, tuple[RuleDef, ...]] = {"optical": OPTICAL, "sar": SAR, "cloud_mask": CLOUD_MASK, "label": LABEL}
 """File rules by role; the rules of SAR_BANDS apply to each band of a ``sar`` file."""
 
 

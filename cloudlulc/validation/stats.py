@@ -19,13 +19,7 @@ from cloudlulc import schema
 from cloudlulc.data.layout import DatasetLayout, SampleRecord
 from cloudlulc.errors import DataError
 from cloudlulc.io.rasters import RasterInfo, expect_patch_size, grid_mismatch, info_of, open_raster, read_window
-from cloudlulc.validation.measure import (
-    PERCENTILE_STRIDE,
-    code_stats,
-    optical_stats,
-    prefixed,
-    sar_stats,
-)
+from cloudlulc.validation.measure import PERCENTILE_STRIDE, code_stats, optical_stats, prefixed, sar_stats
 
 OPTICAL_ROLES = frozenset({"opt_cloudy", "opt_clear"})
 SAR_ROLES: dict[str, str] = {"sar_vv": "VV", "sar_vh": "VH"}
@@ -89,10 +83,7 @@ def _sample_stats_job(job: tuple[str, SampleRecord, frozenset[str]]) -> dict[str
 
 
 def iter_sample_stats(
-    layout: DatasetLayout,
-    records: list[SampleRecord],
-    missing: frozenset[str] = frozenset(),
-    workers: int = 1,
+    layout: DatasetLayout, records: list[SampleRecord], missing: frozenset[str] = frozenset(), workers: int = 1
 ) -> Iterator[dict[str, Any]]:
     """Stats rows in record order; ``workers > 1`` reads samples in parallel processes."""
     jobs = [(layout.root, record, missing) for record in records]
