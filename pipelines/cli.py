@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -35,7 +36,7 @@ for _needed in ("kfp", "dvc"):  # found, not imported: the `cloudlulc` command s
     show_default=True,
     help="Side of the synthetic scenes, pixels.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Same seed, same run.")
 @click.option("--keep-serving", is_flag=True, help="Leave the local Triton running at the end.")
 def demo(out_dir: str, epochs: int, scene_size: int, seed: int, keep_serving: bool) -> None:
     """Run the main job on the embedded defaults: both pipelines locally (kfp.local), acquisitions to maps.
@@ -97,22 +98,13 @@ def pipelines_compile(out_dir: str | None) -> None:
 @_kfp_options
 @click.option("--run-name", help="Name of the run [default: <pipeline>-manual].")
 def pipelines_submit(
-    pipeline: str,
-    host: str | None,
-    namespace: str,
-    token: str | None,
-    cookies: str | None,
-    insecure: bool,
-    experiment: str,
-    service_account: str,
-    params: tuple[str, ...],
-    run_name: str | None,
+    pipeline: str, experiment: str, service_account: str, params: tuple[str, ...], run_name: str | None, **kfp: Any
 ) -> None:
     """Start one run of PIPELINE on Kubeflow (parameters are checked before anything is sent)."""
     from pipelines.submit import connection_from, parse_params, submit
 
     values = parse_params(pipeline, params)
-    connection = connection_from(host, namespace, token, cookies, insecure)
+    connection = connection_from(**kfp)  # host, namespace, token, cookies, insecure
     run_id = submit(
         connection, pipeline, values, experiment=experiment, run_name=run_name, service_account=service_account
     )
@@ -127,11 +119,6 @@ def pipelines_submit(
 @click.option("--catchup/--no-catchup", default=False, show_default=True, help="Backfill runs missed while paused.")
 def pipelines_schedule(
     pipeline: str,
-    host: str | None,
-    namespace: str,
-    token: str | None,
-    cookies: str | None,
-    insecure: bool,
     experiment: str,
     service_account: str,
     params: tuple[str, ...],
@@ -139,12 +126,13 @@ def pipelines_schedule(
     cron: str,
     max_concurrency: int,
     catchup: bool,
+    **kfp: Any,
 ) -> None:
     """Create a recurring run of PIPELINE, e.g. the regional-mapping of one region every week."""
     from pipelines.submit import connection_from, parse_params, schedule
 
     values = parse_params(pipeline, params)
-    connection = connection_from(host, namespace, token, cookies, insecure)
+    connection = connection_from(**kfp)  # host, namespace, token, cookies, insecure
     job_id = schedule(
         connection,
         pipeline,

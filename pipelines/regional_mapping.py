@@ -3,13 +3,10 @@
 from kfp import dsl
 
 from components.checks import check_mapping_params
-from components.ingest import ingest_acquisitions
 from components.mapping import map_region
 from components.parameters import MAPPING_DEFAULTS as D
-from components.validate import require_valid, validate_data
 from pipelines.platform import on_cpu, policy, with_settings
-
-HOUR = 3600
+from pipelines.stages import HOUR, ingest_validated
 
 
 @dsl.pipeline(
@@ -62,7 +59,9 @@ def regional_mapping(
     )
     policy(on_cpu(check, "500m", "1G"), retries=0, timeout_s=300, cache=True, name="check parameters")
 
-    ingest = ingest_acquisitions(
+    ingest, valid = ingest_validated(
+        check,
+        max_nodata=max_nodata,
         catalog=catalog,
         bbox=bbox,
         start=start,
@@ -75,13 +74,7 @@ def regional_mapping(
         labels=labels,
         label_table=label_table,
         s2_only=s2_only,
-    ).after(check)
-    policy(with_settings(on_cpu(ingest, "4", "8G")), retries=3, timeout_s=6 * HOUR, cache=False, name="ingest")
-
-    validate = validate_data(dataset=ingest.outputs["dataset"], max_nodata=max_nodata)
-    policy(with_settings(on_cpu(validate, "4", "8G")), retries=1, timeout_s=2 * HOUR, cache=False, name="validate")
-    valid = require_valid(verdict=validate.outputs["Output"], report=validate.outputs["report"])
-    policy(on_cpu(valid, "500m", "1G"), retries=0, timeout_s=300, cache=False, name="stop on bad data")
+    )
 
     mapped = map_region(
         scenes=ingest.outputs["dataset"],

@@ -5,14 +5,11 @@ from kfp import dsl
 from components.checks import check_training_params
 from components.export import export_model
 from components.gate import evaluate_and_gate, report_refusal
-from components.ingest import ingest_acquisitions
 from components.parameters import TRAINING_DEFAULTS as D
 from components.promote import promote_model
 from components.train import train_model
-from components.validate import require_valid, validate_data
 from pipelines.platform import on_cpu, on_gpu, policy, with_settings, with_triton_admin
-
-HOUR = 3600
+from pipelines.stages import HOUR, ingest_validated
 
 
 @dsl.pipeline(
@@ -81,7 +78,9 @@ def training(
     )
     policy(on_cpu(check, "500m", "1G"), retries=0, timeout_s=300, cache=True, name="check parameters")
 
-    ingest = ingest_acquisitions(
+    ingest, valid = ingest_validated(
+        check,
+        max_nodata=max_nodata,
         catalog=catalog,
         bbox=bbox,
         start=start,
@@ -93,13 +92,7 @@ def training(
         chip_size=chip_size,
         labels=labels,
         label_table=label_table,
-    ).after(check)
-    policy(with_settings(on_cpu(ingest, "4", "8G")), retries=3, timeout_s=6 * HOUR, cache=False, name="ingest")
-
-    validate = validate_data(dataset=ingest.outputs["dataset"], max_nodata=max_nodata)
-    policy(with_settings(on_cpu(validate, "4", "8G")), retries=1, timeout_s=2 * HOUR, cache=False, name="validate")
-    valid = require_valid(verdict=validate.outputs["Output"], report=validate.outputs["report"])
-    policy(on_cpu(valid, "500m", "1G"), retries=0, timeout_s=300, cache=False, name="stop on bad data")
+    )
 
     train = train_model(
         dataset=ingest.outputs["dataset"],
