@@ -586,10 +586,18 @@ def map_command(
         raise click.UsageError("give at most one of --onnx and --checkpoint")
     if reliability and not checkpoint:
         raise click.UsageError("--reliability needs --checkpoint: ONNX and Triton models return probabilities only")
-    outputs = {"options": options, "confidence": confidence}
     if checkpoint is not None or onnx_path is not None:
         predictor, model_id = _in_process_predictor(checkpoint, onnx_path, reliability=reliability)
-        result = map_scene(optical, sar, out_uri, predictor, model_id=model_id, reliability=reliability, **outputs)
+        result = map_scene(
+            optical,
+            sar,
+            out_uri,
+            predictor,
+            model_id=model_id,
+            reliability=reliability,
+            options=options,
+            confidence=confidence,
+        )
     else:
         from cloudlulc.io.retry import SERVING_RETRY
         from cloudlulc.serving.region_maps import TritonEndpoint
@@ -606,7 +614,8 @@ def map_command(
             repository=endpoint.repository,
             shared_memory_key=endpoint.shared_memory_key,
             retry=replace(SERVING_RETRY, attempts=attempts, timeout_s=request_timeout),
-            **outputs,
+            options=options,
+            confidence=confidence,
         )
     _echo_map(result, alone="Sentinel-1" if optical is None else "Sentinel-2" if sar is None else None)
 

@@ -51,8 +51,8 @@ def ingest_acquisitions(
     )
     options = IngestOptions(
         out=out_uri,
-        mode=mode,
-        chips=ChipOptions(chip_size=chip_size),  # type: ignore[arg-type]
+        mode=mode,  # type: ignore[arg-type]
+        chips=ChipOptions(chip_size=chip_size),
         label_source=labels or None,
         label_table=label_table,
         retry=ASSET_RETRY,
