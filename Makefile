@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test lint lint-deploy bench clean
+.PHONY: run test lint lint-deploy bench clean browser
 
 $(STAMP): pyproject.toml constraints.txt components/install.sh
 	PYTHON=$(PYTHON) sh components/install.sh $(VENV) dev 2>&1 | grep -v "^WARNING: Location" || true
@@ -29,7 +29,12 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: $(STAMP) lint lint-deploy
+# Debian's Chromium and its driver, for the report-page tests (headless, driven by Selenium).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+test: $(STAMP) browser lint lint-deploy
 	$(BIN)/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)"; rc=0; fi; exit $$rc
 
 # Deploy linters (hadolint, checkov) from their own pinned venv: checkov's dependencies conflict with constraints.txt.

@@ -24,6 +24,7 @@ from cloudlulc.io.guard import check_outputs_apart, probe_writable
 from cloudlulc.io.storage import join_uri
 from cloudlulc.mapping.options import MapOptions
 from cloudlulc.options import build, click_option, describe
+from cloudlulc.products.options import ProductOptions
 from cloudlulc.tracking.registry import GateConfig
 from cloudlulc.validation.thresholds import SceneThresholds, Thresholds
 
@@ -651,6 +652,77 @@ def _echo_map(result: Any, *, alone: str | None) -> None:
         click.echo(f"reliability: {result.reliability_uri}")
     click.echo(f"areas:     {result.areas_uri}")
     click.echo(f"quicklook: {result.quicklook_uri}")
+
+
+@cli.command("product")
+@click.option("--scenes", "scenes_uri", required=True, help="Scene stacks of the region (`ingest run --mode scenes`).")
+@click.option(
+    "--maps",
+    "maps_uri",
+    required=True,
+    help="Where scene maps go and the products' STAC catalogue lives (folder or s3://).",
+)
+@click_option(ProductOptions, "region")
+@click_option(ProductOptions, "aoi")
+@click_option(ProductOptions, "target_date", "--date")
+@click_option(ProductOptions, "window_days")
+@click_option(ProductOptions, "crs")
+@click_option(ProductOptions, "min_change_confidence")
+@click_option(ProductOptions, "reference")
+@click_option(ProductOptions, "reference_table")
+@click.option(
+    "--triton-url",
+    default=None,
+    envvar="TRITON_GRPC_URL",
+    help="Triton gRPC host:port [default: TRITON_GRPC_URL, else the running local Triton].",
+)
+@click.option("--model", "model_name", default=None, help="Served model [default: cloudlulc_cpu locally].")
+@click.option("--local-dir", default="outputs/triton", show_default=True, help="State folder of the local Triton.")
+@click_option(MapOptions, "tile")
+@click_option(MapOptions, "overlap")
+@click_option(MapOptions, "batch_size")
+@click.option("--s2-only", is_flag=True, help="Also map Sentinel-2 stacks without a Sentinel-1 partner.")
+def product_command(
+    scenes_uri: str,
+    maps_uri: str,
+    triton_url: str | None,
+    model_name: str | None,
+    local_dir: str,
+    tile: int,
+    overlap: int,
+    batch_size: int,
+    s2_only: bool,
+    **product: Any,
+) -> None:
+    """Map a region's scenes of a date window through Triton and publish its product for the date.
+
+    One COG over the AOI (each pixel from the best observation: clear optics first, then the most
+    confident scene), its confidence and source, class areas once per pixel, the change since the
+    region's previous product, and a report page; a STAC item in the catalogue under --maps, written
+    last. A date already published is not built again.
+    """
+    from cloudlulc.serving.region_maps import TritonEndpoint, map_region, window_stacks
+    from cloudlulc.serving.regional import default_model
+
+    options = build(ProductOptions, {"target_date": "--date"}, **product)
+    tiling = build(MapOptions, tile=tile, overlap=overlap, batch_size=batch_size)
+    check_outputs_apart({"--maps": maps_uri}, datasets={"--scenes": scenes_uri})
+    window_stacks(scenes_uri, options)  # no stack of the window, or a bad AOI or CRS: before any mapping
+    probe_writable(join_uri(maps_uri, "catalog.json"), "--maps")
+    endpoint = TritonEndpoint.find(triton_url, local_dir)
+    result = map_region(
+        scenes_uri,
+        maps_uri,
+        options.region,
+        endpoint,
+        model_name=model_name or default_model(triton_url),
+        options=tiling,
+        s2_only=s2_only,
+        product=options,
+        echo=click.echo,
+    )
+    if result.product is not None:
+        click.echo(f"STAC item: {result.product.item_uri}")
 
 
 # --- ingest ---------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable, Mapping
+from datetime import date
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import annotated_types
@@ -62,6 +63,8 @@ def _click_type(annotation: Any, info: FieldInfo) -> Any:
         annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
     if get_origin(annotation) is Literal:
         return click.Choice([str(value) for value in get_args(annotation)])
+    if annotation is date:
+        return click.DateTime(["%Y-%m-%d"])
     bounds = _bounds(info)
     if annotation is int:
         return click.IntRange(**bounds) if bounds else int
@@ -83,7 +86,11 @@ def click_option(model: type[BaseModel], name: str, *flags: str, **extra: Any) -
     default = None if info.default is PydanticUndefined else info.default
     if not flags:
         flags = (f"{flag_of(name)}/--no-{name.replace('_', '-')}",) if info.annotation is bool else (flag_of(name),)
-    settings: dict[str, Any] = {"default": default, "show_default": default is not None, "help": info.description}
+    settings: dict[str, Any] = {"show_default": default is not None, "help": info.description}
+    if info.is_required():  # no default at all: click 8.3+ takes an explicit None as one
+        settings["required"] = True
+    else:
+        settings["default"] = default
     if info.annotation is not bool:
         settings["type"] = _click_type(info.annotation, info)
     return click.option(*flags, name, **(settings | extra))

@@ -7,7 +7,7 @@ with the parameter's name and what it must be.
 """
 
 from datetime import date
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -16,6 +16,7 @@ from cloudlulc.ingest.options import ChipOptions
 from cloudlulc.mapping.options import MapOptions
 from cloudlulc.models.config import Architecture, SizeName
 from cloudlulc.options import describe, field_like
+from cloudlulc.products.options import ProductOptions
 from cloudlulc.tracking.registry import GateConfig
 from cloudlulc.training.config import TrainConfig
 from cloudlulc.validation.thresholds import Thresholds
@@ -50,6 +51,9 @@ class PipelineParams(BaseModel):
     local_dir: str = Field("", description="State folder of a local Triton (one-machine runs only).")
     triton_url: str = Field("", description="Triton gRPC host:port ('' = TRITON_GRPC_URL from the settings).")
 
+    relative_dates: ClassVar[bool] = False
+    """Whether ``start``/``end`` may be empty, resolved per run by ``cloudlulc.products.schedule``."""
+
     @field_validator("bbox")
     @classmethod
     def _bbox(cls, value: str) -> str:
@@ -61,6 +65,8 @@ class PipelineParams(BaseModel):
     @field_validator("start", "end")
     @classmethod
     def _day(cls, value: str) -> str:
+        if not value and cls.relative_dates:
+            return value
         try:
             date.fromisoformat(value)
         except ValueError:
@@ -69,7 +75,7 @@ class PipelineParams(BaseModel):
 
     @model_validator(mode="after")
     def _ordered(self) -> "PipelineParams":
-        if date.fromisoformat(self.start) > date.fromisoformat(self.end):
+        if self.start and self.end and date.fromisoformat(self.start) > date.fromisoformat(self.end):
             raise ValueError(f"start {self.start} is after end {self.end}")
         return self
 
@@ -110,8 +116,20 @@ class TrainingParams(PipelineParams):
 
 
 class MappingParams(PipelineParams):
-    """Parameters of the regional-mapping pipeline (ingest scenes -> validate -> map through Triton)."""
+    """Parameters of the regional-mapping pipeline (ingest scenes -> validate -> map through Triton).
 
+    Its dates may be empty so that a recurring run maps the newest date rather than the dates it was
+    created with; ``start``/``end`` given pin the run to them.
+    """
+
+    relative_dates: ClassVar[bool] = True
+
+    start: str = Field("", description="First acquisition day, YYYY-MM-DD ('' = end - window_days).")
+    end: str = Field(
+        "",
+        description="Last acquisition day, included, and the product's date, YYYY-MM-DD "
+        "('' = the day the run is scheduled for, UTC; today for a manual run).",
+    )
     scenes_uri: str = Field("s3://cloudlulc/data/scenes", min_length=1, description="Scene stacks prefix.")
     maps_uri: str = Field("s3://cloudlulc/maps", min_length=1, description="Where maps are published.")
     region: str = Field("region", min_length=1, pattern=r"^[A-Za-z0-9_-]+$", description="Region name in paths.")
@@ -119,6 +137,9 @@ class MappingParams(PipelineParams):
     tile: int = field_like(MapOptions, "tile")
     overlap: int = field_like(MapOptions, "overlap")
     batch_size: int = field_like(MapOptions, "batch_size")
+    window_days: int = field_like(ProductOptions, "window_days")
+    min_change_confidence: float = field_like(ProductOptions, "min_change_confidence")
+    reference: str = Field("", description="Reference land-cover raster to measure the product's agreement with.")
     s2_only: bool = Field(
         False,
         description="Also map Sentinel-2 scenes with no Sentinel-1 partner, from "

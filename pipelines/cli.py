@@ -56,14 +56,24 @@ def demo(out_dir: str, epochs: int, scene_size: int, seed: int, keep_serving: bo
     click.echo("\n" + result.summary())
 
 
-def _kfp_options(command: Callable[..., None]) -> Callable[..., None]:
-    """Where the Kubeflow Pipelines API is and how to authenticate (options shared by submit and schedule)."""
+def _connection_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Where the Kubeflow Pipelines API is and how to authenticate (``connection_from``'s arguments)."""
     options = [
         click.option("--host", help="Kubeflow Pipelines API, e.g. https://kubeflow.example.org/pipeline [KFP_HOST]."),
         click.option("--namespace", default="kubeflow-user", show_default=True, help="Kubeflow profile namespace."),
         click.option("--token", help="Bearer token [KF_PIPELINES_TOKEN]."),
         click.option("--cookies", help="Session cookie, e.g. authservice_session=... [KFP_COOKIES]."),
         click.option("--insecure", is_flag=True, help="Do not verify the API's TLS certificate."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _kfp_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The connection options, then what a run needs: experiment, service account, parameters, pipeline."""
+    options: list[Callable[[Callable[..., None]], Callable[..., None]]] = [
+        _connection_options,
         click.option("--experiment", default="cloudlulc", show_default=True),
         click.option(
             "--service-account",
@@ -81,7 +91,7 @@ def _kfp_options(command: Callable[..., None]) -> Callable[..., None]:
 
 @click.group()
 def pipelines() -> None:
-    """Compile, submit and schedule the Kubeflow pipelines (training, regional-mapping)."""
+    """Compile, submit and schedule the Kubeflow pipelines (training, regional-mapping); manage schedules."""
 
 
 @pipelines.command("compile")
@@ -132,6 +142,12 @@ def pipelines_schedule(
     from pipelines.submit import connection_from, parse_params, schedule
 
     values = parse_params(pipeline, params)
+    if pipeline == "regional-mapping" and values.get("end"):
+        click.echo(
+            f"warning: end={values['end']} is fixed: every run of {job_name!r} maps that date again; leave end "
+            "empty to map each run's scheduled day",
+            err=True,
+        )
     connection = connection_from(**kfp)  # host, namespace, token, cookies, insecure
     job_id = schedule(
         connection,
@@ -148,6 +164,49 @@ def pipelines_schedule(
         f"scheduled {pipeline} as {job_name!r} ({job_id}): cron {cron!r}, at most {max_concurrency} at a "
         f"time, {'with' if catchup else 'no'} catch-up"
     )
+
+
+@pipelines.group("schedules")
+def pipelines_schedules() -> None:
+    """List, pause, resume and delete recurring runs (a schedule is named by its name or its id)."""
+
+
+@pipelines_schedules.command("list")
+@_connection_options
+def schedules_list(**kfp: Any) -> None:
+    """List the namespace's recurring runs.
+
+    One line each: name, id, cron, enabled or paused, pipeline.
+    """
+    from pipelines.submit import connection_from, list_schedules
+
+    connection = connection_from(**kfp)  # host, namespace, token, cookies, insecure
+    found = list_schedules(connection)
+    for item in found:
+        click.echo(item.line())
+    if not found:
+        click.echo(f"no schedule in namespace {connection.namespace!r} at {connection.host}")
+
+
+def _schedule_command(action: str, done: str, summary: str) -> click.Command:
+    """``schedules pause|resume|delete SCHEDULE``: one command per action, the same arguments."""
+
+    @_connection_options
+    @click.argument("reference", metavar="SCHEDULE")
+    def command(reference: str, **kfp: Any) -> None:
+        from pipelines.submit import connection_from, delete_schedule, pause_schedule, resume_schedule
+
+        act = {"pause": pause_schedule, "resume": resume_schedule, "delete": delete_schedule}[action]
+        item = act(connection_from(**kfp), reference)  # host, namespace, token, cookies, insecure
+        click.echo(f"{done} {item.line()}")
+
+    command.__doc__ = summary
+    return pipelines_schedules.command(action)(command)
+
+
+_schedule_command("pause", "paused", "Pause SCHEDULE (a name or an id): no run starts until it is resumed.")
+_schedule_command("resume", "resumed", "Resume the paused SCHEDULE (a name or an id).")
+_schedule_command("delete", "deleted", "Delete SCHEDULE (a name or an id); the runs it started stay.")
 
 
 @pipelines.command("run")

@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from pipelines.regional_mapping import regional_mapping
 from pipelines.training import training
 
 TRAINING_DATES = ("2026-06-01", "2026-06-30")
-MAPPING_DATES = ("2026-07-01", "2026-07-31")
+MAPPING_DATES = (("2026-06-01", "2026-06-30"), ("2026-07-01", "2026-07-31"))
+"""Two target dates of the demo region: the second product has a change map against the first."""
 
 
 def init_local(pipeline_root: Path) -> None:
@@ -42,11 +44,45 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _run_local(pipeline: Callable[..., Any], params: dict[str, Any], pipeline_root: Path) -> None:
+    local_runs_without_schedule_time()
     init_local(pipeline_root)
     try:
         pipeline(**params)
     except RuntimeError as error:  # what kfp.local raises, and only raises, for a failed step (raise_on_error)
         raise PipelineStepError(_ANSI.sub("", str(error))) from error
+
+
+def local_runs_without_schedule_time() -> None:
+    """Let ``kfp.local`` run this pipeline: the schedule-time placeholder becomes "" (no schedule) there.
+
+    kfp.local's placeholder resolution takes ``{{$.pipeline_job_schedule_time_utc}}`` for an input path
+    and fails with an IndexError (kubeflow/pipelines#13424; fix proposed in #13426). Only that failure
+    is caught, so a kfp that resolves the placeholder keeps its own value; the dates of a local run then
+    come from ``start``/``end``, or today (``cloudlulc.products.schedule``). Only kfp.local is changed:
+    the compiled pipeline, and so Kubeflow, still get the placeholder.
+    """
+    from kfp import dsl
+    from kfp.local import placeholder_utils
+
+    original = placeholder_utils.resolve_individual_placeholder
+    if getattr(original, "without_schedule_time", False):
+        return
+
+    def resolve(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(*args, **kwargs)
+        except IndexError:
+            element = kwargs.get("element", args[0] if args else None)
+            if not isinstance(element, str) or dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER not in element:
+                raise
+            if "element" in kwargs:
+                kwargs["element"] = element.replace(dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER, "")
+            else:
+                args = (element.replace(dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER, ""), *args[1:])
+            return original(*args, **kwargs)
+
+    resolve.without_schedule_time = True  # type: ignore[attr-defined]
+    placeholder_utils.resolve_individual_placeholder = resolve
 
 
 def run_training(params: dict[str, Any], pipeline_root: Path) -> None:
@@ -176,16 +212,19 @@ def training_params(layout: MainJobLayout, config: MainJobConfig, catalog: Any) 
     }
 
 
-def mapping_params(layout: MainJobLayout, config: MainJobConfig, catalog: Any) -> dict[str, Any]:
-    """The regional-mapping pipeline's parameters on the embedded defaults."""
+def mapping_params(
+    layout: MainJobLayout, config: MainJobConfig, catalog: Any, dates: tuple[str, str]
+) -> dict[str, Any]:
+    """The regional-mapping pipeline's parameters on the embedded defaults: the product of ``dates[1]``."""
     from cloudlulc.serving.model_config import CPU_MODEL
 
     west, south, east, north = catalog.bbox_wgs84
     return {
         "catalog": catalog.catalog_href,
         "bbox": f"{west},{south},{east},{north}",
-        "start": MAPPING_DATES[0],
-        "end": MAPPING_DATES[1],
+        "start": dates[0],
+        "end": dates[1],
+        "window_days": (date.fromisoformat(dates[1]) - date.fromisoformat(dates[0])).days,
         "max_cloud": 100.0,
         "scenes_uri": str(layout.scenes),
         "maps_uri": str(layout.maps),
@@ -230,6 +269,8 @@ class MainJobResult:
     gate: str
     served: str
     maps: list[Path]
+    products: list[Path]
+    """STAC items of the region's products, one per target date (``<maps>/demo/<item>/<item>.json``)."""
     map_agreement: float | None
     seconds: float
 
@@ -251,6 +292,12 @@ class MainJobResult:
             lines.append(f"map (COG):     {path}")
             lines.append(f"  class areas: {path.with_name(path.stem + '_areas.json')}")
             lines.append(f"  quicklook:   {path.with_name(path.stem + '_quicklook.png')}")
+        for item in self.products:
+            lines.append(f"product:       {item} (STAC item; catalogue {self.layout.maps / 'catalog.json'})")
+            lines.append(f"  report page: {item.with_name(item.stem + '_report.html')}")
+            change = item.with_name(item.stem + "_change.tif")
+            if change.exists():
+                lines.append(f"  change map:  {change}")
         if self.map_agreement is not None:
             lines.append(f"map agreement with the synthetic ground truth: {self.map_agreement:.1%} of pixels")
         lines.append(f"pipeline runs: {self.layout.pipeline_root} (every step's artifacts)")
@@ -311,11 +358,15 @@ def run_main_job(
     )
     gate = f"{newest.tags.get('gate.decision', 'not decided')}: {newest.tags.get('gate.reason', '')}"
     echo(f"      gate: {gate}")
-    echo("[3/3] regional-mapping pipeline (kfp.local): ingest -> validate -> map through Triton")
+    echo(
+        "[3/3] regional-mapping pipeline (kfp.local), once per target date: ingest -> validate -> map through "
+        "Triton -> region product (mosaic, change since the last product, STAC item, report page)"
+    )
     ensure_serving(layout)
     try:
-        with step_log(log):
-            run_mapping(mapping_params(layout, config, catalog), layout.pipeline_root)
+        for dates in MAPPING_DATES:
+            with step_log(log):
+                run_mapping(mapping_params(layout, config, catalog, dates), layout.pipeline_root)
         server = LocalTriton(layout.triton).state()
         version = ModelRepository(str(layout.repository)).served_version(CPU_MODEL)
         served = f"version {version} of {CPU_MODEL} at {server.grpc_url}" if server else "not running"
@@ -325,6 +376,7 @@ def run_main_job(
     served += "" if keep_serving else f" (stopped; `cloudlulc serve --repository {layout.repository}` serves it again)"
     maps = sorted((layout.maps / "demo").glob("*.tif"))
     maps = [path for path in maps if not path.stem.endswith("_confidence")]
+    products = sorted(path for path in (layout.maps / "demo").glob("*/*.json") if path.stem == path.parent.name)
     champion = registry.alias_version(CHAMPION)
     run_id = MlflowClient(settings.tracking_uri).get_model_version(settings.registered_model, newest.version).run_id
     reports = sorted(layout.pipeline_root.glob("*/validate-data*/report"))
@@ -338,6 +390,7 @@ def run_main_job(
         gate=str(gate),
         served=served,
         maps=maps,
+        products=products,
         map_agreement=_agreement(maps[-1], catalog.truth_labels_uri) if maps else None,
         seconds=time.monotonic() - began,
     )

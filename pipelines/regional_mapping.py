@@ -1,4 +1,12 @@
-"""The regional-mapping pipeline: a region and dates in, published LULC maps out (scheduled per region)."""
+"""The regional-mapping pipeline: a region and dates in, published LULC maps out (scheduled per region).
+
+Empty ``start``/``end`` (the defaults) make a recurring run map the day it is scheduled for: the ingest
+and map steps resolve them from Kubeflow's schedule time (``cloudlulc.products.schedule``). Both steps
+run with caching off, so a run never gets a cached map of other scenes.
+
+``kfp.local`` (kfp 2.17) fails on that placeholder instead of resolving it (kubeflow/pipelines#13424):
+local runs go through ``pipelines.local``, which lets them see no schedule time instead.
+"""
 
 from kfp import dsl
 
@@ -31,6 +39,9 @@ def regional_mapping(
     tile: int = D.tile,
     overlap: int = D.overlap,
     batch_size: int = D.batch_size,
+    window_days: int = D.window_days,
+    min_change_confidence: float = D.min_change_confidence,
+    reference: str = D.reference,
     s2_only: bool = D.s2_only,
     triton_url: str = D.triton_url,
     local_dir: str = D.local_dir,
@@ -53,6 +64,9 @@ def regional_mapping(
         tile=tile,
         overlap=overlap,
         batch_size=batch_size,
+        window_days=window_days,
+        min_change_confidence=min_change_confidence,
+        reference=reference,
         s2_only=s2_only,
         triton_url=triton_url,
         local_dir=local_dir,
@@ -74,6 +88,8 @@ def regional_mapping(
         labels=labels,
         label_table=label_table,
         s2_only=s2_only,
+        window_days=window_days,
+        scheduled=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
     )
 
     mapped = map_region(
@@ -86,7 +102,13 @@ def regional_mapping(
         tile=tile,
         overlap=overlap,
         batch_size=batch_size,
+        aoi=bbox,
+        target_date=end,
+        window_days=window_days,
+        min_change_confidence=min_change_confidence,
+        reference=reference,
         s2_only=s2_only,
+        scheduled=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
     ).after(valid)
     policy(
         with_settings(on_cpu(mapped, "4", "16G")), retries=2, timeout_s=12 * HOUR, cache=False, name="map and publish"

@@ -105,12 +105,18 @@ def test_aoi_from_geojson_and_bbox_with_clear_errors(tmp_path: Path) -> None:
         load_aoi(tmp_path / "utm.geojson")
 
 
-def test_an_aoi_across_a_utm_zone_boundary_gets_the_zone_of_its_centroid() -> None:
+def test_an_aoi_across_a_utm_zone_boundary_gets_its_dominant_zone() -> None:
     assert utm_crs(2.5, 45).to_epsg() == 32631
     assert utm_crs(3.5, -10).to_epsg() == 32731
     across = shapely.box(5.0, 45.0, 6.4, 45.2)  # zones 31 and 32 meet at 6 degrees east
     assert grid_crs_for(across).to_epsg() == 32631
     assert grid_crs_for(shapely.box(5.8, 45.0, 7.0, 45.2)).to_epsg() == 32632
+    assert grid_crs_for(shapely.box(5.8, -45.2, 7.0, -45.0)).to_epsg() == 32732  # south of the equator
+    # an L whose centroid lies in zone 31 but whose area lies mostly in zone 32
+    ell = shapely.union_all([shapely.box(0.0, 45.0, 6.0, 45.5), shapely.box(6.0, 45.0, 7.0, 49.0)])
+    assert utm_crs(ell.centroid.x, ell.centroid.y).to_epsg() == 32631 and grid_crs_for(ell).to_epsg() == 32632
+    wide = shapely.union_all([shapely.box(0.5, 45.0, 5.9, 46.0), shapely.box(5.9, 45.0, 6.6, 45.1)])
+    assert grid_crs_for(wide).to_epsg() == 32631
     grid = snapped_grid(to_crs(across, grid_crs_for(across)), CRS.from_epsg(32631), 5120.0)
     assert grid.transform.c % 5120 == 0 and grid.transform.f % 5120 == 0 and grid.transform.a == 10.0
     lattice = list(chips(grid, 512))

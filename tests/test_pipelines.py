@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,113 @@ from pipelines.local import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from kfp_api import KfpApiStandIn
+from kfp_api import KfpApiStandIn, Recorded
 
 GPU_STEPS = {"train-model", "export-model"}
+
+RECURRING_RUNS = "/apis/v2beta1/recurringruns"
+
+
+@dataclass
+class KfpSchedulesStandIn(KfpApiStandIn):
+    """``KfpApiStandIn`` that also keeps the recurring runs it creates, for the schedules commands.
+
+    Answers the v2beta1 endpoints ``kfp.Client`` calls for them: list (paged by ``page_size`` and
+    ``page_token``, the list under ``recurringRuns`` as the API names it), get, ``:disable``,
+    ``:enable`` and delete; a listing shows the asked namespace's runs only, and an unknown id is a 404,
+    as from the API server.
+    """
+
+    recurring_runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def seed(
+        self,
+        name: str,
+        *,
+        pipeline: str = "cloudlulc-regional-mapping",
+        cron: str = "0 0 6 * * 1",
+        namespace: str = "team-geo",
+    ) -> str:
+        """A recurring run as the API server would hold it; returns its id."""
+        run_id = f"job-{len(self.recurring_runs) + 1}"
+        self.recurring_runs[run_id] = {
+            "recurring_run_id": run_id,
+            "namespace": namespace,
+            "display_name": name,
+            "trigger": {"cron_schedule": {"cron": cron}},
+            "mode": "ENABLE",
+            "status": "ENABLED",
+            "max_concurrency": "1",
+            "no_catchup": True,
+            "pipeline_spec": {"pipeline_spec": {"pipelineInfo": {"name": pipeline}}, "platform_spec": {}},
+        }
+        return run_id
+
+    def calls(self, method: str | None = None) -> list[tuple[str, str]]:
+        """(method, path) of the requests to the recurring-runs endpoints, in order."""
+        return [
+            (r.method, r.path)
+            for r in self.requests
+            if r.path.startswith(RECURRING_RUNS) and (method is None or r.method == method)
+        ]
+
+    def __enter__(self) -> KfpSchedulesStandIn:
+        super().__enter__()
+        assert self._server is not None
+        api = self
+        base: Any = self._server.RequestHandlerClass
+
+        class Handler(base, BaseHTTPRequestHandler):  # the stand-in's handler; named again for what it is
+            def _one(self, request: Recorded) -> tuple[str, str]:
+                """(id, action) of ``/recurringruns/<id>[:action]``."""
+                run_id, _, action = request.path.removeprefix(RECURRING_RUNS + "/").partition(":")
+                return run_id, action
+
+            def do_GET(self) -> None:
+                if not self.path.startswith(RECURRING_RUNS):
+                    return super().do_GET()
+                request = self._record("GET")
+                if request.path == RECURRING_RUNS:
+                    namespace = request.query.get("namespace", [""])[0]
+                    runs = [r for r in api.recurring_runs.values() if r.get("namespace", namespace) == namespace]
+                    offset = int(request.query.get("page_token", ["0"])[0] or 0)
+                    size = int(request.query.get("page_size", ["0"])[0] or 0) or len(runs)
+                    page = {"recurringRuns": runs[offset : offset + size], "total_size": len(runs)}
+                    if offset + size < len(runs):
+                        page["next_page_token"] = str(offset + size)
+                    return self._answer(200, page)
+                run_id, _ = self._one(request)
+                if run_id not in api.recurring_runs:
+                    return self._answer(404, {"error": f"recurring run {run_id} not found", "code": 5})
+                return self._answer(200, api.recurring_runs[run_id])
+
+            def do_POST(self) -> None:
+                if not self.path.startswith(RECURRING_RUNS):
+                    return super().do_POST()
+                request = self._record("POST")
+                if request.path == RECURRING_RUNS:  # create: kept, so it can be listed and managed
+                    run_id = f"job-{len(api.recurring_runs) + 1}"
+                    api.recurring_runs[run_id] = {**request.body, "recurring_run_id": run_id, "status": "ENABLED"}
+                    return self._answer(200, api.recurring_runs[run_id])
+                run_id, action = self._one(request)
+                if run_id not in api.recurring_runs or action not in ("enable", "disable"):
+                    return self._answer(404, {"error": f"recurring run {run_id} not found", "code": 5})
+                enable = action == "enable"
+                api.recurring_runs[run_id].update(
+                    mode="ENABLE" if enable else "DISABLE", status="ENABLED" if enable else "DISABLED"
+                )
+                return self._answer(200, {})
+
+            def do_DELETE(self) -> None:
+                request = self._record("DELETE")
+                run_id, _ = self._one(request)
+                if not request.path.startswith(RECURRING_RUNS + "/") or run_id not in api.recurring_runs:
+                    return self._answer(404, {"error": f"recurring run {run_id} not found", "code": 5})
+                del api.recurring_runs[run_id]
+                return self._answer(200, {})
+
+        self._server.RequestHandlerClass = Handler
+        return self
 
 
 def _platform(document_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -214,6 +320,174 @@ def test_unreachable_kfp_api_fails_naming_it():
     assert "127.0.0.1:9" in str(result.exception)
 
 
+def test_compiled_mapping_resolves_dates_from_the_schedule_and_never_caches_ingest_or_map():
+    from kfp import dsl
+
+    spec, _ = _platform("regional-mapping")
+    tasks = spec["root"]["dag"]["tasks"]
+    for name in ("ingest-acquisitions", "validate-data", "require-valid", "map-region"):
+        assert not tasks[name].get("cachingOptions", {}).get("enableCache", False), f"{name} may be cached"
+    for name in ("ingest-acquisitions", "map-region"):  # the scheduled time, resolved by Kubeflow per run
+        inputs = tasks[name]["inputs"]["parameters"]
+        assert inputs["scheduled"]["runtimeValue"]["constant"] == dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER
+        assert inputs["window_days"] == {"componentInputParameter": "window_days"}
+    assert tasks["map-region"]["inputs"]["parameters"]["target_date"] == {"componentInputParameter": "end"}
+    root = spec["root"]["inputDefinitions"]["parameters"]
+    assert root["start"]["defaultValue"] == root["end"]["defaultValue"] == ""  # relative unless pinned
+    # training keeps its fixed dates: no scheduled time reaches its ingest step
+    training, _ = _platform("training")
+    ingest = training["root"]["dag"]["tasks"]["ingest-acquisitions"]["inputs"]["parameters"]
+    assert "scheduled" not in ingest and "window_days" not in ingest
+    assert training["root"]["inputDefinitions"]["parameters"]["end"]["defaultValue"] == TrainingParams().end
+
+
+def _schedules(api: KfpApiStandIn, *args: str) -> Any:
+    base = ["--host", api.host, "--token", "t0k", "--namespace", "team-geo"]
+    return CliRunner().invoke(cli, ["pipelines", "schedules", *args, *base])
+
+
+def test_schedules_list_pause_resume_and_delete_by_name_or_id(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("HOME", str(Path.cwd()))  # kfp.Client reads ~/.config/kfp/context.json if present
+    with KfpSchedulesStandIn() as api:
+        created = CliRunner().invoke(
+            cli,
+            [
+                "pipelines",
+                "schedule",
+                "regional-mapping",
+                *("--host", api.host, "--token", "t0k", "--namespace", "team-geo"),
+                *("--name", "lyon-weekly", "--cron", "0 0 6 * * 1", "--param", "region=lyon"),
+            ],
+        )
+        assert created.exit_code == 0, created.output
+        assert "warning" not in created.stderr  # relative dates: each run maps its scheduled day
+        assert api.recurring_runs["job-1"]["runtime_config"]["parameters"] == {"region": "lyon"}
+        api.seed("training-monthly", pipeline="cloudlulc-training", cron="0 0 2 1 * *")
+
+        listed = _schedules(api, "list")
+        assert listed.exit_code == 0, listed.output
+        assert listed.output.splitlines() == [
+            "lyon-weekly (job-1): cron '0 0 6 * * 1', enabled, pipeline cloudlulc-regional-mapping",
+            "training-monthly (job-2): cron '0 0 2 1 * *', enabled, pipeline cloudlulc-training",
+        ]
+        (listing,) = [r for r in api.requests if r.method == "GET" and r.path == RECURRING_RUNS]
+        assert listing.query["namespace"] == ["team-geo"]
+
+        before = len(api.calls())
+        paused = _schedules(api, "pause", "lyon-weekly")
+        assert paused.exit_code == 0, paused.output
+        assert paused.output == (
+            "paused lyon-weekly (job-1): cron '0 0 6 * * 1', paused, pipeline cloudlulc-regional-mapping\n"
+        )
+        assert api.calls()[before:] == [
+            ("GET", RECURRING_RUNS),  # the name, resolved through the listing
+            ("POST", f"{RECURRING_RUNS}/job-1:disable"),
+            ("GET", f"{RECURRING_RUNS}/job-1"),  # the state it now has
+        ]
+        assert api.recurring_runs["job-1"]["status"] == "DISABLED"
+        assert "lyon-weekly (job-1): cron '0 0 6 * * 1', paused," in _schedules(api, "list").output
+
+        before = len(api.calls())
+        resumed = _schedules(api, "resume", "job-1")
+        assert resumed.exit_code == 0, resumed.output
+        assert resumed.output.startswith("resumed lyon-weekly (job-1): cron '0 0 6 * * 1', enabled,")
+        assert api.calls()[before:] == [
+            ("GET", RECURRING_RUNS),
+            ("POST", f"{RECURRING_RUNS}/job-1:enable"),
+            ("GET", f"{RECURRING_RUNS}/job-1"),
+        ]
+
+        before = len(api.calls())
+        deleted = _schedules(api, "delete", "training-monthly")
+        assert deleted.exit_code == 0, deleted.output
+        assert deleted.output.startswith("deleted training-monthly (job-2): cron '0 0 2 1 * *', enabled,")
+        assert api.calls()[before:] == [("GET", RECURRING_RUNS), ("DELETE", f"{RECURRING_RUNS}/job-2")]
+        assert set(api.recurring_runs) == {"job-1"}
+        pinned = CliRunner().invoke(
+            cli,
+            [
+                "pipelines",
+                "schedule",
+                "regional-mapping",
+                *("--host", api.host, "--token", "t0k", "--namespace", "team-geo"),
+                *("--name", "lyon-frozen", "--cron", "0 0 6 * * 1", "--param", "end=2026-06-30"),
+            ],
+        )
+        assert pinned.exit_code == 0, pinned.output
+        assert "warning: end=2026-06-30 is fixed: every run of 'lyon-frozen' maps that date again" in pinned.stderr
+    auth = {value for r in api.requests for key, value in r.headers.items() if key.lower() == "authorization"}
+    assert auth == {"Bearer t0k"}
+
+
+def test_schedules_found_by_id_beyond_the_listing_and_over_pages(monkeypatch: pytest.MonkeyPatch):
+    import pipelines.submit
+
+    monkeypatch.setenv("HOME", str(Path.cwd()))
+    monkeypatch.setattr(pipelines.submit, "PAGE_SIZE", 2)
+    with KfpSchedulesStandIn() as api:
+        for region in ("lyon", "nice", "pau", "brest", "metz"):
+            api.seed(f"{region}-weekly")
+        listed = _schedules(api, "list")
+        assert listed.exit_code == 0, listed.output
+        assert [line.split()[0] for line in listed.output.splitlines()] == [
+            "lyon-weekly",
+            "nice-weekly",
+            "pau-weekly",
+            "brest-weekly",
+            "metz-weekly",
+        ]
+        pages = [r.query for r in api.requests if r.method == "GET" and r.path == RECURRING_RUNS]
+        assert [q.get("page_token", [""])[0] for q in pages] == ["", "2", "4"]
+        assert {q["page_size"][0] for q in pages} == {"2"}
+
+        paused = _schedules(api, "pause", "metz-weekly")  # on the last page
+        assert paused.exit_code == 0, paused.output
+        assert api.recurring_runs["job-5"]["status"] == "DISABLED"
+
+        # an id the namespace's listing does not show (another profile's): asked for by id
+        elsewhere = api.seed("far-weekly", namespace="team-far")
+        assert "far-weekly" not in _schedules(api, "list").output
+        deleted = _schedules(api, "delete", elsewhere)
+        assert deleted.exit_code == 0, deleted.output
+        assert deleted.output.startswith(f"deleted far-weekly ({elsewhere}):")
+        assert api.calls()[-2:] == [
+            ("GET", f"{RECURRING_RUNS}/{elsewhere}"),
+            ("DELETE", f"{RECURRING_RUNS}/{elsewhere}"),
+        ]
+        assert elsewhere not in api.recurring_runs
+
+
+def test_schedules_refuse_unknown_and_ambiguous_names_and_misuse(monkeypatch: pytest.MonkeyPatch):
+    from cloudlulc.errors import UsageError
+
+    monkeypatch.setenv("HOME", str(Path.cwd()))
+    monkeypatch.delenv("KFP_HOST", raising=False)
+    with KfpSchedulesStandIn() as api:
+        first, second = api.seed("lyon-weekly"), api.seed("lyon-weekly")
+        api.seed("nice-weekly")
+        for action in ("pause", "resume", "delete"):
+            unknown = _schedules(api, action, "paris-weekly")
+            assert isinstance(unknown.exception, UsageError) and unknown.exception.exit_code == 2
+            assert "'paris-weekly'" in str(unknown.exception) and "team-geo" in str(unknown.exception)
+            twice = _schedules(api, action, "lyon-weekly")
+            assert isinstance(twice.exception, UsageError) and twice.exception.exit_code == 2
+            assert f"2 schedules are named 'lyon-weekly' ({first}, {second})" in str(twice.exception)
+        # nothing was changed: only listings, and the look-up of the unknown name as an id
+        assert {call for call in api.calls() if call[0] != "GET"} == set()
+        assert ("GET", f"{RECURRING_RUNS}/paris-weekly") in api.calls()
+        assert all(run["status"] == "ENABLED" for run in api.recurring_runs.values())
+
+        requests_before = len(api.requests)
+        runner = CliRunner()
+        assert runner.invoke(cli, ["pipelines", "schedules", "pause", "--host", api.host]).exit_code == 2  # no name
+        assert runner.invoke(cli, ["pipelines", "schedules", "stop", "lyon-weekly"]).exit_code == 2
+        assert runner.invoke(cli, ["pipelines", "schedules", "list", "--host", api.host, "extra"]).exit_code == 2
+        no_host = runner.invoke(cli, ["pipelines", "schedules", "list"])
+        assert isinstance(no_host.exception, UsageError) and no_host.exception.exit_code == 2
+        assert "KFP_HOST" in str(no_host.exception)
+        assert len(api.requests) == requests_before, "misuse reached the API"
+
+
 # --- local runs ------------------------------------------------------------------------------------
 
 
@@ -255,6 +529,30 @@ def test_main_job_runs_both_pipelines_to_published_maps(main_job: Any):
     summary = result.summary()
     for where in (str(layout.dataset), str(result.maps[0]), "mlflow ui --backend-store-uri"):
         assert where in summary
+
+
+def test_main_job_ends_with_two_region_products_the_second_with_its_change(main_job: Any):
+    from cloudlulc.products.build import published_item
+    from cloudlulc.products.catalog import read_items
+    from cloudlulc.products.stac_validation import validate_item
+
+    result, _ = main_job
+    assert [path.stem for path in result.products] == ["demo-20260630", "demo-20260731"]
+    items = read_items(str(result.layout.maps), "demo")
+    assert [item.id for item in items] == ["demo-20260630", "demo-20260731"]
+    for item in items:
+        validate_item(item.to_dict())
+        assert sum(item.properties["cloudlulc:areas_km2"].values()) > 0
+        assert item.properties["cloudlulc:served_model"] == "cloudlulc_cpu"
+    june, july = items
+    assert "change" not in june.assets and "change" in july.assets
+    assert july.properties["cloudlulc:previous_item_id"] == june.id
+    assert published_item(str(result.products[1])).id == july.id
+    summary = result.summary()
+    for item in result.products:
+        assert str(item) in summary and str(item.with_name(item.stem + "_report.html")) in summary
+    report_artifacts = sorted(result.layout.pipeline_root.glob("cloudlulc-regional-mapping-*/map-region*/report"))
+    assert report_artifacts and "<html" in report_artifacts[-1].read_text()[:200].lower()
 
 
 def test_gate_refusal_ends_green_without_compile_or_promote(main_job: Any):

@@ -1,8 +1,10 @@
 """The output grid of an ingest run: one UTM CRS at 10 m, aligned so chips of every run coincide.
 
 Choice for an area of interest that crosses a UTM zone boundary (our choice, stated in the run summary
-and the manifest): the whole run uses the UTM zone (WGS84, north or south) of the AOI's centroid;
-acquisitions delivered in a neighbouring zone are warped onto it. One grid keeps chips of different
+and the manifest): the whole run uses the AOI's dominant UTM zone (WGS84, the zone holding the largest
+share of its area; north or south by its centroid); acquisitions delivered in a neighbouring zone are
+warped onto it. Regional products choose their CRS by the same rule, so they and the scene stacks
+they are built from share a zone. One grid keeps chips of different
 dates over the same ground identical in extent, which the split assignment and time series rely on.
 Grid origins are multiples of the chip size in metres, so two runs over overlapping AOIs cut the
 same chips.
@@ -61,14 +63,24 @@ class Chip:
 
 def utm_crs(lon: float, lat: float) -> CRS:
     """The WGS84 UTM zone holding (lon, lat) (standard 6-degree zones; the Norway exceptions are ignored)."""
-    zone = min(60, max(1, math.floor((lon + 180.0) / 6.0) + 1))
-    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+    return CRS.from_epsg((32600 if lat >= 0 else 32700) + _zone(lon))
 
 
 def grid_crs_for(aoi: BaseGeometry) -> CRS:
-    """The run's CRS: the UTM zone of the AOI's centroid (see the module note on zone boundaries)."""
-    centroid = aoi.centroid
-    return utm_crs(centroid.x, centroid.y)
+    """The AOI's dominant UTM zone (largest share of its area, in lon/lat degrees; ties to the west).
+
+    Shares are compared in degrees squared: within one AOI the zones' strips have the same latitudes,
+    so the order of the shares is the order of their areas on the ground.
+    """
+    west, _, east, _ = aoi.bounds
+    zones = range(_zone(west), _zone(east) + 1)
+    shares = [aoi.intersection(shapely.box(-180 + 6 * (z - 1), -90, -180 + 6 * z, 90)).area for z in zones]
+    zone = zones[max(range(len(shares)), key=lambda i: (shares[i], -i))]
+    return CRS.from_epsg((32600 if aoi.centroid.y >= 0 else 32700) + zone)
+
+
+def _zone(lon: float) -> int:
+    return min(60, max(1, math.floor((lon + 180.0) / 6.0) + 1))
 
 
 def to_crs(geometry: BaseGeometry, crs: CRS) -> BaseGeometry:
@@ -78,7 +90,7 @@ def to_crs(geometry: BaseGeometry, crs: CRS) -> BaseGeometry:
 
 def snapped_grid(area: BaseGeometry, crs: CRS, align_m: float) -> Grid:
     """The 10 m grid covering ``area`` (in ``crs``), its edges snapped outward to multiples of ``align_m``."""
-    west, south, east, north = area.bounds
+    west, south, east, north = (round(value, 6) for value in area.bounds)  # a reprojected edge's 1e-10 m is not a pixel
     left, top = math.floor(west / align_m) * align_m, math.ceil(north / align_m) * align_m
     right, bottom = math.ceil(east / align_m) * align_m, math.floor(south / align_m) * align_m
     width, height = round((right - left) / PIXEL_M), round((top - bottom) / PIXEL_M)

@@ -114,7 +114,7 @@ class IngestReport:
         """Human-readable lines for the command line."""
         counts = {s: sum(p.status == s for p in self.pairs) for s in ("ingested", "already ingested", "failed")}
         lines = [
-            f"grid: {self.crs} at {PIXEL_M:g} m (UTM zone of the area of interest's centroid)",
+            f"grid: {self.crs} at {PIXEL_M:g} m (the area of interest's dominant UTM zone)",
             "pairs: " + ", ".join(f"{n} {s}" for s, n in counts.items()),
         ]
         lines += [

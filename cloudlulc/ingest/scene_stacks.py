@@ -6,6 +6,7 @@ running or killed ingest is never picked up half-done.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,6 +29,13 @@ class SceneStack:
     """None for a Sentinel-2-only stack (``ingest run --s2-only``): map it with the SAR input absent."""
     cloud_mask: str
     label: str | None
+    s2_id: str = ""
+    s1_id: str | None = None
+    s1_datetime: datetime | None = None
+    s2_cloud_cover: float | None = None
+    """The Sentinel-2 item's cloud cover (percent of the whole scene, from its catalogue)."""
+    checksums: str = ""
+    """The manifest's SHA-256 of the stack's files: what a product's data hash is made of."""
 
 
 def scene_stacks(root: str) -> list[SceneStack]:
@@ -60,4 +68,14 @@ def _stack(layout: SceneLayout, row: Any) -> SceneStack:
         sar=layout.role_uri(pair_id, "sar") if has_sar else None,
         cloud_mask=layout.role_uri(pair_id, "cloud_mask"),
         label=layout.role_uri(pair_id, "label") if has_label else None,
+        s2_id=str(row.s2_id),
+        s1_id=str(row.s1_id) if has_sar else None,
+        s1_datetime=pd.Timestamp(row.s1_datetime).to_pydatetime() if has_sar and _given(row.s1_datetime) else None,
+        s2_cloud_cover=float(row.s2_cloud_cover) if _given(row.s2_cloud_cover) else None,
+        checksums=str(row.sha256) if _given(row.sha256) else "",
     )
+
+
+def _given(value: Any) -> bool:
+    """Whether a manifest cell holds a value (pandas reads empty cells as NaN)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value)) and str(value) != ""

@@ -123,6 +123,11 @@ def parse_bbox(text: str) -> BaseGeometry:
 
 def load_aoi(path: str | Path) -> BaseGeometry:
     """The union of the geometries of a GeoJSON file (geometry, Feature or FeatureCollection), in WGS84."""
+    return shapely.union_all(load_aoi_features(path))
+
+
+def load_aoi_features(path: str | Path) -> list[BaseGeometry]:
+    """The polygons of a GeoJSON file, one per feature, in WGS84; refused when empty, invalid or not lon/lat."""
     source = str(path)
     try:
         document = json.loads(Path(path).read_text())
@@ -134,7 +139,8 @@ def load_aoi(path: str | Path) -> BaseGeometry:
     if not geometries:
         raise DataError(source, "holds no geometry (expected a Polygon, MultiPolygon, Feature or FeatureCollection)")
     try:
-        union = shapely.union_all([shape(g) for g in geometries])
+        features = [shape(g) for g in geometries]
+        union = shapely.union_all(features)
     except (ValueError, TypeError, shapely.errors.GEOSException) as error:
         raise DataError(source, f"invalid geometry ({error})") from None
     if union.is_empty or union.area == 0:
@@ -142,7 +148,7 @@ def load_aoi(path: str | Path) -> BaseGeometry:
     west, south, east, north = union.bounds
     if west < -180 or east > 180 or south < -90 or north > 90:
         raise DataError(source, f"coordinates {union.bounds} are not lon/lat degrees (GeoJSON is WGS84)")
-    return union
+    return features
 
 
 def _geometries(document: dict[str, Any]) -> Iterator[dict[str, Any]]:

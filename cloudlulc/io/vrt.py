@@ -68,11 +68,14 @@ def warped_view(
     *,
     src_nodata: float | None,
     nodata: float | None,
-    dtype: str,
+    dtype: str | None = None,
+    tolerance: float = 0.125,
 ) -> WarpedVRT:
     """``source`` as GDAL sees it resampled onto ``grid``: read window by window, never whole.
 
-    The caller closes it (ingest and mapping enter it into their ``ExitStack``).
+    ``tolerance`` is GDAL's approximation error in pixels (its default 0.125; products use 1e-6 so a
+    class never depends on how reads are windowed). The caller closes the view (ingest and mapping
+    enter it into their ``ExitStack``).
     """
     return WarpedVRT(
         source,
@@ -83,5 +86,6 @@ def warped_view(
         resampling=resampling,
         src_nodata=src_nodata,
         nodata=nodata,
-        dtype=dtype,
+        dtype=dtype or source.dtypes[0],
+        tolerance=tolerance,
     )

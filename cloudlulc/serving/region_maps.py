@@ -6,17 +6,22 @@ ingested stack into ``<maps>/<region>/<date>_<pair>.tif`` with its sidecars, and
 
 from __future__ import annotations
 
-import base64
-import html
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
+from cloudlulc.errors import DataError
 from cloudlulc.ingest.scene_stacks import SceneStack, scene_stacks
-from cloudlulc.io.storage import open_storage
+from cloudlulc.io.rasters import open_raster
+from cloudlulc.io.storage import join_uri, open_storage
 from cloudlulc.mapping.options import DEFAULT_MAP_OPTIONS, MapOptions
+from cloudlulc.products.build import ProductOutcome, SceneMap, build_product, item_uri
+from cloudlulc.products.options import ProductOptions
+from cloudlulc.products.region import footprint, region_grid
 from cloudlulc.serving.regional import loopback_key, map_with_triton, resolve_grpc_url, served_repository
+from cloudlulc.serving.repository import ModelRepository
 
 GRPC_URL_ENV = "TRITON_GRPC_URL"
 DEFAULT_LOCAL_DIR = "outputs/triton"
@@ -59,11 +64,12 @@ class PublishedMap:
 
 @dataclass
 class RegionMaps:
-    """The maps of one region and their class areas added up (km2)."""
+    """The scene maps of one region (areas of a region come from its product, never from adding scenes up)."""
 
     prefix: str
     maps: list[PublishedMap] = field(default_factory=list)
-    totals_km2: dict[str, float] = field(default_factory=dict)
+    scene_maps: list[SceneMap] = field(default_factory=list)
+    product: ProductOutcome | None = None
 
     def index(self) -> list[dict[str, object]]:
         """One JSON-ready row a map (what the pipeline's ``maps`` artifact holds)."""
@@ -79,20 +85,6 @@ class RegionMaps:
             for item in self.maps
         ]
 
-    def html(self, region: str) -> str:
-        """A page of every map's quicklook (embedded), for the Kubeflow UI."""
-        figures = []
-        for item in self.maps:
-            folder, name = item.quicklook_uri.rsplit("/", 1)
-            png = base64.b64encode(open_storage(folder).read_bytes(name)).decode()
-            caption = f"{item.pair_id}{' (Sentinel-2 only)' if item.s2_only else ''}: {item.map_uri}"
-            figures.append(
-                f"<figure><img src='data:image/png;base64,{png}' style='max-width:100%'>"
-                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-            )
-        title = f"CloudLULC maps of {html.escape(region)}"
-        return f"<html><body><h1>{title}</h1>{''.join(figures)}</body></html>"
-
 
 def map_region(
     scenes_uri: str,
@@ -103,21 +95,88 @@ def map_region(
     model_name: str,
     options: MapOptions = DEFAULT_MAP_OPTIONS,
     s2_only: bool = False,
+    product: ProductOptions | None = None,
     echo: Callable[[str], None] = print,
 ) -> RegionMaps:
-    """Map every scene stack under ``scenes_uri`` into ``<maps_uri>/<region>/<date>_<pair>.tif``.
+    """Map the scene stacks under ``scenes_uri`` into ``<maps_uri>/<region>/<date>_<pair>.tif``; then the product.
 
-    Sentinel-2-only stacks are mapped from Sentinel-2 alone when ``s2_only`` is set and skipped
-    (saying why) otherwise. Maps are resumable and published atomically, so a rerun of a mapped region
-    predicts nothing again.
+    With ``product``, only the stacks of its date window are mapped, and they are combined into the
+    region's product for the target date, published in the STAC catalogue rooted at ``maps_uri``
+    (``cloudlulc.products``). Sentinel-2-only stacks are mapped from Sentinel-2 alone when ``s2_only``
+    is set and skipped (saying why) otherwise. Maps are resumable and published atomically, so a rerun
+    of a mapped region predicts nothing again, and a published product is not built again.
     """
-    result = RegionMaps(prefix=f"{maps_uri.rstrip('/')}/{region}")
-    for stack in scene_stacks(scenes_uri):
+    result = RegionMaps(prefix=join_uri(maps_uri, region))
+    stacks = scene_stacks(scenes_uri)
+    if product is not None:
+        if _published(maps_uri, product, echo):
+            return result
+        stacks = window_stacks(scenes_uri, product)
+    for stack in stacks:
         if stack.sar is None and not s2_only:
             echo(f"skipped {stack.pair_id}: no Sentinel-1 partner (set s2_only to map it from Sentinel-2 alone)")
             continue
         _map_stack(stack, result, endpoint, model_name=model_name, options=options, echo=echo)
+    if product is not None:
+        served_model, served_version, registered = _lineage(result, endpoint, model_name)
+        result.product = build_product(
+            result.scene_maps,
+            product,
+            maps_uri,
+            served_model=served_model,
+            served_version=served_version,
+            registered=registered,
+            echo=echo,
+        )
     return result
+
+
+def window_stacks(scenes_uri: str, product: ProductOptions) -> list[SceneStack]:
+    """The stacks acquired in the product's date window; none is a DataError naming the window.
+
+    Checked before a server is looked for: a date with no acquisitions is the input's problem (exit 3).
+    """
+    first = product.target_date - timedelta(days=product.window_days)
+    stacks = scene_stacks(scenes_uri)
+    chosen = [stack for stack in stacks if first <= stack.s2_datetime.date() <= product.target_date]
+    if not chosen:
+        raise DataError(
+            scenes_uri,
+            f"no scene stack acquired between {first} and {product.target_date} ({len(stacks)} stack(s) there); "
+            "ingest the dates first or widen --window-days",
+        )
+    aoi = region_grid(product.aoi, product.crs).aoi
+    meeting = [stack for stack in chosen if footprint(stack.optical).intersects(aoi)]
+    if not meeting:
+        raise DataError(
+            product.aoi, f"the area of interest meets none of the {len(chosen)} scene stack(s) of the window"
+        )
+    return meeting
+
+
+def _published(maps_uri: str, product: ProductOptions, echo: Callable[[str], None]) -> bool:
+    """Whether the product is in the catalogue already (then nothing is mapped again)."""
+    where = item_uri(maps_uri, product)
+    parent, _, name = where.rpartition("/")
+    if open_storage(parent).exists(name):
+        echo(f"product {product.item_id}: already published at {where}; nothing to do")
+        return True
+    return False
+
+
+def _lineage(
+    result: RegionMaps, endpoint: TritonEndpoint, model_name: str
+) -> tuple[str, str, tuple[str | None, str | None]]:
+    """The served model and version that answered (the maps' tag), and the registered version behind it."""
+    if not result.scene_maps:
+        return model_name, "", (None, None)
+    with open_raster(result.scene_maps[0].map_uri) as dataset:
+        _, served_model, version = (dataset.tags().get("CLOUDLULC_MODEL", "") + "::").split(":")[:3]
+    record = ModelRepository(endpoint.repository).served_record(served_model) if endpoint.repository else None
+    registered: tuple[str | None, str | None] = (None, None)
+    if record is not None and str(record.get("version")) == version:
+        registered = (record.get("registered_model") or None, str(record.get("registered_version") or "") or None)
+    return served_model or model_name, version, registered
 
 
 def _map_stack(
@@ -138,11 +197,11 @@ def _map_stack(
         model_name=model_name,
         repository=endpoint.repository,
         options=options,
+        confidence=True,
         shared_memory_key=endpoint.shared_memory_key,
         progress=False,
     )
-    for area in mapped.areas.classes:
-        result.totals_km2[area.name] = result.totals_km2.get(area.name, 0.0) + area.km2
+    result.scene_maps.append(SceneMap(stack, mapped.map_uri, str(mapped.confidence_uri)))
     result.maps.append(
         PublishedMap(
             stack.pair_id,

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -154,13 +155,20 @@ class ModelRepository:
 
     def served_version(self, model: str) -> int | None:
         """The version whose golden check passed last (what clients pin), or None before the first."""
+        record = self.served_record(model)
+        return None if record is None else int(record["version"])
+
+    def served_record(self, model: str) -> dict[str, Any] | None:
+        """The served-version record (version, registered model and version, since), or None before the first."""
         key = f"{model}{SERVED_SUFFIX}"
         if not self.storage.exists(key):
             return None
         try:
-            return int(json.loads(self.storage.read_bytes(key))["version"])
+            record = json.loads(self.storage.read_bytes(key))
+            int(record["version"])
         except (ValueError, KeyError, TypeError) as error:
             raise ServingError(f"{self.storage.join(key)}: not a served-version record ({error})") from None
+        return dict(record)
 
     def mark_served(self, model: str, version: int, facts: dict[str, object]) -> None:
         """Record ``version`` as the one clients pin (one atomic write)."""
