@@ -133,7 +133,7 @@ def test_search_reports_pairs_and_the_unpaired_acquisition(s3_catalog: Synthetic
 
 def test_chips_on_s3_validate_carry_labels_and_a_manifest_whose_checksums_hold(s3_catalog: SyntheticCatalog) -> None:
     out = s3_catalog.root.replace("/stac", "/chips")
-    process = cli(
+    command = (
         "ingest",
         "run",
         "--catalog",
@@ -152,6 +152,7 @@ def test_chips_on_s3_validate_carry_labels_and_a_manifest_whose_checksums_hold(s
         str(s3_catalog.landcover_uri),
         "--no-progress",
     )
+    process = cli(*command)
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr
     assert "1 ingested" in stdout and "unpaired" in stdout and "EPSG:32631" in stdout
@@ -176,25 +177,7 @@ def test_chips_on_s3_validate_carry_labels_and_a_manifest_whose_checksums_hold(s
                 agreement.append(np.mean(label_file.read(1) == truth))
     assert min(agreement) > 0.8  # WorldCover in EPSG:4326 remapped and resampled back onto the 10 m grid
 
-    rerun = cli(
-        "ingest",
-        "run",
-        "--catalog",
-        s3_catalog.catalog_href,
-        "--bbox",
-        bbox_text(s3_catalog),
-        "--start",
-        "2026-06-01",
-        "--end",
-        "2026-07-31",
-        "--out",
-        out,
-        "--chip-size",
-        str(CHIP),
-        "--labels",
-        str(s3_catalog.landcover_uri),
-        "--no-progress",
-    )
+    rerun = cli(*command)
     before = {o["Key"]: o["LastModified"] for o in _objects(out)}
     stdout, stderr = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, stderr

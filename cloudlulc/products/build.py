@@ -208,10 +208,6 @@ def _compare(
         }
     if options.reference:
         changes["agreement"] = agreement(uris["classes"], options.reference, region.grid, table=options.reference_table)
-    return _replace(product, **changes)
-
-
-def _replace(product: RegionProduct, **changes: object) -> RegionProduct:
     return replace(product, **changes)  # type: ignore[arg-type]
 
 
