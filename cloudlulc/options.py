@@ -96,6 +96,16 @@ def click_option(model: type[BaseModel], name: str, *flags: str, **extra: Any) -
     return click.option(*flags, name, **(settings | extra))
 
 
+def field_help(info: FieldInfo) -> str:
+    """The field's description with its range (``Training epochs. Range: >= 1, <= 1000.``), for UIs that show text."""
+    limits = [f"{sign} {getattr(item, attr)}" for item in info.metadata for attr, sign in _SIGNS if hasattr(item, attr)]
+    text = (info.description or "").strip()
+    return f"{text} Range: {', '.join(limits)}." if limits else text
+
+
+_SIGNS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"), ("multiple_of", "multiple of"))
+
+
 def describe(error: ValidationError, flags: Mapping[str, str] | None = None) -> str:
     """One line naming each bad option (``--tile 80: Input should be a multiple of 32``) and what it must be."""
     problems = []

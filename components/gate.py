@@ -17,14 +17,17 @@ def evaluate_and_gate(
     first_min_miou: float,
     first_min_oa: float,
     metrics: dsl.Output[dsl.Metrics],
+    confusion: dsl.Output[dsl.ClassificationMetrics],
 ) -> NamedTuple("GateOutputs", [("decision", str), ("reason", str)]):  # type: ignore[valid-type]
     """Evaluate challenger and champion with the protocol and move ``champion`` only if the gate passes.
 
     ``decision`` is ``promote`` or ``refuse`` and ``reason`` says why in one line. A refusal is a
-    normal outcome (the champion stays); only a broken evaluation raises.
+    normal outcome (the champion stays); only a broken evaluation raises. ``metrics`` carries the
+    challenger's test scores and ``confusion`` its test confusion matrix, which the Kubeflow UI draws.
     """
     from collections import namedtuple
 
+    from cloudlulc import schema
     from cloudlulc.tracking import GateConfig, TrackingSettings, run_gate_stage
     from components.runtime import require_s3_credentials, tracking_uri_or_env
 
@@ -40,6 +43,9 @@ def evaluate_and_gate(
     decision = run_gate_stage(uri, settings, limits)
     metrics.log_metric("promoted", 1.0 if decision.promote else 0.0)
     metrics.log_metric("challenger_version", float(model.metadata["registered_version"]))
+    for name, value in decision.challenger_metrics.items():
+        metrics.log_metric(name, round(value, 6))
+    confusion.log_confusion_matrix(list(schema.CLASS_NAMES), decision.challenger_confusion)
     metrics.metadata["reason"] = decision.reason
     print(f"{'PROMOTED' if decision.promote else 'REFUSED'}: {decision.reason}")
     GateOutputs = namedtuple("GateOutputs", ["decision", "reason"])

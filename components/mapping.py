@@ -43,6 +43,7 @@ def map_region(
     built from the scenes that were ingested for it.
     """
     import json
+    import os
     from datetime import date, timedelta
     from pathlib import Path
 
@@ -51,7 +52,7 @@ def map_region(
     from cloudlulc.products.options import ProductOptions
     from cloudlulc.products.schedule import resolve_window
     from cloudlulc.serving.region_maps import TritonEndpoint, map_region
-    from components.runtime import require_s3_credentials
+    from components.runtime import WORK_DIR_ENV, require_s3_credentials
 
     uri = str(scenes.metadata["uri"])
     require_s3_credentials(uri, maps_uri)
@@ -79,6 +80,7 @@ def map_region(
         options=MapOptions(tile=tile, overlap=overlap, batch_size=batch_size),
         s2_only=s2_only,
         product=product,
+        work_dir=os.environ.get(WORK_DIR_ENV) or None,  # the work volume: a retry resumes inside a scene
     )
     outcome = result.product
     assert outcome is not None, "map_region builds a product when given its options"
@@ -87,5 +89,6 @@ def map_region(
     item = published_item(outcome.item_uri)  # this run's, or the one a rerun found published
     for name, km2 in sorted(item.properties.get("cloudlulc:areas_km2", {}).items()):
         areas.log_metric(f"{name.replace(' ', '_').replace('-', '_').lower()}_km2", round(float(km2), 4))
+    report.uri = report.uri + ".html"  # opens as a page where a person downloads it; the UI shows it either way
     Path(report.path).write_bytes(read_asset(item, "report"))
     return outcome.item_uri

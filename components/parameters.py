@@ -6,8 +6,9 @@ local runner check values against them before anything is sent, and each pipelin
 with the parameter's name and what it must be.
 """
 
+from collections.abc import Callable
 from datetime import date
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -15,7 +16,7 @@ from cloudlulc.errors import CloudLULCError
 from cloudlulc.ingest.options import ChipOptions
 from cloudlulc.mapping.options import MapOptions
 from cloudlulc.models.config import Architecture, SizeName
-from cloudlulc.options import describe, field_like
+from cloudlulc.options import describe, field_help, field_like
 from cloudlulc.products.options import ProductOptions
 from cloudlulc.tracking.registry import GateConfig
 from cloudlulc.training.config import TrainConfig
@@ -178,3 +179,22 @@ def checked(model: type[PipelineParams], values: dict[str, Any]) -> PipelinePara
         raise ParameterError("; ".join(problems)) from None
     except CloudLULCError as error:  # a validator that reuses a library parser (bbox)
         raise ParameterError(f"parameter {str(error).split(':')[0]!r}: {error}") from None
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def documented(model: type[PipelineParams]) -> Callable[[F], F]:
+    """Give a pipeline function an ``Args:`` section written from ``model``'s fields.
+
+    KFP compiles a pipeline docstring's ``Args:`` into each parameter's description in the IR, which
+    the Kubeflow UI shows beside the field; writing it from the model keeps one text per parameter.
+    Apply below ``@dsl.pipeline`` (decorators run bottom-up).
+    """
+
+    def attach(func: F) -> F:
+        lines = [f"    {name}: {field_help(info)}" for name, info in model.model_fields.items()]
+        func.__doc__ = f"{(func.__doc__ or '').strip()}\n\nArgs:\n" + "\n".join(lines) + "\n"
+        return func
+
+    return attach

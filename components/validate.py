@@ -29,6 +29,7 @@ def validate_data(
         result = validate_scenes(uri, SceneThresholds(max_nodata_fraction=max_nodata))
     else:
         result = validate_dataset(uri, thresholds=Thresholds(max_nodata_fraction=max_nodata))
+    report.uri = report.uri + ".html"  # opens as a page where a person downloads it; the UI shows it either way
     with tempfile.TemporaryDirectory() as folder:
         written = write_report(result, folder)
         shutil.copyfile(written["html"], report.path)
@@ -43,14 +44,19 @@ def validate_data(
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def require_valid(verdict: str, report: dsl.Input[dsl.HTML]) -> None:
-    """Stop the pipeline on failed validation, pointing at the report artifact."""
+def require_valid(verdict: str, report: dsl.Input[dsl.HTML], note: dsl.Output[dsl.Markdown]) -> None:
+    """Stop the pipeline on failed validation, pointing at the report artifact (the run summary quotes why)."""
     from cloudlulc.errors import DataError
+    from components.summary_page import leave_failure_note
 
     if verdict != "passed":
-        raise DataError(
+        error = DataError(
             report.uri,
             "validation failed: the data breaks the contract; nothing was trained or "
             "mapped. Open this report for the failing samples and rules.",
         )
+        leave_failure_note(note.uri, str(error))
+        raise error
+    with open(note.path, "w") as handle:
+        handle.write("Validation passed.\n")
     print("validation passed")

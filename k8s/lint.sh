@@ -1,7 +1,7 @@
 #!/bin/sh
 # Deploy linters, run by `make lint-deploy` with the tools of .venv-lint (requirements-lint.txt):
 #   hadolint  components/Dockerfile, components/Dockerfile.cuda   (settings and justified ignores: .hadolint.yaml)
-#   checkov   the kustomize renders of k8s/base, k8s/overlays/dev, k8s/overlays/prod (kubernetes framework)
+#   checkov   the kustomize renders of k8s/base, k8s/overlays/{dev,prod,prod-monitoring} (kubernetes framework)
 #             and both Dockerfiles (dockerfile framework)          (settings and justified skips: .checkov.yaml)
 # Exits non-zero on any finding that is not justified in those files or in a manifest's checkov.io/skip annotation.
 #   sh k8s/lint.sh [TOOLS_BIN_DIR]    (default .venv-lint/bin)
@@ -30,7 +30,7 @@ status=0
 echo "== hadolint: components/Dockerfile components/Dockerfile.cuda"
 "$bin/hadolint" --config .hadolint.yaml components/Dockerfile components/Dockerfile.cuda || status=1
 
-for dir in base overlays/dev overlays/prod; do
+for dir in base overlays/dev overlays/prod overlays/prod-monitoring; do
     name=$(echo "$dir" | tr / -)
     if ! "$kubectl" kustomize "k8s/$dir" >"$rendered/$name.yaml"; then
         echo "lint-deploy: kubectl kustomize k8s/$dir failed" >&2
@@ -38,7 +38,7 @@ for dir in base overlays/dev overlays/prod; do
     fi
 done
 
-echo "== checkov (kubernetes): rendered k8s/base, k8s/overlays/dev, k8s/overlays/prod"
+echo "== checkov (kubernetes): rendered k8s/base, k8s/overlays/dev, k8s/overlays/prod, k8s/overlays/prod-monitoring"
 "$bin/checkov" --config-file .checkov.yaml --framework kubernetes -d "$rendered" || status=1
 
 echo "== checkov (dockerfile): components/Dockerfile components/Dockerfile.cuda"

@@ -379,7 +379,7 @@ def run_main_job(
     products = sorted(path for path in (layout.maps / "demo").glob("*/*.json") if path.stem == path.parent.name)
     champion = registry.alias_version(CHAMPION)
     run_id = MlflowClient(settings.tracking_uri).get_model_version(settings.registered_model, newest.version).run_id
-    reports = sorted(layout.pipeline_root.glob("*/validate-data*/report"))
+    reports = sorted(layout.pipeline_root.glob("*/validate-data*/report.html"))
     return MainJobResult(
         layout=layout,
         catalog=catalog.catalog_href,

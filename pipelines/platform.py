@@ -9,7 +9,7 @@ from __future__ import annotations
 from kfp import dsl, kubernetes
 
 from cloudlulc.serving.client import REPOSITORY_KEY_ENV
-from components.runtime import MLFLOW_SECRET, S3_KEYS, S3_SECRET, SETTINGS_CONFIG_MAP, TRITON_SECRET
+from components.runtime import MLFLOW_SECRET, S3_KEYS, S3_SECRET, SETTINGS_CONFIG_MAP, TRITON_SECRET, WORK_DIR_ENV
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")
@@ -20,16 +20,28 @@ SETTINGS_KEYS = (
     "MLFLOW_TRACKING_URI",
     "TRITON_GRPC_URL",
     "TRITON_GRPC_REPLICAS",
+    "CLOUDLULC_LOG_LEVEL",
+    "CLOUDLULC_LOG_FORMAT",
 )
 MLFLOW_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+WORK_CLAIM = "cloudlulc-work"
+"""PersistentVolumeClaim (k8s/base/pipeline-runner/work-volume.yaml) that keeps partial maps across retries."""
+WORK_MOUNT = "/var/lib/cloudlulc-work"
 
 
 def with_settings(task: dsl.PipelineTask, *, mlflow: bool = False) -> dsl.PipelineTask:
     """Endpoints from the settings config map, S3 keys (and MLflow credentials) from secrets, as env."""
     kubernetes.use_config_map_as_env(task, SETTINGS_CONFIG_MAP, {key: key for key in SETTINGS_KEYS})
     kubernetes.use_secret_as_env(task, S3_SECRET, {key: key for key in S3_KEYS})
-    if mlflow:  # optional: an MLflow server without authentication needs no secret
-        kubernetes.use_secret_as_env(task, MLFLOW_SECRET, {key: key for key in MLFLOW_KEYS}, optional=True)
+    if mlflow:  # the cluster's MLflow requires basic auth (k8s/base/mlflow): a missing secret fails the pod at start
+        kubernetes.use_secret_as_env(task, MLFLOW_SECRET, {key: key for key in MLFLOW_KEYS})
+    return task
+
+
+def with_work_volume(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """The work volume at ``WORK_MOUNT``: a retried attempt (a new pod) finds the partial maps of the last one."""
+    kubernetes.mount_pvc(task, pvc_name=WORK_CLAIM, mount_path=WORK_MOUNT)
+    task.set_env_variable(WORK_DIR_ENV, WORK_MOUNT)
     return task
 
 

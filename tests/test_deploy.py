@@ -1,9 +1,11 @@
 """Deployment artefacts, checked offline: no cluster and no container engine run here.
 
 - k8s/: base and each overlay rendered with `kubectl kustomize`, every object validated against the
-  Kubernetes JSON schemas bundled in kubernetes-validate (strict: unknown fields fail), then the semantics a
-  schema cannot see (locked-down containers, Triton's contract, autoscaling, RBAC, network policies, services,
-  settings and secret references, image tags).
+  Kubernetes JSON schemas bundled in kubernetes-validate (strict: unknown fields fail; the Prometheus Operator's
+  ServiceMonitors, which it has no schema for, against the fields of their API that the monitors use), then the
+  semantics a schema cannot see (locked-down containers, Triton's contract, MLflow's basic auth, the database
+  backup, the monitors' targets, autoscaling, RBAC, network policies, services, settings and secret references,
+  image tags). A real MLflow server with the same auth settings: tests/test_mlflow_auth.py.
 - The secret templates (k8s/secrets/*.env.example): the names and keys the pipelines use, placeholder values.
 - The images: both Dockerfiles and the Makefile run the one install script, components/install.sh.
 The linters (hadolint, checkov) run in `make lint-deploy`.
@@ -11,11 +13,13 @@ The linters (hadolint, checkov) run in `make lint-deploy`.
 
 from __future__ import annotations
 
+import configparser
 import functools
 import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,13 +32,22 @@ import cloudlulc
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
-RENDERS = ("base", "overlays/dev", "overlays/prod")
+RENDERS = ("base", "overlays/dev", "overlays/prod", "overlays/prod-monitoring")
+MONITORED = "overlays/prod-monitoring"
+"""prod plus k8s/components/monitoring: the one render with Prometheus Operator objects (they need its CRDs)."""
+OPERATOR_API = "monitoring.coreos.com/v1"
 SERVING_NAMESPACE = "cloudlulc"
 PIPELINE_SETTINGS_KEYS = ("CLOUDLULC_S3_ENDPOINT_URL", "AWS_DEFAULT_REGION", "MLFLOW_TRACKING_URI", "TRITON_GRPC_URL")
 """The keys pipelines/platform.py maps from the cloudlulc-settings config map into every step."""
 SECRET_KEYS = {
     "cloudlulc-s3": {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"},
-    "cloudlulc-mlflow": {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"},
+    "cloudlulc-mlflow": {
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+        "MLFLOW_AUTH_ADMIN_USERNAME",
+        "MLFLOW_AUTH_ADMIN_PASSWORD",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY",
+    },
     "cloudlulc-triton": {"TRITON_REPOSITORY_KEY"},
     "cloudlulc-postgres": {"POSTGRES_PASSWORD", "POSTGRES_USER"},
 }
@@ -42,6 +55,8 @@ SECRET_KEYS = {
 NON_SECRET_VALUES = {("cloudlulc-postgres", "POSTGRES_USER")}
 """Template entries whose value is an account name, not a credential."""
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
+RUN_TO_COMPLETION_KINDS = {"Job", "CronJob"}
+"""Their pods serve nothing and end by themselves: no readiness or liveness probe to give."""
 FORBIDDEN_VERBS = {"*", "list", "watch", "delete", "deletecollection", "escalate", "bind", "impersonate"}
 
 
@@ -177,6 +192,8 @@ def test_render_validates_against_the_kubernetes_schemas(target: str):
     errors = []
     for version in kubernetes_versions():
         for obj in objects:
+            if obj["apiVersion"] == OPERATOR_API:
+                continue  # no schema in kubernetes-validate: test_service_monitors_use_known_fields_only
             where = f"{obj['kind']}/{obj['metadata']['name']} (Kubernetes {version})"
             try:
                 kubernetes_validate.validate(obj, version, strict=True)
@@ -201,6 +218,8 @@ def test_render_holds_the_whole_deployment(objects):
         ("Service", "mlflow"),
         ("StatefulSet", "postgres"),
         ("Service", "postgres"),
+        ("CronJob", "postgres-backup"),
+        ("PersistentVolumeClaim", "postgres-backup"),
         ("ServiceAccount", "cloudlulc-pipeline-runner"),
         ("Role", "cloudlulc-pipeline-runner"),
         ("RoleBinding", "cloudlulc-pipeline-runner"),
@@ -246,8 +265,9 @@ def test_every_container_is_pinned_bounded_and_locked_down(objects):
             assert not security.get("capabilities", {}).get("add"), f"{where}: adds capabilities"
             seccomp = security.get("seccompProfile", pod_security.get("seccompProfile", {}))
             assert seccomp.get("type") == "RuntimeDefault", f"{where}: no RuntimeDefault seccomp profile"
-            for probe in ("readinessProbe", "livenessProbe"):
-                assert probe in container, f"{where}: no {probe}"
+            if obj["kind"] not in RUN_TO_COMPLETION_KINDS:
+                for probe in ("readinessProbe", "livenessProbe"):
+                    assert probe in container, f"{where}: no {probe}"
         assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC"), name
     assert seen >= 3, "expected the Triton, MLflow and PostgreSQL containers"
 
@@ -330,9 +350,18 @@ def test_tensorrt_of_the_cuda_image_is_the_one_triton_serves_with(objects):
     assert set(pins) == {served}, f"Dockerfile.cuda pins {pins}, Triton's image has TensorRT {served}"
 
 
-def test_mlflow_serves_artifacts_from_postgresql_without_a_password_in_its_arguments(objects):
+def mlflow_server(objects: tuple[dict[str, Any], ...]) -> dict[str, Any]:
     deployment = find(objects, "Deployment", "mlflow", SERVING_NAMESPACE)
-    (server,) = deployment["spec"]["template"]["spec"]["containers"]
+    (server,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "mlflow"]
+    return server
+
+
+def server_args(container: dict[str, Any]) -> dict[str, str]:
+    return dict(arg.removeprefix("--").partition("=")[::2] for arg in container["args"])
+
+
+def test_mlflow_serves_artifacts_from_postgresql_without_a_password_in_its_arguments(objects):
+    server = mlflow_server(objects)
     assert server["command"] == ["mlflow", "server"]
     args = dict(arg.removeprefix("--").partition("=")[::2] for arg in server["args"])
     store = urlsplit(args["backend-store-uri"])
@@ -347,6 +376,210 @@ def test_mlflow_serves_artifacts_from_postgresql_without_a_password_in_its_argum
     assert "*" not in allowed
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert server[probe]["httpGet"]["path"] == "/health", "the one path exempt from the Host check"
+
+
+def test_mlflow_requires_basic_auth_with_the_tested_settings(objects):
+    """The settings tests/test_mlflow_auth.py runs a real server with are the ones the pods mount."""
+    deployment = find(objects, "Deployment", "mlflow", SERVING_NAMESPACE)
+    spec = deployment["spec"]["template"]["spec"]
+    server = mlflow_server(objects)
+    args = server_args(server)
+    assert args["app-name"] == "basic-auth"
+    env = env_of(server)
+    config_path = env["MLFLOW_AUTH_CONFIG_PATH"]["value"]
+    folder, _, key = config_path.rpartition("/")
+    (mount,) = [m for m in server["volumeMounts"] if m["mountPath"] == folder]
+    assert mount.get("readOnly") is True
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    config_map = find(objects, "ConfigMap", volume["configMap"]["name"], SERVING_NAMESPACE)
+    assert config_map["metadata"]["name"].startswith("mlflow-auth-"), "generated: a content hash rolls the pods"
+    text = config_map["data"][key]
+    assert text == (K8S / "base" / "mlflow" / "basic_auth.ini").read_text(), "tests/test_mlflow_auth.py's file"
+    auth = configparser.ConfigParser()
+    auth.read_string(text)
+    assert auth["mlflow"]["default_permission"] == "READ", "only grants (EDIT, MANAGE) may move aliases"
+    assert "admin_password" not in auth["mlflow"], "the admin password comes from the secret"
+    auth_store, store = urlsplit(auth["mlflow"]["database_uri"]), urlsplit(args["backend-store-uri"])
+    assert auth_store.username is None and auth_store.password is None, "libpq takes PGUSER and PGPASSWORD"
+    assert (auth_store.scheme, auth_store.hostname, auth_store.port, auth_store.path) == (
+        store.scheme,
+        store.hostname,
+        store.port,
+        store.path,
+    ), "one database: a backup holds the models and who may move their aliases together"
+    assert env["PGUSER"]["valueFrom"]["secretKeyRef"] == {"name": "cloudlulc-postgres", "key": "POSTGRES_USER"}
+    for variable in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert env[variable]["valueFrom"]["secretKeyRef"] == {"name": "cloudlulc-mlflow", "key": variable}
+    assert not {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} & set(env), "the server needs no client login"
+
+
+# --- database backup ------------------------------------------------------------------------------------------------
+
+
+def backup_job(objects: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(CronJob, its pod spec, its container)."""
+    cron = find(objects, "CronJob", "postgres-backup", SERVING_NAMESPACE)
+    spec = pod_spec(cron)
+    (container,) = spec["containers"]
+    return cron, spec, container
+
+
+def test_database_backup_dumps_the_mlflow_database_nightly_onto_its_volume(objects):
+    cron, spec, container = backup_job(objects)
+    assert len(cron["spec"]["schedule"].split()) == 5
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid", "never two dumps at once"
+    job = cron["spec"]["jobTemplate"]["spec"]
+    assert job["backoffLimit"] >= 1 and job["activeDeadlineSeconds"] > 0
+    assert spec["restartPolicy"] == "Never"
+    statefulset = find(objects, "StatefulSet", "postgres", SERVING_NAMESPACE)
+    (database,) = statefulset["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == database["image"], "pg_dump of the server's own version"
+    env = env_of(container)
+    assert env["PGHOST"]["value"] == f"{statefulset['spec']['serviceName']}.{SERVING_NAMESPACE}.svc"
+    assert env["PGUSER"]["valueFrom"]["secretKeyRef"] == {"name": "cloudlulc-postgres", "key": "POSTGRES_USER"}
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "cloudlulc-postgres", "key": "POSTGRES_PASSWORD"}
+    assert int(env["RETENTION_DAYS"]["value"]) >= 7
+    (script,) = container["args"]
+    assert f"--dbname={env_of(database)['POSTGRES_DB']['value']}" in script, "the database MLflow uses"
+    assert "--format=custom" in script, "compressed, restorable with pg_restore"
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mounts["/backup"]]
+    find(objects, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"], SERVING_NAMESPACE)
+    policies = [obj for obj in objects if obj["kind"] == "NetworkPolicy"]
+    egress_to_database = [
+        rule
+        for policy in policies
+        if "Egress" in policy["spec"]["policyTypes"] and selects(policy["spec"]["podSelector"], pod_labels(cron))
+        for rule in policy["spec"].get("egress", [])
+        if {"port": 5432, "protocol": "TCP"} in rule.get("ports", [])
+        and any(selects(peer.get("podSelector", {}), pod_labels(statefulset)) for peer in rule["to"])
+    ]
+    assert egress_to_database, "the backup job may not reach the database"
+
+
+@pytest.mark.parametrize("dump_fails", [False, True])
+def test_backup_script_keeps_the_retention_and_never_prunes_after_a_failed_dump(tmp_path: Path, dump_fails: bool):
+    """The CronJob's script itself, with stand-ins for pg_dump and pg_restore and a folder for the volume."""
+    _, _, container = backup_job(render("base"))
+    (script,) = container["args"]
+    backups, tools = tmp_path / "backup", tmp_path / "bin"
+    backups.mkdir()
+    tools.mkdir()
+    dump = 'for a in "$@"; do case $a in --file=*) printf dump > "${a#--file=}";; esac; done\n'
+    (tools / "pg_dump").write_text("#!/bin/sh\n" + ("exit 1\n" if dump_fails else dump))
+    (tools / "pg_restore").write_text('#!/bin/sh\ntest -s "$2"\n')
+    for tool in tools.iterdir():
+        tool.chmod(0o755)
+    day = 24 * 3600
+    now = time.time()
+    ages = {"mlflow-20200101T021700Z.dump": 20 * day, "mlflow-20200120T021700Z.dump": day}
+    ages["mlflow-20200101T021700Z.dump.partial"] = 3 * 3600  # left by a killed job
+    for name, age in ages.items():
+        (backups / name).write_text("old")
+        os.utime(backups / name, (now - age, now - age))
+    result = subprocess.run(
+        ["sh", "-c", script.replace("/backup", str(backups))],
+        env={
+            **os.environ,
+            "PATH": f"{tools}:{os.environ['PATH']}",
+            "RETENTION_DAYS": env_of(container)["RETENTION_DAYS"]["value"],
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    left = sorted(path.name for path in backups.iterdir())
+    if dump_fails:
+        assert result.returncode != 0
+        assert "mlflow-20200101T021700Z.dump" in left, "a failed dump must not prune the old ones"
+        assert not [name for name in left if name not in ages], "no new file from a failed dump"
+    else:
+        assert result.returncode == 0, result.stderr
+        new = [name for name in left if name not in ages]
+        assert len(new) == 1 and re.fullmatch(r"mlflow-\d{8}T\d{6}Z\.dump", new[0]), left
+        assert (backups / new[0]).read_text() == "dump"
+        assert "mlflow-20200120T021700Z.dump" in left, "within the retention"
+        assert "mlflow-20200101T021700Z.dump" not in left, "past the retention"
+        assert "mlflow-20200101T021700Z.dump.partial" not in left
+
+
+# --- Prometheus Operator monitors -------------------------------------------------------------------------------------
+
+SERVICE_MONITOR_FIELDS = {
+    "spec": {"selector", "endpoints", "namespaceSelector", "jobLabel"},
+    "endpoint": {"port", "path", "scheme", "interval", "scrapeTimeout", "honorLabels"},
+}
+"""Fields of the Prometheus Operator's ServiceMonitor (monitoring.coreos.com/v1) these monitors may use."""
+
+
+def test_only_the_monitored_overlay_needs_the_operator_crds():
+    for target in RENDERS:
+        operator_objects = [obj for obj in render(target) if obj["apiVersion"] == OPERATOR_API]
+        if target == MONITORED:
+            assert {(o["kind"], o["metadata"]["name"]) for o in operator_objects} == {
+                ("ServiceMonitor", "triton"),
+                ("ServiceMonitor", "mlflow"),
+            }
+        else:
+            assert not operator_objects, f"k8s/{target} would not apply on a cluster without the operator's CRDs"
+
+
+def test_service_monitors_use_known_fields_only():
+    for monitor in [obj for obj in render(MONITORED) if obj["apiVersion"] == OPERATOR_API]:
+        name = monitor["metadata"]["name"]
+        assert set(monitor) == {"apiVersion", "kind", "metadata", "spec"}, name
+        assert set(monitor["spec"]) <= SERVICE_MONITOR_FIELDS["spec"], name
+        assert set(monitor["spec"]["selector"]) <= {"matchLabels", "matchExpressions"}, name
+        assert monitor["spec"]["endpoints"], name
+        for endpoint in monitor["spec"]["endpoints"]:
+            assert set(endpoint) <= SERVICE_MONITOR_FIELDS["endpoint"], f"{name}: {endpoint}"
+            for duration in ("interval", "scrapeTimeout"):
+                assert re.fullmatch(r"\d+[smh]", endpoint.get(duration, "1s")), f"{name}: {duration}"
+
+
+def scraped_container_ports(objects: tuple[dict[str, Any], ...], monitor: dict[str, Any]) -> list[int]:
+    """The container ports a ServiceMonitor's endpoints reach, through the Services it selects."""
+    namespace = monitor["metadata"]["namespace"]
+    reached = []
+    for endpoint in monitor["spec"]["endpoints"]:
+        for service in [obj for obj in objects if obj["kind"] == "Service"]:
+            labels = service["metadata"].get("labels", {})
+            if service["metadata"]["namespace"] != namespace or not selects(monitor["spec"]["selector"], labels):
+                continue
+            for port in service["spec"]["ports"]:
+                if port["name"] != endpoint["port"]:
+                    continue
+                for workload in pods_selected(objects, namespace, {"matchLabels": service["spec"]["selector"]}):
+                    for container in pod_spec(workload)["containers"]:
+                        for container_port in container.get("ports", []):
+                            if port["targetPort"] in (container_port["name"], container_port["containerPort"]):
+                                reached.append(container_port["containerPort"])
+    return reached
+
+
+def test_monitors_scrape_triton_and_the_mlflow_metrics_sidecar():
+    objects = render(MONITORED)
+    triton = find(objects, "ServiceMonitor", "triton", SERVING_NAMESPACE)
+    assert scraped_container_ports(objects, triton) == [8002], "once per replica: not through triton-replicas too"
+    assert (
+        "--metrics-port=8002"
+        in find(objects, "Deployment", "triton")["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+    mlflow = find(objects, "ServiceMonitor", "mlflow", SERVING_NAMESPACE)
+    assert scraped_container_ports(objects, mlflow) == [9090], "the sidecar, not the authenticated API"
+    spec = find(objects, "Deployment", "mlflow", SERVING_NAMESPACE)["spec"]["template"]["spec"]
+    (sidecar,) = [c for c in spec["containers"] if c["name"] != "mlflow"]
+    server = mlflow_server(objects)
+    folder = server_args(server)["expose-prometheus"]
+    volumes = {c["name"]: {m["name"] for m in c["volumeMounts"] if m["mountPath"] == folder} for c in (server, sidecar)}
+    assert volumes[server["name"]] and volumes[server["name"]] == volumes[sidecar["name"]], "one shared folder"
+    (volume,) = volumes[server["name"]]
+    assert "emptyDir" in {key for v in spec["volumes"] if v["name"] == volume for key in v}
+    assert f'path="{folder}"' in sidecar["args"][0] and "9090" in sidecar["args"][0]
+    assert sidecar["image"] == server["image"], "the MLflow image carries prometheus_client"
+    for target in ("base", "overlays/dev", "overlays/prod"):
+        assert "expose-prometheus" not in server_args(mlflow_server(render(target))), "only with its sidecar"
 
 
 def test_autoscaler_targets_the_triton_deployment(objects):
@@ -462,7 +695,14 @@ def test_network_policies_select_pods_that_exist(objects):
     }
     assert pipeline in namespaces["triton-ingress"] and pipeline in namespaces["mlflow-ingress"]
     postgres_peers = [peer for rule in ingress["postgres-ingress"] for peer in rule["from"]]
-    assert postgres_peers == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "mlflow"}}}]
+    assert postgres_peers == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": name}}} for name in ("mlflow", "postgres-backup")
+    ]
+    monitoring = find(objects, "NetworkPolicy", "triton-ingress")["spec"]["ingress"][1]
+    (mlflow_metrics,) = [
+        rule for rule in ingress["mlflow-ingress"] if rule["ports"] == [{"port": 9090, "protocol": "TCP"}]
+    ]
+    assert mlflow_metrics["from"] == monitoring["from"], "MLflow's metrics port is for the monitoring namespace only"
 
 
 # --- RBAC ---------------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = ["catalog", "ingest", "validate", "train", "evaluate", "export"]
 DOWNSTREAM_OF_TRAIN = {"train", "evaluate", "export"}
 PLOTS = {"Training loss", "Validation scores", "Test mIoU per cloud-cover bin"}
+SUMMARY_KEYS = {"miou", "oa", "macro_f1", "ece", "miou_by_cloud"}
 WRITTEN = [
     "data/catalog/catalog.json",
     "data/catalog/reference/worldcover.tif",
@@ -165,8 +166,15 @@ def test_dvc_repro_runs_every_stage_then_nothing_then_only_what_a_param_feeds(tm
     onnx_facts = json.loads((project / "outputs/model.onnx.json").read_text())
     assert onnx_facts["parity"]["passed"] and onnx_facts["source"].endswith("epoch_0001.pt")
 
-    # Metrics and plots, as `dvc metrics show` / `dvc plots show` read them.
-    metrics = json.loads(_dvc(project, "metrics", "show", "--json"))[""]["data"]["outputs/evaluation.json"]["data"]
+    # Metrics and plots, as `dvc metrics show` / `dvc plots show` read them: the short summary by default,
+    # the detailed evaluation when named.
+    shown = json.loads(_dvc(project, "metrics", "show", "--json"))[""]["data"]
+    assert set(shown) == {"outputs/evaluation_summary.json"}, "the short table only"
+    summary = shown["outputs/evaluation_summary.json"]["data"]
+    assert set(summary) == SUMMARY_KEYS and summary["miou"] == evaluation["overall"]["miou"]
+    assert summary["miou_by_cloud"] == {record["cloud_bin"]: record["miou"] for record in bins}
+    named = json.loads(_dvc(project, "metrics", "show", "--json", "outputs/evaluation.json"))[""]["data"]
+    metrics = named["outputs/evaluation.json"]["data"]
     assert metrics["overall"]["miou"] == evaluation["overall"]["miou"]
     assert 0 <= metrics["overall"]["miou"] <= 1 and metrics["overall"]["pixels"] > 0
     assert set(metrics["bins"]) == set(evaluation["bins"])
@@ -198,3 +206,25 @@ def test_dvc_repro_runs_every_stage_then_nothing_then_only_what_a_param_feeds(tm
     assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["epochs"] == 2
     assert json.loads((project / "outputs/model.onnx.json").read_text())["source"].endswith("epoch_0002.pt")
     assert lock["stages"]["evaluate"]["params"]["params.yaml"]["train.epochs"] == 2
+
+
+def test_evaluate_writes_the_short_summary_beside_the_detailed_metrics(
+    trained_checkpoint: tuple[Path, Path], tmp_path: Path
+):
+    from click.testing import CliRunner
+
+    from cloudlulc.cli import cli
+
+    checkpoint, dataset = trained_checkpoint
+    out, summary_out = tmp_path / "evaluation.json", tmp_path / "evaluation_summary.json"
+    arguments = ["--dataset", str(dataset), "--checkpoint", str(checkpoint), "--out", str(out)]
+    result = CliRunner().invoke(cli, ["evaluate", *arguments, "--summary-out", str(summary_out)])
+    assert result.exit_code == 0, result.output
+    detailed, summary = json.loads(out.read_text()), json.loads(summary_out.read_text())
+    assert set(summary) == SUMMARY_KEYS
+    assert summary["miou"] == detailed["overall"]["miou"] and summary["oa"] == detailed["overall"]["overall_accuracy"]
+    assert summary["macro_f1"] == detailed["overall"]["macro_f1"]
+    assert summary["ece"] == detailed["calibration"]["overall"]["ece"]
+    with_pixels = {label: scores["miou"] for label, scores in detailed["bins"].items() if scores["pixels"]}
+    assert summary["miou_by_cloud"] == with_pixels and with_pixels
+    assert all(isinstance(summary[key], float) for key in ("miou", "oa", "macro_f1", "ece")), "flat scalars"

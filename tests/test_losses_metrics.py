@@ -37,6 +37,34 @@ def test_absent_class_is_left_out_of_means_and_false_alarms_score_zero():
     assert false_alarm.miou == pytest.approx((1 + 0.5 + 0) / 3)
 
 
+def test_metrics_match_numpy_and_torchmetrics_on_random_labels_with_ignored_pixels():
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassJaccardIndex
+
+    rng = np.random.default_rng(7)
+    reference = rng.integers(0, 5, (3, 40, 40))  # 5: only predicted (a false alarm), 6: nowhere
+    reference[rng.random(reference.shape) < 0.2] = 255
+    prediction = np.where(rng.random(reference.shape) < 0.6, reference % 255, rng.integers(0, 6, reference.shape))
+    prediction[prediction == 4] = 3  # class 4 never predicted
+    matrix = confusion_matrix(torch.from_numpy(prediction), torch.from_numpy(reference), num_classes=7)
+    keep = reference != 255
+    expected = np.zeros((7, 7), np.int64)
+    np.add.at(expected, (reference[keep], prediction[keep]), 1)  # independent count
+    np.testing.assert_array_equal(matrix, expected)
+    result = scores(matrix)
+    assert result.pixels == int(keep.sum())
+    assert result.overall_accuracy == pytest.approx((reference[keep] == prediction[keep]).mean())
+    truth, guess = torch.from_numpy(reference), torch.from_numpy(prediction)
+    options = {"num_classes": 7, "ignore_index": 255}
+    assert math.isnan(result.iou[6]) and math.isnan(result.f1[6])  # undefined: left out of the means
+    for average, iou, f1 in (("none", result.iou, result.f1), ("macro", result.miou, result.macro_f1)):
+        jaccard = MulticlassJaccardIndex(average=average, **options)(guess, truth)  # undefined scores 0 here
+        f_score = MulticlassF1Score(average=average, **options)(guess, truth)
+        np.testing.assert_allclose(np.nan_to_num(iou), jaccard.numpy(), rtol=1e-6)
+        np.testing.assert_allclose(np.nan_to_num(f1), f_score.numpy(), rtol=1e-6)
+    accuracy = MulticlassAccuracy(average="micro", **options)(guess, truth)
+    assert result.overall_accuracy == pytest.approx(float(accuracy), rel=1e-6)
+
+
 def test_reference_values_outside_the_class_set_are_refused():
     with pytest.raises(ValueError, match="outside"):
         confusion_matrix(torch.tensor([0]), torch.tensor([7]), num_classes=6)

@@ -7,6 +7,7 @@ the embedded defaults: synthetic catalog, local folders, a SQLite MLflow store a
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -159,6 +160,34 @@ def test_compiled_yaml_is_current(tmp_path: Path):
         )
 
 
+def test_every_pipeline_parameter_has_its_description_in_the_compiled_ir():
+    from components.parameters import MappingParams, TrainingParams
+
+    for name, model in (("training", TrainingParams), ("regional-mapping", MappingParams)):
+        spec, _ = _platform(name)
+        parameters = spec["root"]["inputDefinitions"]["parameters"]
+        assert set(parameters) == set(model.model_fields)
+        for parameter, definition in parameters.items():
+            description = definition.get("description", "")
+            assert description.startswith(str(model.model_fields[parameter].description).strip()), parameter
+    tile = _platform("regional-mapping")[0]["root"]["inputDefinitions"]["parameters"]["tile"]
+    assert "Range: >= 32, <= 4096, multiple of 32." in tile["description"]
+
+
+def test_both_pipelines_end_in_a_run_summary_whatever_happens():
+    for name, summary in (("training", "summarize-training-run"), ("regional-mapping", "summarize-mapping-run")):
+        spec, _ = _platform(name)
+        root = spec["root"]["dag"]["tasks"]
+        assert set(root) == {summary, "exit-handler-1"}, set(root)
+        assert root[summary]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+        assert root[summary]["dependentTasks"] == ["exit-handler-1"]
+
+
+def _outputs(task_folder: Path) -> dict[str, Any]:
+    """The executor output ``kfp.local`` wrote for a step (its artifacts' URIs and metadata)."""
+    return json.loads((task_folder / "executor_output.json").read_text())
+
+
 def _all_tasks(spec: dict[str, Any], dag: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """Every task of a compiled pipeline, nested condition branches included, by task name."""
     found: dict[str, dict[str, Any]] = {}
@@ -214,7 +243,7 @@ def test_training_yaml_carries_gpu_secrets_retries_timeouts_and_caching():
     assert every["ingest-acquisitions"]["retryPolicy"]["maxRetryCount"] == 3
     assert "retryPolicy" not in every["check-training-params"]
     # compile and promote run under the gate's condition, the refusal note under its opposite
-    conditions = [t["triggerPolicy"]["condition"] for t in _all_tasks(spec).values() if "triggerPolicy" in t]
+    conditions = [t["triggerPolicy"].get("condition", "") for t in _all_tasks(spec).values() if "triggerPolicy" in t]
     assert any("'promote'" in c and "==" in c for c in conditions) and any("!" in c for c in conditions)
     # credentials never travel as parameters
     parameters = spec["root"]["inputDefinitions"]["parameters"]
@@ -223,7 +252,7 @@ def test_training_yaml_carries_gpu_secrets_retries_timeouts_and_caching():
 
 def test_mapping_yaml_maps_after_validation_with_secrets():
     spec, executors = _platform("regional-mapping")
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = _all_tasks(spec)
     assert "require-valid" in tasks["map-region"]["dependentTasks"]
     assert "check-mapping-params" in tasks["ingest-acquisitions"]["dependentTasks"]
     exec_map = tasks["map-region"]["componentRef"]["name"].replace("comp-", "exec-")
@@ -324,19 +353,21 @@ def test_compiled_mapping_resolves_dates_from_the_schedule_and_never_caches_inge
     from kfp import dsl
 
     spec, _ = _platform("regional-mapping")
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = _all_tasks(spec)
     for name in ("ingest-acquisitions", "validate-data", "require-valid", "map-region"):
         assert not tasks[name].get("cachingOptions", {}).get("enableCache", False), f"{name} may be cached"
     for name in ("ingest-acquisitions", "map-region"):  # the scheduled time, resolved by Kubeflow per run
         inputs = tasks[name]["inputs"]["parameters"]
         assert inputs["scheduled"]["runtimeValue"]["constant"] == dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER
-        assert inputs["window_days"] == {"componentInputParameter": "window_days"}
-    assert tasks["map-region"]["inputs"]["parameters"]["target_date"] == {"componentInputParameter": "end"}
+        assert inputs["window_days"] == {"componentInputParameter": "pipelinechannel--window_days"}
+    assert tasks["map-region"]["inputs"]["parameters"]["target_date"] == {
+        "componentInputParameter": "pipelinechannel--end"
+    }
     root = spec["root"]["inputDefinitions"]["parameters"]
     assert root["start"]["defaultValue"] == root["end"]["defaultValue"] == ""  # relative unless pinned
     # training keeps its fixed dates: no scheduled time reaches its ingest step
     training, _ = _platform("training")
-    ingest = training["root"]["dag"]["tasks"]["ingest-acquisitions"]["inputs"]["parameters"]
+    ingest = _all_tasks(training)["ingest-acquisitions"]["inputs"]["parameters"]
     assert "scheduled" not in ingest and "window_days" not in ingest
     assert training["root"]["inputDefinitions"]["parameters"]["end"]["defaultValue"] == TrainingParams().end
 
@@ -529,6 +560,39 @@ def test_main_job_runs_both_pipelines_to_published_maps(main_job: Any):
     summary = result.summary()
     for where in (str(layout.dataset), str(result.maps[0]), "mlflow ui --backend-store-uri"):
         assert where in summary
+    assert all(path.suffix == ".html" for path in result.validation_reports)
+
+
+def test_the_gate_draws_a_confusion_matrix_and_metric_names_have_no_spaces(main_job: Any):
+    from cloudlulc import schema
+
+    result, _ = main_job
+    runs = sorted(result.layout.pipeline_root.glob("cloudlulc-*-*"))
+    names = set()
+    for run in runs:
+        for output in run.glob("*/executor_output.json"):
+            for artifacts in json.loads(output.read_text()).get("artifacts", {}).values():
+                for artifact in artifacts["artifacts"]:
+                    names |= {key for key, value in artifact.get("metadata", {}).items() if isinstance(value, float)}
+    assert names and all(re.fullmatch(r"[a-z0-9_]+", name) for name in names), sorted(names)
+    gate = latest_run(result.layout.pipeline_root, "cloudlulc-training") / "evaluate-and-gate"
+    (confusion,) = _outputs(gate)["artifacts"]["confusion"]["artifacts"]
+    matrix = confusion["metadata"]["confusionMatrix"]
+    assert [c["displayName"] for c in matrix["annotationSpecs"]] == list(schema.CLASS_NAMES)
+    assert sum(sum(row["row"]) for row in matrix["rows"]) > 0
+    metrics = _outputs(gate)["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+    assert 0 <= metrics["test_miou"] <= 1
+
+
+def test_each_run_ends_with_a_summary_of_what_serves_and_is_published(main_job: Any):
+    result, _ = main_job
+    training_run = latest_run(result.layout.pipeline_root, "cloudlulc-training")
+    page = (training_run / "summarize-training-run" / "summary.md").read_text()
+    assert page.startswith("# Run succeeded") and "| champion (registry) | version 1 |" in page
+    assert "cloudlulc_cpu v1" in page and "`train-model`" in page and "Stopped by" not in page
+    mapping_run = latest_run(result.layout.pipeline_root, "cloudlulc-regional-mapping")
+    page = (mapping_run / "summarize-mapping-run" / "summary.md").read_text()
+    assert "| newest product of demo | demo-20260731 (2 product(s) in the catalogue) |" in page
 
 
 def test_main_job_ends_with_two_region_products_the_second_with_its_change(main_job: Any):
@@ -551,7 +615,7 @@ def test_main_job_ends_with_two_region_products_the_second_with_its_change(main_
     summary = result.summary()
     for item in result.products:
         assert str(item) in summary and str(item.with_name(item.stem + "_report.html")) in summary
-    report_artifacts = sorted(result.layout.pipeline_root.glob("cloudlulc-regional-mapping-*/map-region*/report"))
+    report_artifacts = sorted(result.layout.pipeline_root.glob("cloudlulc-regional-mapping-*/map-region*/report.html"))
     assert report_artifacts and "<html" in report_artifacts[-1].read_text()[:200].lower()
 
 
@@ -585,11 +649,16 @@ def test_failing_validation_stops_before_training_with_the_report(main_job: Any)
     with pytest.raises(PipelineStepError, match="require-valid"):
         run_training(params, layout.pipeline_root)
     run = latest_run(layout.pipeline_root, "cloudlulc-training")
-    report = (run / "validate-data" / "report").read_text()
+    report = (run / "validate-data" / "report.html").read_text()
     assert chip.stem in report
     assert not (run / "train-model").exists()
     versions_after = len(Registry(layout.tracking_uri, "cloudlulc").client.search_model_versions("name='cloudlulc'"))
     assert versions_after == versions_before
+    page = (run / "summarize-training-run" / "summary.md").read_text()
+    assert page.startswith("# Run failed") and "**Stopped by `require-valid`**" in page, page
+    assert "validation failed" in page and "report.html" in page
+    assert "`validate-data`" in page and "`train-model`" not in page
+    assert "| champion (registry) | version 1 |" in page
 
 
 def test_parameters_are_refused_before_any_step_runs(main_job: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]):
@@ -610,7 +679,11 @@ def test_parameters_are_refused_before_any_step_runs(main_job: Any, tmp_path: Pa
     logs = capfd.readouterr()
     assert "parameter 'learning_rate'" in logs.out + logs.err
     steps_run = {path.name for path in tmp_path.glob("cloudlulc-training-*/*")}
-    assert not steps_run - {"check-training-params"}, f"steps ran after the check failed: {steps_run}"
+    assert not steps_run - {"check-training-params", "summarize-training-run"}, (
+        f"steps ran after the check: {steps_run}"
+    )
+    (page,) = tmp_path.glob("cloudlulc-training-*/summarize-training-run/summary.md")
+    assert page.read_text().startswith("# Run failed")
 
 
 def test_missing_secret_fails_the_step_naming_it(

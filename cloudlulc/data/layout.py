@@ -238,7 +238,7 @@ class DatasetLayout:
         records = parsed.records
         if parsed.form is not None:
             self.split_forms[split] = parsed.form
-            log.info("%s: split file in the %s form, %d samples", self.uri(key), parsed.form, len(records))
+            log.debug("%s: split file in the %s form, %d samples", self.uri(key), parsed.form, len(records))
         if parsed.form == "folders":
             records = self._present_beside(records)
         return [

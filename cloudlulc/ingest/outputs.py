@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -31,6 +32,9 @@ from cloudlulc.ingest.options import ChipOptions
 from cloudlulc.ingest.prepare import PairViews, WindowData, read_window
 from cloudlulc.io.rasters import RasterProfile, apply_profile_metadata, publish_cog, write_raster
 from cloudlulc.io.storage import Storage
+from cloudlulc.logs import progress_enabled
+
+log = logging.getLogger(__name__)
 
 SCENE_WINDOW = 512
 """Rows and columns read and written at a time when building a scene stack (bounds memory)."""
@@ -136,7 +140,8 @@ def write_chips(
     outputs: list[dict[str, Any]] = []
     checksums: dict[str, str] = {}
     skipped = 0
-    for chip in tqdm(candidates, desc=f"chips {views.pair.s2.id}", unit="chip", disable=not progress, leave=False):
+    shown = progress_enabled(progress)
+    for chip in tqdm(candidates, desc=f"chips {views.pair.s2.id}", unit="chip", disable=not shown, leave=False):
         data = read_window(views, chip.window)
         if data.valid.mean() < options.min_valid_fraction:
             skipped += 1
@@ -160,6 +165,7 @@ def write_chips(
             write_raster(str(local), array, profile)
             _publish(local, key, storage, checksums)
         outputs.append({"record": asdict(record), "metadata": _chip_metadata(name, split, views, data, epsg)})
+    log.info("chips %s: %d written, %d below the valid fraction", views.pair.s2.id, len(outputs), skipped)
     return outputs, checksums, skipped
 
 
@@ -193,7 +199,8 @@ def write_scene(
         for col in range(0, grid.width, SCENE_WINDOW)
     ]
     try:
-        for window in tqdm(windows, desc=f"scene {views.pair.s2.id}", unit="window", disable=not progress, leave=False):
+        shown = progress_enabled(progress)
+        for window in tqdm(windows, desc=f"scene {views.pair.s2.id}", unit="window", disable=not shown, leave=False):
             data = read_window(views, window)
             valid_pixels += int(data.valid.sum())
             datasets["optical"].write(data.dn, window=window)
@@ -206,6 +213,7 @@ def write_scene(
     finally:
         for dataset in datasets.values():
             dataset.close()
+    log.info("scene %s: %d windows read, %d valid pixels", views.pair.s2.id, len(windows), valid_pixels)
     if valid_pixels == 0:
         held = f"both Sentinel-2 and Sentinel-1 ({views.pair.s1.id})" if views.pair.s1 else "Sentinel-2 (S2-only)"
         raise DataError(views.pair.s2.id, f"no pixel of the area of interest holds {held} data")

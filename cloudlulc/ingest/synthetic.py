@@ -16,6 +16,7 @@ always gives the same bytes: per-tile generators, no timestamps in files or JSON
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import tempfile
@@ -66,6 +67,9 @@ from cloudlulc.ingest.earth_search import (
     sar_asset_key,
 )
 from cloudlulc.io.storage import is_s3_uri, join_uri, open_storage
+from cloudlulc.logs import progress_enabled
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "S1Spec",
@@ -799,7 +803,8 @@ def _stream_ground(
     """Make the ground one row of scene tiles at a time and push each row into every optical acquisition."""
     size, tile = config.size, config.scene_tile
     tiles_per_side = tile_count(config)
-    with tqdm(total=tiles_per_side**2, desc="synthetic tiles", unit="tile", disable=not progress) as bar:
+    shown = progress_enabled(progress)
+    with tqdm(total=tiles_per_side**2, desc="synthetic tiles", unit="tile", disable=not shown) as bar:
         for tile_row in range(tiles_per_side):
             row0, row1 = tile_row * tile, min(size, (tile_row + 1) * tile)
             tiles: list[tuple[int, int, Scene]] = []
@@ -814,6 +819,7 @@ def _stream_ground(
             for acquisition in acquisitions:
                 acquisition.push(tile_row, row0, tiles, labels[row0:row1])
             del tiles
+    log.info("synthetic tiles: %d ground tiles into %d optical acquisitions", tiles_per_side**2, len(acquisitions))
 
 
 def _write_sar(config: SyntheticCatalogConfig, spec: S1Spec, truth: np.ndarray, folder: Path, work: Path) -> None:

@@ -2,26 +2,29 @@
 
 Projected CRS: every pixel has the area of the transform's pixel parallelogram (|det|, in the CRS's
 linear unit converted to metres). Geographic CRS (north-up grids only): pixel area varies with
-latitude, so each row gets its exact ellipsoidal area, the area of a latitude-longitude cell on the
-CRS's ellipsoid (closed form through the authalic latitude); rotated geographic grids are refused.
+latitude only, so each row gets the geodesic area of one of its pixels on the WGS84 ellipsoid, from
+pyproj's ``Geod`` through :func:`cloudlulc.products.areas.cell_area_m2` (the one owner of geodesic
+cell areas); rotated geographic grids are refused.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import re
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 
 import numpy as np
 from affine import Affine
+from pyproj import Transformer
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from cloudlulc import schema
 from cloudlulc.errors import DataError
+from cloudlulc.ingest.grid import Grid
 from cloudlulc.io.rasters import open_raster, read_window
 from cloudlulc.io.storage import staged_output
+from cloudlulc.products.areas import cell_area_m2
 
 M2_PER_KM2 = 1e6
 ROWS_PER_READ = 512
@@ -55,25 +58,6 @@ class ClassAreas:
         return json.dumps(asdict(self), indent=2) + "\n"
 
 
-def _ellipsoid(crs: CRS) -> tuple[float, float]:
-    """Semi-major axis (m) and first eccentricity of the CRS's ellipsoid, from its WKT."""
-    match = re.search(r'(?:SPHEROID|ELLIPSOID)\["[^"]*",\s*([0-9.eE+-]+),\s*([0-9.eE+-]+)', crs.to_wkt())
-    if not match:
-        raise ValueError(f"no ellipsoid found in {crs.to_string()}")
-    semi_major, inverse_flattening = float(match.group(1)), float(match.group(2))
-    flattening = 1.0 / inverse_flattening if inverse_flattening else 0.0
-    return semi_major, math.sqrt(flattening * (2.0 - flattening))
-
-
-def _authalic_q(latitude: np.ndarray, eccentricity: float) -> np.ndarray:
-    """The q(phi) of the equal-area (authalic) latitude; 2 sin(phi) on a sphere."""
-    sin = np.sin(latitude)
-    if eccentricity == 0.0:
-        return 2.0 * sin
-    e_sin = eccentricity * sin
-    return (1 - eccentricity**2) * (sin / (1 - e_sin**2) - np.log((1 - e_sin) / (1 + e_sin)) / (2 * eccentricity))
-
-
 def row_areas_m2(crs: CRS, transform: Affine, height: int) -> np.ndarray:
     """Area in m² of one pixel of each row [height] of a grid.
 
@@ -86,11 +70,15 @@ def row_areas_m2(crs: CRS, transform: Affine, height: int) -> np.ndarray:
         return np.full(height, area, np.float64)
     if transform.b or transform.d:
         raise ValueError("geographic grid is rotated; reproject it to a north-up or projected grid")
-    semi_major, eccentricity = _ellipsoid(crs)
-    edges = np.radians(np.clip(transform.f + transform.e * np.arange(height + 1), -90.0, 90.0))
-    q = _authalic_q(edges, eccentricity)
-    band = np.abs(np.diff(q)) * semi_major**2 / 2.0  # area of a 1-radian-wide band between the row's edges
-    return band * math.radians(abs(transform.a))
+    edges = np.clip(transform.f + transform.e * np.arange(height + 1), -90.0, 90.0)  # beyond a pole: 0 m²
+    to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    return np.array([_pixel_m2(crs, transform, top, bottom, to_lonlat) for top, bottom in pairwise(edges)])
+
+
+def _pixel_m2(crs: CRS, transform: Affine, top: float, bottom: float, to_lonlat: Transformer) -> float:
+    """Geodesic area of the first pixel of the row between latitudes ``top`` and ``bottom``."""
+    row = Affine(transform.a, 0.0, transform.c, 0.0, bottom - top, top)
+    return cell_area_m2(Grid(crs, row, 1, 1), Window(0, 0, 1, 1), to_lonlat)
 
 
 def class_areas(map_uri: str) -> ClassAreas:

@@ -4,12 +4,17 @@
 GPU) and ``cloudlulc_cpu`` the same ONNX export behind Triton's Python backend (a thin ``model.py``
 over :mod:`cloudlulc.serving.python_backend`), the CPU platform any Triton build can load. All share
 the serving contract of ARCHITECTURE.md; ``triton_models/`` holds these files as rendered with the
-defaults, and a test keeps it in step with this module.
+defaults, and a test keeps it in step with this module. The text is Triton's own ``ModelConfig``
+protobuf message (from ``tritonclient``) printed in protobuf text format, so a misspelt field or
+wrong type fails here rather than when Triton loads the model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
 
 from cloudlulc import schema
 from cloudlulc.export.onnx import OUTPUT_NAME
@@ -48,61 +53,64 @@ class ServingSettings:
     """Seconds ``cloudlulc_cpu`` sleeps per execution: a deliberately slow server for deadline tests; 0 in service."""
 
 
-def _instances(model: str, settings: ServingSettings) -> str:
-    if model == TENSORRT_MODEL:
-        return f"  {{ count: {settings.gpu_instances}, kind: KIND_GPU }}"
-    if model == CPU_MODEL:
-        return f"  {{ count: {settings.python_instances}, kind: KIND_CPU }}"
-    return f"  {{ count: {settings.cpu_instances}, kind: KIND_CPU }}"
+HEADER = "# Rendered by cloudlulc.serving.model_config from ServingSettings: change the code, not this file.\n"
 
 
-def render_config(model: str, settings: ServingSettings | None = None) -> str:
-    """The ``config.pbtxt`` text of one of :data:`SERVED_MODELS`."""
+def build_config(model: str, settings: ServingSettings | None = None) -> model_config_pb2.ModelConfig:
+    """Triton's own ``ModelConfig`` message of one of :data:`SERVED_MODELS`, so its schema checks every field."""
     if model not in PLATFORMS:
         raise ValueError(f"unknown served model {model!r}; expected one of {sorted(PLATFORMS)}")
     settings = settings or ServingSettings()
-    preferred = ", ".join(str(size) for size in settings.preferred_batch_sizes)
+    fp32 = model_config_pb2.TYPE_FP32
+    config = model_config_pb2.ModelConfig(
+        name=model,
+        max_batch_size=settings.max_batch_size,
+        input=[
+            model_config_pb2.ModelInput(name="optical", data_type=fp32, dims=[OPTICAL_CHANNELS, -1, -1]),
+            model_config_pb2.ModelInput(name="sar", data_type=fp32, dims=[SAR_CHANNELS, -1, -1]),
+        ],
+        output=[model_config_pb2.ModelOutput(name=OUTPUT_NAME, data_type=fp32, dims=[schema.NUM_CLASSES, -1, -1])],
+        dynamic_batching=model_config_pb2.ModelDynamicBatching(
+            preferred_batch_size=settings.preferred_batch_sizes,
+            max_queue_delay_microseconds=settings.max_queue_delay_us,
+        ),
+        instance_group=[_instances(model, settings)],
+        version_policy=model_config_pb2.ModelVersionPolicy(
+            latest=model_config_pb2.ModelVersionPolicy.Latest(num_versions=settings.versions_kept_loaded)
+        ),
+    )
+    tile = settings.warmup_tile
+    warmup = config.model_warmup.add(name="golden_sample", batch_size=1)
+    for name, channels in (("optical", OPTICAL_CHANNELS), ("sar", SAR_CHANNELS)):
+        warmup.inputs[name].CopyFrom(
+            model_config_pb2.ModelWarmup.Input(data_type=fp32, dims=[channels, tile, tile], input_data_file=name)
+        )
     if model == CPU_MODEL:
-        runtime = 'backend: "python"\n'
+        config.backend = "python"
         values: dict[str, object] = {"onnx_threads": settings.python_threads, "model_file": MODEL_FILES[model]}
         if settings.delay_s > 0:
             values["delay_s"] = settings.delay_s
-        parameters = "".join(
-            f'parameters: {{ key: "{key}", value: {{ string_value: "{value}" }} }}\n' for key, value in values.items()
-        )
+        for key, value in values.items():
+            config.parameters[key].string_value = str(value)
     else:
-        runtime = f'platform: "{PLATFORMS[model]}"\ndefault_model_filename: "{MODEL_FILES[model]}"\n'
-        parameters = ""
-    tile = settings.warmup_tile
-    warmup_inputs = ",\n".join(
-        f'      {{ key: "{name}", value: {{ data_type: TYPE_FP32, dims: [ {channels}, {tile}, {tile} ], '
-        f'input_data_file: "{name}" }} }}'
-        for name, channels in (("optical", OPTICAL_CHANNELS), ("sar", SAR_CHANNELS))
-    )
-    return f"""name: "{model}"
-{runtime}max_batch_size: {settings.max_batch_size}
-input [
-  {{ name: "optical", data_type: TYPE_FP32, dims: [ {OPTICAL_CHANNELS}, -1, -1 ] }},
-  {{ name: "sar", data_type: TYPE_FP32, dims: [ {SAR_CHANNELS}, -1, -1 ] }}
-]
-output [
-  {{ name: "{OUTPUT_NAME}", data_type: TYPE_FP32, dims: [ {schema.NUM_CLASSES}, -1, -1 ] }}
-]
-dynamic_batching {{
-  preferred_batch_size: [ {preferred} ]
-  max_queue_delay_microseconds: {settings.max_queue_delay_us}
-}}
-instance_group [
-{_instances(model, settings)}
-]
-version_policy: {{ latest: {{ num_versions: {settings.versions_kept_loaded} }} }}
-model_warmup [
-  {{
-    name: "golden_sample"
-    batch_size: 1
-    inputs [
-{warmup_inputs}
-    ]
-  }}
-]
-{parameters}"""
+        config.platform = PLATFORMS[model]
+        config.default_model_filename = MODEL_FILES[model]
+    return config
+
+
+def _instances(model: str, settings: ServingSettings) -> model_config_pb2.ModelInstanceGroup:
+    kinds = model_config_pb2.ModelInstanceGroup
+    if model == TENSORRT_MODEL:
+        return kinds(count=settings.gpu_instances, kind=kinds.KIND_GPU)
+    count = settings.python_instances if model == CPU_MODEL else settings.cpu_instances
+    return kinds(count=count, kind=kinds.KIND_CPU)
+
+
+def render_config(model: str, settings: ServingSettings | None = None) -> str:
+    """The ``config.pbtxt`` text of one of :data:`SERVED_MODELS` (protobuf text format of :func:`build_config`)."""
+    return HEADER + text_format.MessageToString(build_config(model, settings))
+
+
+def parse_config(text: str) -> model_config_pb2.ModelConfig:
+    """A ``config.pbtxt`` read back into Triton's ``ModelConfig`` (comments skipped; unknown fields refused)."""
+    return text_format.Parse(text, model_config_pb2.ModelConfig())

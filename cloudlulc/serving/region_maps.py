@@ -6,6 +6,7 @@ ingested stack into ``<maps>/<region>/<date>_<pair>.tif`` with its sidecars, and
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -96,6 +97,7 @@ def map_region(
     options: MapOptions = DEFAULT_MAP_OPTIONS,
     s2_only: bool = False,
     product: ProductOptions | None = None,
+    work_dir: str | Path | None = None,
     echo: Callable[[str], None] = print,
 ) -> RegionMaps:
     """Map the scene stacks under ``scenes_uri`` into ``<maps_uri>/<region>/<date>_<pair>.tif``; then the product.
@@ -104,7 +106,9 @@ def map_region(
     region's product for the target date, published in the STAC catalogue rooted at ``maps_uri``
     (``cloudlulc.products``). Sentinel-2-only stacks are mapped from Sentinel-2 alone when ``s2_only``
     is set and skipped (saying why) otherwise. Maps are resumable and published atomically, so a rerun
-    of a mapped region predicts nothing again, and a published product is not built again.
+    of a mapped region predicts nothing again, and a published product is not built again. The partial
+    maps of ``s3://`` outputs live under ``work_dir`` when given (one folder per output: a volume that
+    outlives the pod lets a retried step resume inside a scene), else in the machine's temporary folder.
     """
     result = RegionMaps(prefix=join_uri(maps_uri, region))
     stacks = scene_stacks(scenes_uri)
@@ -116,7 +120,7 @@ def map_region(
         if stack.sar is None and not s2_only:
             echo(f"skipped {stack.pair_id}: no Sentinel-1 partner (set s2_only to map it from Sentinel-2 alone)")
             continue
-        _map_stack(stack, result, endpoint, model_name=model_name, options=options, echo=echo)
+        _map_stack(stack, result, endpoint, model_name=model_name, options=options, work_dir=work_dir, echo=echo)
     if product is not None:
         served_model, served_version, registered = _lineage(result, endpoint, model_name)
         result.product = build_product(
@@ -186,9 +190,11 @@ def _map_stack(
     *,
     model_name: str,
     options: MapOptions,
+    work_dir: str | Path | None,
     echo: Callable[[str], None],
 ) -> None:
     out_uri = f"{result.prefix}/{stack.s2_datetime:%Y%m%d}_{stack.pair_id}.tif"
+    scene_work = Path(work_dir) / hashlib.sha256(out_uri.encode()).hexdigest()[:16] if work_dir else None
     mapped = map_with_triton(
         stack.optical,
         stack.sar,
@@ -200,6 +206,7 @@ def _map_stack(
         confidence=True,
         shared_memory_key=endpoint.shared_memory_key,
         progress=False,
+        work_dir=scene_work,
     )
     result.scene_maps.append(SceneMap(stack, mapped.map_uri, str(mapped.confidence_uri)))
     result.maps.append(

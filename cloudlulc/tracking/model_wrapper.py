@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cloudlulc.models.networks import OPTICAL_CHANNELS, SegmentationNetwork
+from cloudlulc.models.networks import OPTICAL_CHANNELS, SAR_CHANNELS, SegmentationNetwork
+
+PACKED_CHANNELS = OPTICAL_CHANNELS + SAR_CHANNELS
 
 
 class PackedInputModel(nn.Module):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,7 +16,8 @@ import torch
 from cloudlulc import schema
 from cloudlulc.data.layout import SPLITS, DatasetLayout
 from cloudlulc.models.networks import SegmentationNetwork
-from cloudlulc.tracking.model_wrapper import PackedInputModel
+from cloudlulc.tracking.model_wrapper import PACKED_CHANNELS, PackedInputModel
+from cloudlulc.tracking.provenance import provenance_tags
 from cloudlulc.tracking.settings import TrackingError, TrackingSettings, ensure_reachable
 from cloudlulc.training.calibration import reliability_figure
 from cloudlulc.training.metrics import SegmentationMetrics
@@ -102,12 +104,30 @@ def cloud_bin_figure(result: dict[str, Any]) -> Any:
     return figure
 
 
+EXAMPLE_SIZE = 64
+"""Side of the logged input example: the smallest tile whose deepest feature map (1/32) is not 1 x 1,
+which torch.export would otherwise specialise to a constant size."""
+
+
 class RunLogger:
     """Logs one training run; created by :func:`tracked_run`."""
 
-    def __init__(self, mlflow_module: Any, run_id: str) -> None:
+    def __init__(self, mlflow_module: Any, run_id: str, experiment_id: str) -> None:
         self.mlflow = mlflow_module
         self.run_id = run_id
+        self.experiment_id = experiment_id
+
+    def log_dataset(self, uri: str, digest: str) -> None:
+        """Record the dataset as the run's input (source and digest), so MLflow's UI lists what it trained on."""
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+
+        name = uri.rstrip("/").rsplit("/", 1)[-1] or uri
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MLflow registers two local-folder source types and says so
+            source = resolve_dataset_source(uri)
+        dataset = MetaDataset(source, name=name, digest=digest)  # type: ignore[abstract]  # MLflow's documented use
+        self.mlflow.log_input(dataset, context="training")
 
     def log_epoch(self, epoch: int, record: dict[str, float]) -> None:
         """Per-epoch losses and validation metrics."""
@@ -129,37 +149,65 @@ class RunLogger:
         self.mlflow.log_dict({"confusion": result["confusion"]}, "metrics/confusion.json")
         return metrics
 
-    def log_model(self, network: SegmentationNetwork, size: int = 64) -> str:
-        """Log the network (MLflow 3 ``name=`` API) with an input example and signature; return its URI.
+    def log_model(self, network: SegmentationNetwork, size: int = EXAMPLE_SIZE) -> str:
+        """Log the network (MLflow 3 ``name=`` API) with a small input example and signature; return its URI.
 
-        MLflow stores it as a ``pt2`` program (torch.export: loading runs no pickled code); the network
-        config travels in the model metadata so the two-input network can be rebuilt for fine-tuning
-        and export. The example has batch 2 so that the batch dimension stays dynamic.
+        MLflow stores it as a ``pt2`` program (torch.export: loading runs no pickled code), exported with
+        batch, height and width dynamic (``-1`` in the signature), so pyfunc users predict on any tile
+        size the network takes (a multiple of 32). The network config travels in the model metadata so
+        the two-input network can be rebuilt for fine-tuning and export. The example (batch 2, so that
+        the batch stays dynamic; quarter steps keep its JSON small) only traces the program.
         """
-        from mlflow.models import infer_signature
-
         wrapped = PackedInputModel(network).eval()
-        example = np.random.default_rng(0).random((2, 14, size, size), dtype=np.float32)
-        with torch.no_grad():
-            output = wrapped(torch.from_numpy(example)).numpy()
-        signature = infer_signature(example, output)
+        shape = (2, PACKED_CHANNELS, size, size)
+        example = (np.random.default_rng(0).integers(0, 5, shape) / 4).astype(np.float32)  # 0, 0.25 ... 1: short JSON
         info = self.mlflow.pytorch.log_model(
             wrapped,
             name="model",
             input_example=example,
-            signature=signature,
+            signature=packed_signature(network.config.num_classes),
             serialization_format="pt2",
             metadata={"network": json.dumps(network.config.model_dump(mode="json"))},
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "cloudlulc"],
+            pip_requirements=loading_requirements(),
         )
         return str(info.model_uri)
 
 
+def packed_signature(num_classes: int) -> Any:
+    """``float32 [B,14,H,W] -> float32 [B,K,H,W]`` with B, H and W free (``-1``)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, PACKED_CHANNELS, -1, -1))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes, -1, -1))]),
+    )
+
+
+def loading_requirements() -> list[str]:
+    """What loading the exported program needs, pinned to the versions that logged it.
+
+    Not cloudlulc: the program carries no Python code of ours, and cloudlulc is no published package,
+    so naming it would invite a look-alike from a public index.
+    """
+    from importlib.metadata import version
+
+    return [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={version('numpy')}"]
+
+
 @contextmanager
 def tracked_run(
-    settings: TrackingSettings, run_name: str, params: dict[str, Any], tags: dict[str, str]
+    settings: TrackingSettings,
+    run_name: str,
+    params: dict[str, Any],
+    tags: dict[str, str],
+    *,
+    resume_run_id: str | None = None,
 ) -> Iterator[RunLogger]:
-    """Start an MLflow run (system metrics on), log params and tags, end it FAILED if the block raises."""
+    """Start an MLflow run (system metrics on), log params and tags, end it FAILED if the block raises.
+
+    ``resume_run_id`` continues that run instead (a retried step), unless it finished or is gone.
+    """
     ensure_reachable(settings.tracking_uri)
     import mlflow
 
@@ -173,7 +221,16 @@ def tracked_run(
         raise TrackingError(
             f"MLflow at {settings.tracking_uri}: cannot open experiment {settings.experiment!r}: {error}"
         ) from error
-    with mlflow.start_run(run_name=run_name, log_system_metrics=True) as run:
+    resume = resume_run_id if resume_run_id and _unfinished(mlflow, resume_run_id) else None
+    with mlflow.start_run(run_id=resume, run_name=None if resume else run_name, log_system_metrics=True) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        mlflow.set_tags(tags)
-        yield RunLogger(mlflow, run.info.run_id)
+        mlflow.set_tags({**tags, **provenance_tags()})
+        yield RunLogger(mlflow, run.info.run_id, run.info.experiment_id)
+
+
+def _unfinished(mlflow_module: Any, run_id: str) -> bool:
+    """Whether ``run_id`` exists and did not finish (killed or failed: a retry may continue it)."""
+    try:
+        return mlflow_module.get_run(run_id).info.status != "FINISHED"
+    except Exception:  # MlflowException: the run was deleted or belongs to another server
+        return False

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from cloudlulc.models.config import ModelConfig
 from cloudlulc.models.networks import SegmentationNetwork, build_model
+from cloudlulc.tracking.provenance import run_url
 from cloudlulc.tracking.registry import CHALLENGER, CHAMPION, GateConfig, GateDecision, Registry
-from cloudlulc.tracking.runs import data_version, tracked_run
+from cloudlulc.tracking.runs import RunLogger, data_version, evaluation_metrics, tracked_run
 from cloudlulc.tracking.settings import TrackingError, TrackingSettings, ensure_reachable
 from cloudlulc.training.config import TrainConfig
+from cloudlulc.training.durable import DurableWork, read_run_record, write_run_record
 from cloudlulc.training.evaluation import evaluate_model, evaluation_dataset
-from cloudlulc.training.trainer import train
+from cloudlulc.training.trainer import check_training_paths, train
 
 
 @dataclass(frozen=True)
@@ -28,24 +32,43 @@ class TrainStageResult:
     model_uri: str
     version: str
     test_metrics: dict[str, float]
+    run_url: str | None = None
+    """The run's page in MLflow's UI (None for a local store)."""
 
 
-def run_train_stage(config: TrainConfig, settings: TrackingSettings, *, progress: bool = True) -> TrainStageResult:
+def run_train_stage(
+    config: TrainConfig, settings: TrackingSettings, *, progress: bool = True, work_uri: str | None = None
+) -> TrainStageResult:
     """Train, evaluate on the test split, log everything to MLflow, register as ``challenger``.
 
     The model version is registered only after the run's model is fully logged; a failure before
-    that leaves a FAILED run and no new version.
+    that leaves a FAILED run and no new version. A rerun into the same ``output_dir`` (or, with
+    ``work_uri``, a retried step on a fresh machine: see :class:`DurableWork`) resumes from the last
+    checkpoint and continues the same MLflow run, so a preempted step ends as an unbroken one would.
     """
-    params: dict[str, Any] = config.model_dump(mode="json")
+    ensure_reachable(settings.tracking_uri)  # before anything is written: a wrong URI leaves no folder behind
+    check_training_paths(config)
+    work = DurableWork(work_uri, Path(config.output_dir)) if work_uri else None
+    resumed_epoch = work.restore() if work else 0
+    params: dict[str, Any] = config.model_dump(mode="json", exclude={"output_dir"})  # scratch, new per attempt
     params.update({f"network.{k}": v for k, v in config.network().model_dump(mode="json").items()})
     tags = {"data_version": data_version(config.dataset), "architecture": config.architecture, "size": config.size}
-    with tracked_run(settings, f"{config.architecture}-{config.size}", params, tags) as logger:
-        logger.mlflow.log_param("data_version", tags["data_version"])
+    previous = read_run_record(config.output_dir).get("mlflow_run_id")
+    with tracked_run(settings, f"{config.architecture}-{config.size}", params, tags, resume_run_id=previous) as logger:
+        _record_run(logger, config, work, resumed=previous == logger.run_id, resumed_epoch=resumed_epoch)
         init_state = None
         if config.init and config.init.startswith("models:/"):
             init_state = load_network(settings, config.init).state_dict()
             logger.mlflow.set_tag("init_model", config.init)
-        result = train(config, progress=progress, on_epoch_end=logger.log_epoch, init_state=init_state)
+
+        def epoch_done(epoch: int, record: dict[str, float]) -> None:
+            logger.log_epoch(epoch, record)
+            if work:
+                work.save_newest()
+
+        result = train(config, progress=progress, on_epoch_end=epoch_done, init_state=init_state)
+        if work:
+            work.save_newest()  # the calibrated rewrite of the last checkpoint
         if result.calibration:
             logger.mlflow.log_metrics(result.calibration)
         test = evaluate_model(result.model, evaluation_dataset(config.dataset, "test"))
@@ -54,7 +77,22 @@ def run_train_stage(config: TrainConfig, settings: TrackingSettings, *, progress
         version = Registry(settings.tracking_uri, settings.registered_model).register_challenger(
             model_uri, logger.run_id
         )
-    return TrainStageResult(logger.run_id, model_uri, version, metrics)
+    page = run_url(settings.tracking_uri, logger.experiment_id, logger.run_id)
+    return TrainStageResult(logger.run_id, model_uri, version, metrics, page)
+
+
+def _record_run(
+    logger: RunLogger, config: TrainConfig, work: DurableWork | None, *, resumed: bool, resumed_epoch: int
+) -> None:
+    """Before the first epoch: the run record (durable too), the dataset as the run's input, what was resumed."""
+    write_run_record(config.output_dir, {"mlflow_run_id": logger.run_id})
+    if work:
+        work.save_record()
+    if resumed:
+        logger.mlflow.set_tag("resumed_from_epoch", str(resumed_epoch))
+    else:
+        logger.mlflow.log_param("data_version", data_version(config.dataset))
+        logger.log_dataset(config.dataset, data_version(config.dataset))
 
 
 def load_registered_network(settings: TrackingSettings, alias: str) -> SegmentationNetwork:
@@ -102,7 +140,9 @@ def run_gate_stage(dataset: str, settings: TrackingSettings, config: GateConfig 
     with torch.no_grad():
         challenger = evaluate_model(load_registered_network(settings, CHALLENGER), test_set)
         champion = evaluate_model(load_registered_network(settings, CHAMPION), test_set) if champion_version else None
-    return registry.apply_gate(challenger_version, challenger, champion_version, champion, config or GateConfig())
+    decision = registry.apply_gate(challenger_version, challenger, champion_version, champion, config or GateConfig())
+    scores = evaluation_metrics(challenger)
+    return dataclasses.replace(decision, challenger_metrics=scores, challenger_confusion=list(challenger["confusion"]))  # type: ignore[call-overload]
 
 
 @contextmanager

@@ -31,7 +31,7 @@ class TrainConfig(BaseModel):
     size: str = Field("tiny", description="Named size: tiny or base.")
     model_overrides: dict[str, Any] = Field(default_factory=dict, description="ModelConfig fields to change.")
     loss: LossWeights = Field(default_factory=LossWeights)
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(10, ge=1, description="Passes over the training split.")
     batch_size: int = Field(8, ge=1)
     crop_size: int = Field(
         256,
@@ -39,7 +39,7 @@ class TrainConfig(BaseModel):
         multiple_of=schema.SIZE_MULTIPLE,
         description="Training crop side, a multiple of 32.",
     )
-    learning_rate: float = Field(1e-3, gt=0)
+    learning_rate: float = Field(1e-3, gt=0, description="Peak AdamW learning rate (after warm-up).")
     weight_decay: float = Field(0.01, ge=0)
     warmup_steps: int = Field(20, ge=0, description="Linear warm-up before the cosine decay.")
     grad_clip: float = Field(1.0, gt=0, description="Largest gradient norm.")

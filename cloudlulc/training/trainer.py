@@ -11,8 +11,10 @@ rank 0 alone validates, checkpoints, writes the history and calls ``on_epoch_end
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ from cloudlulc.data.layout import DatasetLayout
 from cloudlulc.errors import DataError, DivergedError
 from cloudlulc.io.guard import check_outputs_apart, probe_writable
 from cloudlulc.io.storage import staged_output
+from cloudlulc.logs import progress_enabled
 from cloudlulc.models.config import ModelConfig
 from cloudlulc.models.networks import ModelOutput, SegmentationNetwork, build_model
 from cloudlulc.training.calibration import calibrate
@@ -46,6 +49,7 @@ from cloudlulc.training.losses import CloudLULCLoss
 from cloudlulc.training.metrics import SegmentationMetrics
 
 EpochCallback = Callable[[int, dict[str, float]], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -188,9 +192,36 @@ def train(
             replica,
             device,
             progress=progress and replica.is_main,
-            on_epoch_end=on_epoch_end,
+            on_epoch_end=_EpochLines(config, on_epoch_end),
             init_state=init_state,
         )
+
+
+class _EpochLines:
+    """One INFO line per finished epoch, then the caller's callback: a run without a terminal is never silent.
+
+    Its seconds run from the previous line (the first also counts setting up), validation and checkpoint included.
+    """
+
+    def __init__(self, config: TrainConfig, then: EpochCallback | None) -> None:
+        self.epochs, self.then, self.since = config.epochs, then, time.monotonic()
+
+    def __call__(self, epoch: int, record: dict[str, float]) -> None:
+        now = time.monotonic()
+        seconds, self.since = now - self.since, now
+        log.info(
+            "epoch %d/%d: loss %.4f, val mIoU %.2f%%, OA %.2f%%, %d samples, %.0f s",
+            epoch,
+            self.epochs,
+            record.get("train_total", float("nan")),
+            100 * record.get("val_miou", float("nan")),
+            100 * record.get("val_oa", float("nan")),
+            record.get("train_samples", 0),
+            seconds,
+            extra={**record, "epoch": epoch, "epochs": self.epochs, "seconds": round(seconds, 3)},
+        )
+        if self.then is not None:
+            self.then(epoch, record)
 
 
 @dataclass
@@ -354,7 +385,7 @@ def _resume(run: _TrainingRun) -> None:
     if not existing:
         return
     state = load_checkpoint(existing[-1])
-    if state.get("config") != run.config.model_dump(mode="json"):
+    if _resumable_config(state.get("config")) != _resumable_config(run.config.model_dump(mode="json")):
         raise DataError(
             str(existing[-1]), "checkpoint was written by a run with another config; use another output_dir"
         )
@@ -364,6 +395,11 @@ def _resume(run: _TrainingRun) -> None:
     run.history = state["history"]
     run.start_epoch = state["epoch"] + 1
     run.checkpoint = existing[-1]
+
+
+def _resumable_config(config: object) -> object:
+    """What must match to continue a run: its config, wherever its folder now lies (a retry gets a new one)."""
+    return {k: v for k, v in config.items() if k != "output_dir"} if isinstance(config, dict) else config
 
 
 def _replicate(model: SegmentationNetwork, replica: Replica, device: torch.device) -> torch.nn.Module:
@@ -408,7 +444,9 @@ def _train_epoch(run: _TrainingRun, replicated: torch.nn.Module, epoch: int, *, 
     dropout_draws = torch.Generator().manual_seed(epoch_seed + 7_919 * replica.rank)
     totals: dict[str, float] = {}
     steps = samples = 0
-    bar = tqdm(loader, total=run.steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", disable=not progress)
+    bar = tqdm(
+        loader, total=run.steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", disable=not progress_enabled(progress)
+    )
     for batch in bar:
         if steps >= run.steps_per_epoch:
             break

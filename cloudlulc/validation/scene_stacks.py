@@ -10,11 +10,14 @@ the file, never a traceback.
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 from tqdm import tqdm
 
 from cloudlulc.data.layout import SceneLayout
 from cloudlulc.io.storage import open_storage
+from cloudlulc.logs import progress_enabled
 from cloudlulc.validation.report import ValidationReport, class_balance
 from cloudlulc.validation.rules import DATASET, required_columns
 from cloudlulc.validation.runner import collect_failures, run_rules
@@ -22,6 +25,8 @@ from cloudlulc.validation.scene_facts import iter_scene_facts, scene_facts
 from cloudlulc.validation.scene_manifest import ManifestScene, is_scene_layout, read_scene_manifest
 from cloudlulc.validation.suites import manifest_rules, scene_rules
 from cloudlulc.validation.thresholds import SceneThresholds
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ManifestScene",
@@ -61,7 +66,9 @@ def validate_scenes(
     frame = pd.DataFrame()
     if scenes:
         facts = iter_scene_facts(storage, scenes, limits, workers)
-        rows = list(tqdm(facts, total=len(scenes), desc="validate", unit="scene", disable=not progress))
+        bar = tqdm(facts, total=len(scenes), desc="validate", unit="scene", disable=not progress_enabled(progress))
+        rows = list(bar)
+        log.info("validate: measured %d scene stacks of %s", len(rows), storage.uri)
         per_scene = scene_rules(limits)
         frame = pd.DataFrame(rows)
         frame = frame.reindex(columns=sorted(set(frame.columns) | set(required_columns(per_scene))))

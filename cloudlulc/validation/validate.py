@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 from tqdm import tqdm
 
 from cloudlulc.data.layout import DatasetLayout, SampleRecord
 from cloudlulc.data.metadata import compute_sample_metadata, metadata_frame, read_metadata
 from cloudlulc.errors import DataError
+from cloudlulc.logs import progress_enabled
 from cloudlulc.validation.report import ValidationReport, class_balance
 from cloudlulc.validation.rules import DATASET, required_columns
 from cloudlulc.validation.runner import collect_failures, run_rules
 from cloudlulc.validation.stats import iter_sample_stats, split_facts
 from cloudlulc.validation.suites import metadata_rules, sample_rules, split_rules
 from cloudlulc.validation.thresholds import Thresholds
+
+log = logging.getLogger(__name__)
 
 
 def _metadata_table(layout: DatasetLayout, records: list[SampleRecord], readable: set[str]) -> pd.DataFrame:
@@ -58,9 +63,10 @@ def validate_dataset(
             total=len(records),
             desc="validate",
             unit="sample",
-            disable=not progress,
+            disable=not progress_enabled(progress),
         )
     )
+    log.info("validate: measured %d samples of %s", len(stats_rows), layout.root)
     complete = {r.name for r in records if not missing.intersection(r.files().values())}
     readable = {row["name"] for row in stats_rows if not row["read_error"]} & complete
     metadata = _metadata_table(layout, records, readable)
