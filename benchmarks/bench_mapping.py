@@ -44,6 +44,7 @@ from cloudlulc.mapping.options import MapOptions
 OPTICAL_CRS, SAR_CRS = CRS.from_epsg(32632), CRS.from_epsg(32633)
 ORIGIN = (700_000.0, 5_100_000.0)
 STRIP = 256
+TILED = {"tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "deflate", "zlevel": 1, "bigtiff": "if_safer"}
 
 Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -70,15 +71,7 @@ def write_large_inputs(folder: Path, size: int) -> tuple[Path, Path]:
     rng = np.random.default_rng(size)
     optical_path, sar_path = folder / f"s2_{size}.tif", folder / f"s1_{size}.tif"
     transform = from_origin(*ORIGIN, 10, 10)
-    options = {
-        "driver": "GTiff",
-        "tiled": True,
-        "blockxsize": 512,
-        "blockysize": 512,
-        "compress": "deflate",
-        "zlevel": 1,
-        "bigtiff": "if_safer",
-    }
+    options = {"driver": "GTiff", **TILED}
     with rasterio.open(
         optical_path,
         "w",
@@ -101,7 +94,13 @@ def write_large_inputs(folder: Path, size: int) -> tuple[Path, Path]:
             dn = schema.reflectance_to_s2_dn(reflectance, schema.S2_BASELINE_OFFSET_DN)
             dataset.write(dn, window=Window(0, row, size, rows))
     with rasterio.open(optical_path) as dataset:
-        left, bottom, right, top = transform_bounds(OPTICAL_CRS, SAR_CRS, *dataset.bounds)
+        write_sar_pair(sar_path, dataset.bounds, rng)
+    return optical_path, sar_path
+
+
+def write_sar_pair(sar_path: Path, optical_bounds: tuple[float, float, float, float], rng: np.random.Generator) -> None:
+    """Sentinel-1 dB (VV, VH) on UTM 33N at 20 m covering ``optical_bounds`` (UTM 32N), a strip at a time."""
+    left, bottom, right, top = transform_bounds(OPTICAL_CRS, SAR_CRS, *optical_bounds)
     sar_transform = from_origin(left - 100, top + 100, 20, 20)
     width, height = int((right - left + 200) / 20), int((top - bottom + 200) / 20)
     with rasterio.open(
@@ -114,7 +113,8 @@ def write_large_inputs(folder: Path, size: int) -> tuple[Path, Path]:
         crs=SAR_CRS,
         transform=sar_transform,
         nodata=float("nan"),
-        **options,
+        driver="GTiff",
+        **TILED,
     ) as dataset:
         dataset.descriptions = schema.S1_POLARISATIONS
         for row in range(0, height, STRIP):
@@ -125,6 +125,65 @@ def write_large_inputs(folder: Path, size: int) -> tuple[Path, Path]:
             classes = parcel_classes(np.asarray(easting), np.asarray(northing)).reshape(rows, width)
             db = SAR_MEAN_DB[classes].transpose(2, 0, 1) + rng.normal(0.0, 1.0, (2, rows, width)).astype(np.float32)
             dataset.write(db.astype(np.float32), window=Window(0, row, width, rows))
+
+
+def write_band_group(path: Path, bands: list[int], resolution: int, side_m: int, rng: np.random.Generator) -> None:
+    """Optical bands ``bands`` (indexes into ``schema.S2_BANDS``) at ``resolution`` m, as an L2A product ships them."""
+    size = side_m // resolution
+    transform = from_origin(*ORIGIN, resolution, resolution)
+    profile = {"driver": "GTiff", "width": size, "height": size, "count": len(bands), "dtype": "uint16"}
+    with rasterio.open(path, "w", **profile, **TILED, crs=OPTICAL_CRS, transform=transform, nodata=0) as dataset:
+        dataset.update_tags(BOA_ADD_OFFSET="-1000")
+        for row in range(0, size, STRIP):
+            rows = min(STRIP, size - row)
+            cols, lines = np.meshgrid(np.arange(size) + 0.5, np.arange(row, row + rows) + 0.5)
+            easting, northing = transform @ (cols, lines)
+            reflectance = SPECTRA[parcel_classes(easting, northing)][..., bands].transpose(2, 0, 1)
+            reflectance = reflectance * rng.normal(1.0, 0.04, reflectance.shape).astype(np.float32)
+            dn = schema.reflectance_to_s2_dn(reflectance, schema.S2_BASELINE_OFFSET_DN)
+            dataset.write(dn, window=Window(0, row, size, rows))
+
+
+def write_full_tile(folder: Path, side_m: int = 109_800) -> tuple[Path, Path]:
+    """A Sentinel-2 tile (10980 x 10980 at 10 m) as three files at 10, 20 and 60 m, stacked by a VRT, and its SAR.
+
+    The VRT lists the 12 bands in ``schema.S2_BANDS`` order at 10 m; GDAL resamples the 20 and 60 m
+    bands (bilinear) as windows are read: the reader takes one 12-band raster, and a VRT is how a
+    product's separate resolutions become one (``gdalbuildvrt -separate -resolution highest``).
+    """
+    rng = np.random.default_rng(side_m)
+    groups = {}
+    for resolution in (10, 20, 60):
+        bands = [i for i, b in enumerate(schema.S2_BANDS) if schema.S2_BAND_RESOLUTION_M[b] == resolution]
+        path = folder / f"s2_tile_{resolution}m.tif"
+        write_band_group(path, bands, resolution, side_m, rng)
+        groups[resolution] = (path, bands)
+    size = side_m // 10
+    sources = []
+    for resolution, (path, bands) in groups.items():
+        side = side_m // resolution
+        for position, band in enumerate(bands):
+            sources.append((band, path, position + 1, side))
+    xml = [
+        f'<VRTDataset rasterXSize="{size}" rasterYSize="{size}">',
+        f"<SRS>{OPTICAL_CRS.to_wkt()}</SRS>",
+        f"<GeoTransform>{ORIGIN[0]}, 10, 0, {ORIGIN[1]}, 0, -10</GeoTransform>",
+        '<Metadata><MDI key="BOA_ADD_OFFSET">-1000</MDI></Metadata>',
+    ]
+    for band, path, index, side in sorted(sources):
+        xml += [
+            f'<VRTRasterBand dataType="UInt16" band="{band + 1}"><NoDataValue>0</NoDataValue>',
+            f"<Description>{schema.S2_BANDS[band]}</Description>",
+            f'<ComplexSource resampling="bilinear"><SourceFilename relativeToVRT="0">{path}</SourceFilename>',
+            f"<SourceBand>{index}</SourceBand><NODATA>0</NODATA>",
+            f'<SrcRect xOff="0" yOff="0" xSize="{side}" ySize="{side}"/>',
+            f'<DstRect xOff="0" yOff="0" xSize="{size}" ySize="{size}"/></ComplexSource></VRTRasterBand>',
+        ]
+    optical_path = folder / "s2_tile.vrt"
+    optical_path.write_text("\n".join([*xml, "</VRTDataset>"]) + "\n")
+    sar_path = folder / "s1_tile.tif"
+    with rasterio.open(optical_path) as dataset:
+        write_sar_pair(sar_path, dataset.bounds, rng)
     return optical_path, sar_path
 
 

@@ -1,12 +1,12 @@
 """The ``cloudlulc`` command line: thin faces of library functions, one subcommand per stage.
 
 Exit codes: 0 success; 1 validation found failures; 2 wrong usage (an output over an input too); 3 bad
-input data; 4 storage unreachable or not writable; 5 export refused; 6 Triton unreachable or refusing.
+input data; 4 storage or tracking unreachable or not writable, or the output held by another run (named);
+5 export refused; 6 Triton unreachable or refusing.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -17,7 +17,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from cloudlulc import __version__
+from cloudlulc import __version__, logs
 from cloudlulc.errors import CloudLULCError, StorageError, UsageError
 from cloudlulc.ingest.options import ChipOptions
 from cloudlulc.io.guard import check_outputs_apart, probe_writable
@@ -36,8 +36,30 @@ def _fail(error: CloudLULCError) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="cloudlulc")
-def cli() -> None:
-    """CloudLULC: land use / land cover under clouds, from Sentinel-1/2 to maps."""
+@click.option(
+    "--log-level",
+    type=click.Choice(logs.LEVELS, case_sensitive=False),
+    envvar=logs.LEVEL_ENV,
+    default="info",
+    show_default=True,
+    show_envvar=True,
+    help="Lowest level of the log lines on stderr (other libraries show warnings only).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(logs.FORMATS, case_sensitive=False),
+    envvar=logs.FORMAT_ENV,
+    default="plain",
+    show_default=True,
+    show_envvar=True,
+    help="plain lines for people, or json: one object per line (time, level, logger, message, fields).",
+)
+def cli(log_level: str, log_format: str) -> None:
+    """CloudLULC: land use / land cover under clouds, from Sentinel-1/2 to maps.
+
+    Progress bars show on a terminal only; elsewhere long steps log a line per epoch or per tenth of the work.
+    """
+    logs.configure(log_level, log_format)
 
 
 @cli.command()
@@ -214,6 +236,12 @@ def train(
     "pixels), the shape plotting tools such as `dvc plots` read.",
 )
 @click.option(
+    "--summary-out",
+    "summary_json",
+    help="Also write the headline scores as JSON (miou, oa, macro_f1, ece, miou_by_cloud per cover bin): the "
+    "short table `dvc metrics show` prints; --out keeps every detail.",
+)
+@click.option(
     "--modalities",
     type=click.Choice(["both", "optical", "sar"]),
     default="both",
@@ -242,6 +270,7 @@ def evaluate(
     split: str,
     out_json: str,
     bins_json: str | None,
+    summary_json: str | None,
     modalities: str,
     diagnose: bool,
     gate_mode: bool,
@@ -266,7 +295,12 @@ def evaluate(
     from cloudlulc.training.evaluation import evaluate_model, evaluation_dataset, evaluation_table, load_trained_model
 
     diagram_png = f"{out_json.removesuffix('.json')}_reliability.png"
-    outputs = {"--out": out_json, "--bins-out": bins_json, "--out reliability diagram": diagram_png}
+    outputs = {
+        "--out": out_json,
+        "--bins-out": bins_json,
+        "--summary-out": summary_json,
+        "--out reliability diagram": diagram_png,
+    }
     check_outputs_apart(outputs, files={"--checkpoint": checkpoint}, datasets={"--dataset": dataset})
     for name, uri in outputs.items():
         if uri:
@@ -275,13 +309,15 @@ def evaluate(
     result = evaluate_model(model, evaluation_dataset(dataset, split), modalities=modalities)  # type: ignore[arg-type]
     extra: dict[str, Any] = {"modalities": modalities}
     diagnostics_lines = _diagnose(model, dataset, split, extra) if diagnose else ""
-    _write_evaluation(result, extra, out_json, bins_json, diagram_png)
+    _write_evaluation(result, extra, out_json, {"bins": bins_json, "summary": summary_json}, diagram_png)
     if modalities != "both":
         click.echo(f"fed {'Sentinel-2' if modalities == 'optical' else 'Sentinel-1'} only")
     click.echo(evaluation_table(result))
     if diagnostics_lines:
         click.echo("\n" + diagnostics_lines)
     click.echo(f"\nmetrics: {out_json}" + (f" (per cloud bin: {bins_json})" if bins_json else ""))
+    if summary_json:
+        click.echo(f"summary: {summary_json}")
     click.echo(f"reliability diagram: {diagram_png}")
 
 
@@ -303,23 +339,46 @@ def _diagnose(model: Any, dataset: str, split: str, document: dict[str, Any]) ->
 
 
 def _write_evaluation(
-    result: Any, extra: dict[str, Any], out_json: str, bins_json: str | None, diagram_png: str
+    result: Any, extra: dict[str, Any], out_json: str, also: dict[str, str | None], diagram_png: str
 ) -> None:
-    """The metrics JSON (with ``extra``), the per-bin records and the reliability diagram, each published whole."""
+    """The metrics JSON (with ``extra``), the reliability diagram and ``also`` (bins, summary) where given.
+
+    Each file is published whole (staged, then renamed): DVC and readers never see half a document.
+    """
     import json
 
     from cloudlulc.io.storage import staged_output
     from cloudlulc.training.calibration import reliability_figure
     from cloudlulc.training.evaluation import evaluation_bin_records, evaluation_document
 
-    with staged_output(out_json) as temp_path:
-        temp_path.write_text(json.dumps({**evaluation_document(result), **extra}, indent=2, default=float) + "\n")
-    if bins_json:
-        with staged_output(bins_json) as temp_path:
-            temp_path.write_text(json.dumps(evaluation_bin_records(result), indent=2, default=float) + "\n")
+    document = {**evaluation_document(result), **extra}
+    written = [
+        (out_json, document),
+        (also.get("bins"), evaluation_bin_records(result)),
+        (also.get("summary"), _evaluation_summary(document)),
+    ]
+    for uri, content in written:
+        if uri:
+            with staged_output(uri) as temp_path:
+                temp_path.write_text(json.dumps(content, indent=2, default=float) + "\n")
     figure = reliability_figure(result["calibration"])
     with staged_output(diagram_png) as temp_path:
         figure.savefig(temp_path, dpi=100, format="png")
+
+
+def _evaluation_summary(document: dict[str, Any]) -> dict[str, Any]:
+    """The headline scores of an evaluation document: a table of a handful of columns in `dvc metrics show`.
+
+    mIoU per cloud-cover bin only for bins that hold pixels; the full document stays the reference.
+    """
+    overall = document["overall"]
+    return {
+        "miou": overall["miou"],
+        "oa": overall["overall_accuracy"],
+        "macro_f1": overall["macro_f1"],
+        "ece": document["calibration"]["overall"]["ece"],
+        "miou_by_cloud": {label: scores["miou"] for label, scores in document["bins"].items() if scores.get("pixels")},
+    }
 
 
 @cli.group()
@@ -588,7 +647,9 @@ def map_command(
     if reliability and not checkpoint:
         raise click.UsageError("--reliability needs --checkpoint: ONNX and Triton models return probabilities only")
     if checkpoint is not None or onnx_path is not None:
-        predictor, model_id = _in_process_predictor(checkpoint, onnx_path, reliability=reliability)
+        predictor, model_id = _in_process_predictor(
+            checkpoint, onnx_path, reliability=reliability, in_flight=options.in_flight
+        )
         result = map_scene(
             optical,
             sar,
@@ -621,7 +682,9 @@ def map_command(
     _echo_map(result, alone="Sentinel-1" if optical is None else "Sentinel-2" if sar is None else None)
 
 
-def _in_process_predictor(checkpoint: str | None, onnx_path: str | None, *, reliability: bool) -> tuple[Any, str]:
+def _in_process_predictor(
+    checkpoint: str | None, onnx_path: str | None, *, reliability: bool, in_flight: int = 1
+) -> tuple[Any, str]:
     """The predictor of ``map --checkpoint`` (PyTorch) or ``map --onnx`` (ONNX Runtime), and its model id."""
     if checkpoint is not None:
         from cloudlulc.models.inference import torch_predictor
@@ -631,9 +694,9 @@ def _in_process_predictor(checkpoint: str | None, onnx_path: str | None, *, reli
             return torch_predictor(load_trained_model(checkpoint), reliability=reliability), f"checkpoint:{checkpoint}"
         except ValueError as error:
             raise click.UsageError(f"--checkpoint {checkpoint}: {error}") from error
-    from cloudlulc.export import onnxruntime_runner
+    from cloudlulc.export.onnx import onnxruntime_runner, threads_per_call
 
-    return onnxruntime_runner(str(onnx_path)), f"onnx:{onnx_path}"
+    return onnxruntime_runner(str(onnx_path), threads_per_call(in_flight)), f"onnx:{onnx_path}"
 
 
 def _echo_map(result: Any, *, alone: str | None) -> None:
@@ -942,22 +1005,12 @@ def ingest_synthetic(out: str, size: int, seed: int) -> None:
         click.echo(f"labels:    {catalog.landcover_uri} (ESA WorldCover codes)")
 
 
-def _warnings_handler() -> logging.Handler:
-    """The library's warnings (conversions it made on its own, skipped items) as ``warning:`` lines on stderr."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("warning: %(message)s"))
-    handler.setLevel(logging.WARNING)
-    return handler
-
-
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and an exit code, not a traceback."""
-    handler = _warnings_handler()
-    logging.getLogger("cloudlulc").addHandler(handler)
-    try:
-        _run()
-    finally:
-        logging.getLogger("cloudlulc").removeHandler(handler)
+    """Console entry point: user errors become one line on stderr and an exit code, not a traceback.
+
+    Logging is set up by the group itself (``--log-level``/``--log-format``, see :mod:`cloudlulc.logs`).
+    """
+    _run()
 
 
 def _run() -> None:

@@ -48,6 +48,12 @@ class StorageError(CloudLULCError):
     exit_code = 4
 
 
+class OutputBusyError(StorageError):
+    """Another run holds the output (see ``io.claim``); this run stops before writing and names the holder."""
+
+    exit_code = 4
+
+
 class MissingObjectError(StorageError):
     """The storage answered, but the named file or object is not there: an input problem, not an outage."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Iterator
+from functools import partial
 from itertools import pairwise
 from pathlib import Path
 
@@ -672,3 +673,37 @@ def test_mapping_needs_at_least_one_modality(tmp_path: Path, tiny_net):
         check=False,
     )
     assert done.returncode == 2 and "give --optical, --sar, or both" in done.stderr
+
+
+def test_a_retried_s3_map_resumes_inside_the_scene_from_the_work_volume(
+    scene_pair, s3_bucket: str, tmp_path: Path, tiny_net, monkeypatch: pytest.MonkeyPatch
+):
+    """A retried map step runs in a new pod: its temporary folder is empty, the work volume is not."""
+    import tempfile
+
+    from cloudlulc.io.storage import open_storage
+
+    storage = open_storage(f"s3://{s3_bucket}")
+    optical, sar = scene_pair
+    out = storage.join("retried/map.tif")
+    volume = tmp_path / "volume"
+    for attempt, pod_temp in enumerate(("pod-1", "pod-2")):
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / pod_temp))
+        (tmp_path / pod_temp).mkdir()
+        predictor = killed_after(tiny_net, 6) if attempt == 0 else tiny_net
+        run = partial(map_scene, str(optical), str(sar), out, predictor, options=TILING_BATCH_2, progress=False)
+        if attempt == 0:
+            with pytest.raises(KilledError):
+                run(work_dir=volume)
+            assert any(volume.iterdir()) and not storage.exists("retried/map.tif")
+        else:
+            assert run(work_dir=volume).resumed_from_row == 128
+    assert not any(volume.iterdir()), "temporary files removed after publishing"
+    pod_map = partial(
+        map_scene, str(optical), str(sar), storage.join("pod/map.tif"), options=TILING_BATCH_2, progress=False
+    )
+    with pytest.raises(KilledError):  # without the volume, the partial map lives and dies with the pod
+        pod_map(killed_after(tiny_net, 6))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "pod-3"))
+    (tmp_path / "pod-3").mkdir()
+    assert pod_map(tiny_net).resumed_from_row == 0

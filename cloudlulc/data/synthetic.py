@@ -9,10 +9,11 @@ split files, which make the samples visible to readers, are written last.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
+from pathlib import Path
 
 import numpy as np
 from affine import Affine
@@ -32,7 +33,13 @@ from cloudlulc.data.metadata import (
 )
 from cloudlulc.data.synthetic_scene import DEFAULT_PHYSICS, Physics, Scene, make_scene
 from cloudlulc.errors import DataError
+from cloudlulc.io.claim import claim_output
 from cloudlulc.io.rasters import RasterProfile, write_raster
+from cloudlulc.io.storage import is_s3_uri, remove_stale_temporaries
+from cloudlulc.logs import progress_enabled
+from cloudlulc.workers import worker_pool
+
+log = logging.getLogger(__name__)
 
 PARAMS_FILE = "synth.json"
 PIXEL_SIZE_M = 10.0
@@ -195,8 +202,18 @@ def generate_dataset(root: str, config: SynthConfig, *, workers: int = 1, progre
 
     A finished set (same parameters, split files present) is left untouched. After an interruption,
     samples whose six files exist are not written again (their metadata row is re-derived from the
-    same seed), so the resumed set is byte-identical to an uninterrupted one.
+    same seed), so the resumed set is byte-identical to an uninterrupted one. One run at a time holds
+    ``root`` (``io.claim``: another is refused with exit 4); a successful run removes the temporary files
+    that killed runs left.
     """
+    with claim_output(root):
+        records = _generate_claimed(root, config, workers=workers, progress=progress)
+        if not is_s3_uri(root):
+            remove_stale_temporaries(Path(root), recursive=True)
+        return records
+
+
+def _generate_claimed(root: str, config: SynthConfig, *, workers: int, progress: bool) -> list[SampleRecord]:
     layout = DatasetLayout(root)
     _check_params(layout, config)
     if all(layout.storage.exists(layout.split_key(split)) for split in ("train", "val", "test")):
@@ -205,9 +222,13 @@ def generate_dataset(root: str, config: SynthConfig, *, workers: int = 1, progre
     existing = set(layout.storage.list())
     records = [standard_record(sample_name(i), splits[i]) for i in range(config.n)]
     jobs = [(root, config, i, splits[i], not set(records[i].files().values()) <= existing) for i in range(config.n)]
-    rows = list(tqdm(_run(jobs, workers), total=len(jobs), desc="synth", unit="sample", disable=not progress))
+    bar = tqdm(
+        _run(jobs, workers), total=len(jobs), desc="synth", unit="sample", disable=not progress_enabled(progress)
+    )
+    rows = list(bar)
     write_metadata(layout, metadata_frame(rows))
     layout.write_splits(records)  # last: the split files make the samples visible
+    log.info("synth: %d samples at %s, %d of them written now", len(records), root, sum(job[4] for job in jobs))
     return records
 
 
@@ -215,5 +236,5 @@ def _run(jobs: list[tuple[str, SynthConfig, int, Split, bool]], workers: int) ->
     if workers <= 1:
         yield from map(_generate_one, jobs)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with worker_pool(workers) as pool:
         yield from pool.map(_generate_one, jobs, chunksize=2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -29,6 +30,8 @@ OUTPUT_NAME = "probs"
 OPSET = 18
 MAX_SIDE = 8192
 """Largest tile side the exported graph accepts (a shape bound the exporter needs)."""
+GRAPH_OPTIMIZATION = ("basic", "extended", "all")
+"""ONNX Runtime's graph optimisation levels by name (``onnxruntime.GraphOptimizationLevel.ORT_ENABLE_<NAME>``)."""
 
 
 class ServingModel(nn.Module):
@@ -39,16 +42,48 @@ class ServingModel(nn.Module):
         self.network = network
 
     def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
-        """Probabilities [B,6,H,W]."""
-        return self.network.probabilities(optical, sar)
+        """Probabilities [B,6,H,W]: ``network.probabilities``, with the softmax spelled out.
+
+        ONNX Runtime's Softmax over axis 1 of NCHW transposes to rows of 6 and back: 20 ms of a 120 ms
+        512 x 512 tile on one core. Max, exp, sum and divide as separate ops save 16 ms of it, with
+        probabilities within 3e-8 (docs/benchmarks.md, "Where mapping time goes").
+        """
+        logits = self.network(optical, sar) / self.network.temperature
+        exponentials = torch.exp(logits - logits.amax(dim=1, keepdim=True))
+        return exponentials / exponentials.sum(dim=1, keepdim=True)
 
 
-def onnxruntime_runner(path: str | Path, threads: int = 0) -> Runner:
-    """An ONNX Runtime CPU session as a runner (``threads`` 0 lets ONNX Runtime choose)."""
+def threads_per_call(concurrent_calls: int) -> int:
+    """Intra-op threads for each of ``concurrent_calls`` sessions running at once: the cores shared out.
+
+    On 2 cores, 2 calls of 1 thread each took 28 % less CPU per tile than 2 calls of ONNX Runtime's
+    own choice (2 threads each, 4 on 2 cores) and beat 1 call of 2 threads (docs/benchmarks.md).
+    """
+    return max(1, len(os.sched_getaffinity(0)) // max(1, concurrent_calls))
+
+
+def onnxruntime_runner(
+    path: str | Path, threads: int = 0, *, spinning: bool = False, optimization: str = "all", arena: bool = True
+) -> Runner:
+    """An ONNX Runtime CPU session as a runner (``threads`` 0 lets ONNX Runtime choose).
+
+    ``spinning`` lets idle intra-op threads busy-wait for work: off by default, since mapping runs
+    calls side by side with its own reading. On a 2-core machine, ONNX Runtime's own choice (2
+    spinning threads per call) took 38 % more CPU per tile than 1 thread without spinning, and with 1
+    thread per call spinning alone still cost 2 % more. ``optimization`` is the graph optimisation
+    level (``basic``, ``extended``, ``all``; ``basic`` measured no faster); ``arena`` keeps ONNX
+    Runtime's memory arena (without it a tile took 1.8 x the CPU). Figures: docs/benchmarks.md,
+    "Where mapping time goes".
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    if optimization not in GRAPH_OPTIMIZATION:
+        raise ValueError(f"optimization must be one of {GRAPH_OPTIMIZATION}, got {optimization!r}")
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, f"ORT_ENABLE_{optimization.upper()}")
+    options.enable_cpu_mem_arena = arena
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # ONNX Runtime raises its own Fail / InvalidProtobuf / NoSuchFile types

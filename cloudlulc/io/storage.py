@@ -13,6 +13,7 @@ import functools
 import hashlib
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -107,12 +108,54 @@ def atomic_local_path(final_path: Path) -> Iterator[Path]:
     the suffix, so GDAL picks the right driver and its sidecar files land beside it.
     """
     final_path.parent.mkdir(parents=True, exist_ok=True)
-    temp_path = final_path.with_name(f".{final_path.stem}{TEMP_MARKER}{uuid.uuid4().hex[:8]}{final_path.suffix}")
+    temp_path = final_path.with_name(f".{final_path.stem}{TEMP_MARKER}{_owner_tag()}{final_path.suffix}")
     try:
         yield temp_path
         os.replace(temp_path, final_path)
     finally:
         temp_path.unlink(missing_ok=True)
+
+
+def _owner_tag() -> str:
+    """``<pid>-<host hash>-<random>``: who writes a temporary file, so a later run can tell a dead writer's."""
+    return f"{os.getpid()}-{_HOST_TAG}-{uuid.uuid4().hex[:8]}"
+
+
+_HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (a zombie, killed but not yet reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def remove_stale_temporaries(folder: Path, *, recursive: bool = False) -> list[Path]:
+    """Delete the temporary files under ``folder`` whose writer was killed; return them.
+
+    A SIGKILL runs no cleanup, so a killed writer leaves ``.<name>.tmp-<pid>-<host>-...`` files (and GDAL
+    sidecars of them). Only files written on this host by a pid that no longer exists are removed: a live
+    writer's file (here, or on another host sharing the folder) is never touched, and names without an
+    owner (written before owners were recorded) are left alone. Called once by a successful run, not per
+    write: listing a large folder for every file would make writing a dataset quadratic.
+    """
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.rglob(f"*{TEMP_MARKER}*") if recursive else folder.glob(f"*{TEMP_MARKER}*"):
+        pid, _, rest = path.name.rsplit(TEMP_MARKER, 1)[1].partition("-")
+        if pid.isdigit() and rest.partition("-")[0] == _HOST_TAG and not pid_alive(int(pid)) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 @dataclass
@@ -154,7 +197,7 @@ class LocalStorage:
     def _create_only(final_path: Path, data: bytes) -> bool:
         """Publish a complete file with a hard link, which fails atomically if the name is taken."""
         final_path.parent.mkdir(parents=True, exist_ok=True)
-        temp_path = final_path.with_name(f".{final_path.name}{TEMP_MARKER}{uuid.uuid4().hex[:8]}")
+        temp_path = final_path.with_name(f".{final_path.name}{TEMP_MARKER}{_owner_tag()}")
         try:
             temp_path.write_bytes(data)
             os.link(temp_path, final_path)

@@ -25,13 +25,15 @@ from pathlib import Path
 
 import numpy as np
 from rasterio.windows import Window
-from tqdm import tqdm
 
 from cloudlulc import schema
 from cloudlulc.errors import DataError
+from cloudlulc.io.claim import claim_output
 from cloudlulc.io.gdal_env import bounded_block_cache
 from cloudlulc.io.guard import check_outputs_apart, probe_readable, probe_writable
 from cloudlulc.io.rasters import publish_cog
+from cloudlulc.io.storage import is_s3_uri, remove_stale_temporaries
+from cloudlulc.logs import Progress
 from cloudlulc.mapping.areas import ClassAreas, class_areas, write_class_areas
 from cloudlulc.mapping.options import DEFAULT_MAP_OPTIONS, MapOptions
 from cloudlulc.mapping.quicklook import write_quicklook
@@ -90,6 +92,7 @@ class BandAccumulator:
         self.sums = np.zeros((channels, capacity, width), np.float32)
         self.weights = np.zeros((capacity, width), np.float32)
         self.valid = np.zeros((capacity, width), bool)
+        self._scratch = np.empty((0, 0, 0), np.float32)  # weighted probabilities of one tile, reused
 
     def add(self, row: int, col: int, probabilities: np.ndarray, weights: np.ndarray, valid: np.ndarray) -> None:
         """Add one tile's probabilities [6(+1),h,w] with its blending weights [h,w]; rows above ``top`` are dropped."""
@@ -101,7 +104,11 @@ class BandAccumulator:
         if first + rows > self.weights.shape[0]:
             raise ValueError(f"tile at row {row} reaches past the accumulator (top {self.top})")
         cols = slice(col, col + probabilities.shape[2])
-        self.sums[:, first : first + rows, cols] += probabilities[:, skip:] * weights[skip:]
+        if any(have < need for have, need in zip(self._scratch.shape, probabilities.shape, strict=True)):
+            self._scratch = np.empty(probabilities.shape, np.float32)
+        weighted = self._scratch[: probabilities.shape[0], :rows, : probabilities.shape[2]]
+        np.multiply(probabilities[:, skip:], weights[skip:], out=weighted)  # no temporary per tile
+        self.sums[:, first : first + rows, cols] += weighted
         self.weights[first : first + rows, cols] += weights[skip:]
         self.valid[first : first + rows, cols] = valid[skip:]
 
@@ -187,7 +194,7 @@ def map_scene(
     started = time.perf_counter()
     sidecars = _check_request(optical_uri, sar_uri, out_uri)
     bands = tuple(name for name, wanted in (("confidence", confidence), ("reliability", reliability)) if wanted)
-    with bounded_block_cache(), SceneReader(optical_uri, sar_uri, sar_units=sar_units) as scene:
+    with claim_output(out_uri), bounded_block_cache(), SceneReader(optical_uri, sar_uri, sar_units=sar_units) as scene:
         grid = TileGrid(scene.grid.height, scene.grid.width, options.tile, options.overlap)
         identity = _run_identity(scene, grid, batch_size=options.batch_size, bands=bands, model_id=model_id)
         tags = _map_tags(scene, grid, optical_uri, sar_uri, model_id)
@@ -298,6 +305,8 @@ def _publish(
     if scene.modalities != "S2+S1":
         log.warning("%s: mapped from %s (the missing modality fed as zeros)", out_uri, scene.modalities)
     partial.remove()
+    for folder in {partial.paths.record.parent, *([] if is_s3_uri(out_uri) else [Path(out_uri).parent])}:
+        remove_stale_temporaries(folder)  # temporary files of killed runs (their writer pid is gone)
     return areas
 
 
@@ -325,7 +334,7 @@ class _TileRowBlender:
         capacity = min(grid.tile, scene.grid.height)  # one tile row of scene rows
         self.accumulator = BandAccumulator(scene.grid.width, capacity, grid.row_origins[first_row], self.channels)
 
-    def consume(self, batch: _Batch, bar: tqdm) -> None:
+    def consume(self, batch: _Batch, bar: Progress) -> None:
         """Blend one batch's tiles; rows above a new tile row are final and written first."""
         probabilities = None
         if batch.future is not None:
@@ -367,12 +376,21 @@ def _predict_rows(
     first_row = grid.first_tile_row_reaching(partial.rows_written)
     first_batch = first_row * len(grid.col_origins) // batch_size
     blender = _TileRowBlender(scene, grid, partial, first_row)
-    bar = tqdm(total=len(tiles), initial=first_batch * batch_size, desc="mapping", unit="tile", disable=not progress)
+    bar = Progress(  # a bar on a terminal, else a line per tenth of the tiles with the scene's Mpx/s
+        len(tiles),
+        initial=first_batch * batch_size,
+        desc="mapping",
+        unit="tile",
+        requested=progress,
+        logger=log,
+        pixels_per_unit=scene.grid.width * scene.grid.height / max(len(tiles), 1),
+    )
     pool = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="predictor")
     pending: deque[_Batch] = deque()
+    buffers = _BatchBuffers(in_flight + 1, batch_size, grid.tile)
     try:
         for start in range(first_batch * batch_size, len(tiles), batch_size):
-            pending.append(_submit(scene, grid, tiles[start : start + batch_size], predictor, pool))
+            pending.append(_submit(scene, grid, tiles[start : start + batch_size], predictor, pool, buffers))
             while len(pending) > in_flight:
                 blender.consume(pending.popleft(), bar)
         while pending:
@@ -384,20 +402,51 @@ def _predict_rows(
     return blender.predicted
 
 
+class _BatchBuffers:
+    """Input arrays of the batches alive at once (``in_flight`` predicting, one being read), used in turn.
+
+    Tiles are read straight into their batch's slot: no per-tile arrays stacked into a fresh batch (a
+    copy of 56 MB per batch of 4, and its page faults). Batch ``k`` reuses the arrays of batch
+    ``k - in_flight - 1``, which the blender has consumed (its prediction returned) before ``k`` is read.
+    """
+
+    def __init__(self, count: int, batch_size: int, tile: int) -> None:
+        shapes = (
+            (batch_size, len(schema.S2_BANDS), tile, tile),
+            (batch_size, len(schema.S1_POLARISATIONS), tile, tile),
+        )
+        self.arrays = [tuple(np.empty(shape, np.float32) for shape in shapes) for _ in range(count)]
+        self.turn = 0
+
+    def take(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """The next batch's optical [count,12,T,T] and SAR [count,2,T,T] arrays (contents undefined)."""
+        optical, sar = self.arrays[self.turn]
+        self.turn = (self.turn + 1) % len(self.arrays)
+        return optical[:count], sar[:count]
+
+
 def _submit(
-    scene: SceneReader, grid: TileGrid, tiles: list[TileRef], predictor: Predictor, pool: ThreadPoolExecutor
+    scene: SceneReader,
+    grid: TileGrid,
+    tiles: list[TileRef],
+    predictor: Predictor,
+    pool: ThreadPoolExecutor,
+    buffers: _BatchBuffers,
 ) -> _Batch:
     """Read a batch of tiles (in this thread: GDAL handles are not shared) and start its prediction."""
-    optical, sar, valid = [], [], []
-    for _, row, col in tiles:
+    optical, sar = buffers.take(len(tiles))
+    valid = []
+    for index, (_, row, col) in enumerate(tiles):
         rows, cols = grid.tile_shape(row, col)
-        inputs = scene.read(Window(col, row, cols, rows))
-        optical.append(pad_to_tile(inputs.optical, grid.tile))
-        sar.append(pad_to_tile(inputs.sar, grid.tile))
+        if (rows, cols) == (grid.tile, grid.tile):
+            inputs = scene.read(Window(col, row, cols, rows), out=(optical[index], sar[index]))
+        else:  # a scene smaller than a tile: read, then pad into the slot
+            inputs = scene.read(Window(col, row, cols, rows))
+            optical[index], sar[index] = pad_to_tile(inputs.optical, grid.tile), pad_to_tile(inputs.sar, grid.tile)
         valid.append(inputs.valid)
     if not any(v.any() for v in valid):
         return _Batch(tiles, valid, None)
-    return _Batch(tiles, valid, pool.submit(predictor, np.stack(optical), np.stack(sar)))
+    return _Batch(tiles, valid, pool.submit(predictor, optical, sar))
 
 
 def _flush(accumulator: BandAccumulator, partial: PartialMap, until: int) -> None:

@@ -107,6 +107,52 @@ def _read(dataset: DatasetReader | WarpedVRT, uri: str, **kwargs: Any) -> np.nda
     return result
 
 
+DECIMATION_CHUNK = 512
+"""Least side of the block-aligned windows a decimated read without overviews goes through."""
+
+
+def _decimated(
+    dataset: DatasetReader | WarpedVRT,
+    uri: str,
+    shape: tuple[int, int],
+    indexes: list[int] | None = None,
+    out_dtype: str | None = None,
+) -> np.ndarray:
+    """All bands (or ``indexes``) decimated to ``shape`` by nearest neighbour, each block decoded once.
+
+    With overviews GDAL reads them. Without, one whole-scene decimated read made GDAL decode blocks
+    again and again as its bounded block cache cycled (36 s of CPU at 8192 x 8192 x 12 bands, against
+    3.7 s for reading every block once): so read block-aligned windows and keep the rows and columns
+    nearest to each output pixel's centre, as GDAL's nearest does.
+    """
+    if dataset.overviews(1):
+        return _read(
+            dataset, uri, indexes=indexes, out_shape=(len(indexes or dataset.indexes), *shape), out_dtype=out_dtype
+        )
+    height, width = dataset.height, dataset.width
+    rows = np.minimum(((np.arange(shape[0]) + 0.5) * height / shape[0]).astype(np.int64), height - 1)
+    cols = np.minimum(((np.arange(shape[1]) + 0.5) * width / shape[1]).astype(np.int64), width - 1)
+    block_rows, block_cols = dataset.block_shapes[0]
+    step_rows = block_rows * max(1, DECIMATION_CHUNK // block_rows)
+    step_cols = block_cols * max(1, DECIMATION_CHUNK // block_cols)
+    out = np.empty((len(indexes or dataset.indexes), *shape), out_dtype or dataset.dtypes[0])
+    for top in range(0, height, step_rows):
+        picked_rows = np.flatnonzero((rows >= top) & (rows < top + step_rows))
+        if picked_rows.size == 0:
+            continue
+        first, last = int(rows[picked_rows[0]]), int(rows[picked_rows[-1]])
+        for left in range(0, width, step_cols):
+            picked_cols = np.flatnonzero((cols >= left) & (cols < left + step_cols))
+            if picked_cols.size == 0:
+                continue
+            start, stop = int(cols[picked_cols[0]]), int(cols[picked_cols[-1]])
+            window = Window(start, first, stop - start + 1, last - first + 1)
+            block = _read(dataset, uri, indexes=indexes, window=window, out_dtype=out_dtype)
+            picked = block[:, rows[picked_rows] - first][:, :, cols[picked_cols] - start]
+            out[:, picked_rows[0] : picked_rows[-1] + 1, picked_cols[0] : picked_cols[-1] + 1] = picked
+    return out
+
+
 class SceneReader:
     """Open an optical scene and its SAR pair; read model inputs on the optical grid, window by window.
 
@@ -227,14 +273,15 @@ class SceneReader:
     def _resolve_optical_units(self) -> OpticalUnits:
         """Optical units from a decimated read, decided once so every window is read alike."""
         assert self.optical_uri is not None
+        if not np.issubdtype(np.dtype(self.optical_info.dtype), np.floating):
+            return optical_units(self.optical, np.empty((0,), np.float32))  # integers are DN by contract: no read
         shape = (min(256, self.grid.height), min(256, self.grid.width))
-        sample = _read(self.optical, self.optical_uri, out_shape=(len(schema.S2_BANDS), *shape), out_dtype="float32")
-        return optical_units(self.optical, sample)
+        return optical_units(self.optical, _decimated(self.optical, self.optical_uri, shape, out_dtype="float32"))
 
     def _decimated_sar_sample(self, side: int = 256) -> np.ndarray:
         assert self.sar_uri is not None
         shape = (min(side, self.sar_info.height), min(side, self.sar_info.width))
-        values = _read(self.sar, self.sar_uri, indexes=list(self.sar_indexes), out_shape=(2, *shape))
+        values = _decimated(self.sar, self.sar_uri, shape, indexes=list(self.sar_indexes))
         finite = values[np.isfinite(values)]
         if self.sar_info.nodata is not None and not math.isnan(self.sar_info.nodata):
             finite = finite[finite != self.sar_info.nodata]
@@ -261,7 +308,7 @@ class SceneReader:
         """Raise when no optical pixel holds data: a decimated look first, a strip scan only if it finds none."""
         assert self.optical_uri is not None
         shape = (min(256, self.grid.height), min(256, self.grid.width))
-        decimated = _read(self.optical, self.optical_uri, out_shape=(len(schema.S2_BANDS), *shape))
+        decimated = _decimated(self.optical, self.optical_uri, shape)
         if optical_valid(decimated, self.optical_info.nodata).any():
             return
         for window in self.strips():
@@ -290,20 +337,39 @@ class SceneReader:
         power = _read(self._warped, self.sar_uri, indexes=list(self.sar_indexes), window=window)
         return schema.linear_to_db(power)
 
-    def read(self, window: Window) -> SceneWindow:
-        """Model inputs of ``window`` (inside the scene) and the pixels where the present sensors hold data."""
+    def optical_dn(self, window: Window, out: np.ndarray | None = None) -> np.ndarray:
+        """Optical values of ``window`` as float32 [12,h,w], GDAL converting during the read (into ``out`` if given)."""
+        assert self.optical_uri is not None
+        if out is None:
+            return read_window(self.optical, window, out_dtype="float32")
+        return _read(self.optical, self.optical_uri, window=window, out_dtype="float32", out=out)
+
+    def read(self, window: Window, out: tuple[np.ndarray, np.ndarray] | None = None) -> SceneWindow:
+        """Model inputs of ``window`` (inside the scene) and the pixels where the present sensors hold data.
+
+        ``out``: float32 optical [12,h,w] and SAR [2,h,w] arrays to fill (slots of a batch, so tiles are
+        not copied again to stack them); the window's inputs are then those arrays, same values.
+        """
         shape = (int(window.height), int(window.width))
+        optical_out, sar_out = out if out is not None else (None, None)
         if self.optical_uri is not None:
-            dn = read_window(self.optical, window, out_dtype="float32")
+            dn = self.optical_dn(window, optical_out)
             valid = optical_valid(dn, self.optical_info.nodata)
             optical = dn_to_reflectance(self.optical, dn, self.optical_units)
         else:
             valid, optical = np.ones(shape, bool), np.zeros((len(schema.S2_BANDS), *shape), np.float32)
         if self.sar_uri is None:
-            return SceneWindow(optical, np.zeros((len(schema.S1_POLARISATIONS), *shape), np.float32), valid)
-        db = self.sar_db(window)
-        valid &= np.isfinite(db).all(axis=0)
-        return SceneWindow(optical, scale_sar(db), valid)
+            sar = np.zeros((len(schema.S1_POLARISATIONS), *shape), np.float32)
+        else:
+            db = self.sar_db(window)
+            valid &= np.isfinite(db).all(axis=0)
+            sar = scale_sar(db)
+        if optical_out is not None and sar_out is not None:
+            if optical is not optical_out:
+                optical_out[...] = optical
+            sar_out[...] = sar
+            return SceneWindow(optical_out, sar_out, valid)
+        return SceneWindow(optical, sar, valid)
 
     def overview(self, max_side: int) -> tuple[SceneGrid, SceneWindow]:
         """The whole scene decimated to at most ``max_side`` pixels a side, for quicklooks.
@@ -319,9 +385,7 @@ class SceneReader:
         optical = np.zeros((len(schema.S2_BANDS), height, width), np.float32)
         sar = np.zeros((len(schema.S1_POLARISATIONS), height, width), np.float32)
         if self.optical_uri is not None:
-            dn = _read(
-                self.optical, self.optical_uri, out_shape=(len(schema.S2_BANDS), height, width), out_dtype="float32"
-            )
+            dn = _decimated(self.optical, self.optical_uri, (height, width), out_dtype="float32")
             valid = optical_valid(dn, self.optical_info.nodata)
             optical = dn_to_reflectance(self.optical, dn, self.optical_units)
         if self.sar_uri is not None:

@@ -4,14 +4,19 @@ Each trained model becomes a new version of the registered model with alias ``ch
 compares challenger and ``champion`` on the same test split and moves ``champion`` only if mIoU rises
 by a margin and no cloud-cover bin falls by more than a tolerance; with no champion yet, the
 challenger must pass absolute thresholds. The decision and both metric sets are written as tags on
-the challenger version. MLflow aliases are last-writer-wins, so the gate re-reads ``champion`` just
-before moving it and refuses if another promotion happened meanwhile.
+the challenger version. MLflow aliases are last-writer-wins, so the gate moves ``champion`` by a
+compare-and-set of its own (``Registry.move_champion``) and refuses if another promotion happened meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from dataclasses import dataclass
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,6 +26,13 @@ from cloudlulc.training.metrics import SegmentationMetrics
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+CLAIM_STALE_S = 120.0
+"""Age after which a gate's claim on moving ``champion`` is taken to belong to a dead gate (a move takes < 1 s)."""
+CLAIM_DOC = "Claim of the cloudlulc promotion gate while it moves the champion alias; deleted after the move."
+
+
+class ChampionMovedError(TrackingError):
+    """Another gate run moved (or is moving) ``champion`` since this gate read it."""
 
 
 class GateConfig(BaseModel):
@@ -41,10 +53,14 @@ class GateConfig(BaseModel):
 
 @dataclass(frozen=True)
 class GateDecision:
-    """Whether to promote, and why."""
+    """Whether to promote, and why; with the challenger's test scores when the gate stage measured them."""
 
     promote: bool
     reason: str
+    challenger_metrics: dict[str, float] = field(default_factory=dict)
+    """Flat test metrics (``test_miou``, ``test_bin_0_10_miou``...), names as MLflow logs them."""
+    challenger_confusion: list[list[int]] = field(default_factory=list)
+    """Test confusion matrix, rows the reference classes, columns the predictions."""
 
 
 def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, config: GateConfig) -> GateDecision:
@@ -150,11 +166,74 @@ class Registry:
         for key, value in tags.items():
             self.client.set_model_version_tag(self.name, challenger_version, key, value)
         if decision.promote:
-            current = self.alias_version(CHAMPION)
-            if current != champion_version:
-                raise TrackingError(
-                    f"champion of {self.name} moved from {champion_version} to {current} during the "
-                    "gate; rerun the gate against the new champion"
-                )
-            self.client.set_registered_model_alias(self.name, CHAMPION, challenger_version)
+            self.move_champion(champion_version, challenger_version)
         return decision
+
+    def move_champion(self, expected: str | None, version: str) -> None:
+        """Point ``champion`` at ``version`` only if it still points at ``expected``: a compare-and-set.
+
+        MLflow aliases are last-writer-wins and its API has no conditional update, so the atomic step is
+        the registry database's unique model name: each mover first creates the claim model
+        ``<name>.champion-from-<expected>``; one creation succeeds, and only its maker re-reads the alias
+        and moves it. The claim is deleted after the move; a gate that claims later finds the alias moved.
+
+        Raises:
+            ChampionMovedError: another gate run holds the claim, or champion no longer points at ``expected``.
+        """
+        claim = f"{self.name}.champion-from-{expected or 'none'}"
+        token = uuid.uuid4().hex
+        holder = self._claim(claim, token, f"challenger {version}, pid {os.getpid()} on {socket.gethostname()}")
+        if holder is not None:
+            raise ChampionMovedError(
+                f"champion of {self.name} is already being moved from {expected or 'none'} by another gate run "
+                f"({holder}); rerun the gate against the new champion"
+            )
+        try:
+            current = self.alias_version(CHAMPION)
+            if current != expected:
+                raise ChampionMovedError(
+                    f"champion of {self.name} moved from {expected} to {current} during the gate; "
+                    "rerun the gate against the new champion"
+                )
+            self.client.set_registered_model_alias(self.name, CHAMPION, version)
+        finally:
+            self._release(claim)
+
+    def _claim(self, claim: str, token: str, holder: str) -> str | None:
+        """Create the claim model; None when this call made it, else who holds it.
+
+        Any failure to create is settled by reading the claim back: a busy server may fail a request it
+        carried out, or time out before it; only the token stored in the claim says whose it is. A claim
+        older than CLAIM_STALE_S belongs to a gate that died before releasing it: it is removed and retried.
+        """
+        from mlflow.exceptions import MlflowException
+
+        failure: Exception | None = None
+        for _ in range(3):
+            try:
+                self.client.create_registered_model(
+                    claim, tags={"token": token, "holder": holder}, description=CLAIM_DOC
+                )
+                return None
+            except MlflowException as error:
+                failure = None if error.error_code == "RESOURCE_ALREADY_EXISTS" else error
+            try:
+                existing = self.client.get_registered_model(claim)
+            except MlflowException as error:
+                failure = failure or error
+                continue  # released meanwhile (or the server is busy): try again
+            if existing.tags.get("token") == token:
+                return None  # made by this call, though the answer said otherwise
+            age_s = time.time() - existing.creation_timestamp / 1000
+            if age_s < CLAIM_STALE_S:
+                return f"{existing.tags.get('holder', 'unknown')}, since {age_s:.0f} s"
+            self._release(claim)
+        raise TrackingError(
+            f"registry at {self.tracking_uri}: cannot claim {claim}: {failure or 'the claim keeps being replaced'}"
+        )
+
+    def _release(self, claim: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        with contextlib.suppress(MlflowException):  # already gone: a stale claim cleaned up by another gate run
+            self.client.delete_registered_model(claim)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ from cloudlulc.data.layout import DatasetLayout, SampleRecord
 from cloudlulc.errors import DataError
 from cloudlulc.io.rasters import RasterInfo, expect_patch_size, grid_mismatch, info_of, open_raster, read_window
 from cloudlulc.validation.measure import PERCENTILE_STRIDE, code_stats, optical_stats, prefixed, sar_stats
+from cloudlulc.workers import worker_pool
 
 OPTICAL_ROLES = frozenset({"opt_cloudy", "opt_clear"})
 SAR_ROLES: dict[str, str] = {"sar_vv": "VV", "sar_vh": "VH"}
@@ -90,7 +90,7 @@ def iter_sample_stats(
     if workers <= 1:
         yield from map(_sample_stats_job, jobs)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with worker_pool(workers) as pool:
         yield from pool.map(_sample_stats_job, jobs, chunksize=4)
 
 
