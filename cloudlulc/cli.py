@@ -585,6 +585,12 @@ def promote(
     type=click.Path(exists=True, dir_okay=False),
     help="Predict in-process with PyTorch from a training checkpoint (for --reliability).",
 )
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="Where --checkpoint predicts: cpu, cuda or cuda:N (bf16, channels-last on a GPU).",
+)
 @click.option("--local-dir", default="outputs/triton", show_default=True, help="State folder of the local Triton.")
 @click_option(MapOptions, "tile")
 @click_option(MapOptions, "overlap")
@@ -620,6 +626,7 @@ def map_command(
     repository: str | None,
     onnx_path: str | None,
     checkpoint: str | None,
+    device: str,
     local_dir: str,
     confidence: bool,
     reliability: bool,
@@ -646,9 +653,11 @@ def map_command(
         raise click.UsageError("give at most one of --onnx and --checkpoint")
     if reliability and not checkpoint:
         raise click.UsageError("--reliability needs --checkpoint: ONNX and Triton models return probabilities only")
+    if device != "cpu" and not checkpoint:
+        raise click.UsageError(f"--device {device} needs --checkpoint: ONNX Runtime and Triton choose their own")
     if checkpoint is not None or onnx_path is not None:
         predictor, model_id = _in_process_predictor(
-            checkpoint, onnx_path, reliability=reliability, in_flight=options.in_flight
+            checkpoint, onnx_path, reliability=reliability, in_flight=options.in_flight, device=device
         )
         result = map_scene(
             optical,
@@ -683,7 +692,7 @@ def map_command(
 
 
 def _in_process_predictor(
-    checkpoint: str | None, onnx_path: str | None, *, reliability: bool, in_flight: int = 1
+    checkpoint: str | None, onnx_path: str | None, *, reliability: bool, in_flight: int = 1, device: str = "cpu"
 ) -> tuple[Any, str]:
     """The predictor of ``map --checkpoint`` (PyTorch) or ``map --onnx`` (ONNX Runtime), and its model id."""
     if checkpoint is not None:
@@ -691,9 +700,10 @@ def _in_process_predictor(
         from cloudlulc.training.evaluation import load_trained_model
 
         try:
-            return torch_predictor(load_trained_model(checkpoint), reliability=reliability), f"checkpoint:{checkpoint}"
-        except ValueError as error:
-            raise click.UsageError(f"--checkpoint {checkpoint}: {error}") from error
+            predictor = torch_predictor(load_trained_model(checkpoint), reliability=reliability, device=device)
+        except (ValueError, RuntimeError) as error:  # RuntimeError: torch refuses a malformed device string
+            raise click.UsageError(f"--checkpoint {checkpoint} --device {device}: {error}") from error
+        return predictor, f"checkpoint:{checkpoint}"
     from cloudlulc.export.onnx import onnxruntime_runner, threads_per_call
 
     return onnxruntime_runner(str(onnx_path), threads_per_call(in_flight)), f"onnx:{onnx_path}"

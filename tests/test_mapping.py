@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from functools import partial
 from itertools import pairwise
@@ -587,6 +589,41 @@ def test_reliability_band_is_lower_under_real_clouds(realdata: Path, tmp_path: P
         [*command[:-5], "--reliability", "--onnx", str(orm_checkpoint)], capture_output=True, text=True, check=False
     )
     assert refused.returncode == 2 and "give at most one of --onnx and --checkpoint" in refused.stderr
+
+
+def test_map_device_is_for_the_pytorch_predictor_and_a_missing_gpu_is_named(scene_pair, tmp_path: Path, orm_checkpoint):
+    optical, sar = scene_pair
+    base = [
+        sys.executable,
+        "-m",
+        "cloudlulc",
+        "map",
+        "--optical",
+        str(optical),
+        "--sar",
+        str(sar),
+        "--tile",
+        "128",
+        "--overlap",
+        "32",
+    ]
+    on_cpu = subprocess.run(
+        [*base, "--out", str(tmp_path / "cpu.tif"), "--checkpoint", str(orm_checkpoint), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert on_cpu.returncode == 0, on_cpu.stderr
+    gpu = [*base, "--out", str(tmp_path / "gpu.tif"), "--checkpoint", str(orm_checkpoint), "--device", "cuda"]
+    on_gpu = subprocess.run(gpu, capture_output=True, text=True, check=False)
+    if torch.cuda.is_available():  # a lent GPU machine: bf16 maps agree with the float32 CPU map on most pixels
+        assert on_gpu.returncode == 0, on_gpu.stderr
+        assert (read_pixels(tmp_path / "gpu.tif") == read_pixels(tmp_path / "cpu.tif")).mean() > 0.95
+    else:
+        assert on_gpu.returncode == 2 and "--device cuda" in on_gpu.stderr and "no CUDA device" in on_gpu.stderr
+        assert len(on_gpu.stderr.strip().splitlines()) == 1, on_gpu.stderr
+    onnx = subprocess.run([*base, "--out", str(tmp_path / "x.tif"), "--device", "cuda"], capture_output=True, text=True)
+    assert onnx.returncode == 2 and "--device cuda needs --checkpoint" in onnx.stderr
 
 
 def test_reliability_needs_a_network_with_orm_and_a_seventh_channel(scene_pair, tmp_path: Path, tiny_net):

@@ -196,3 +196,22 @@ def test_a_pickled_registered_model_is_refused_unrun(mlflow_server: str, tmp_pat
     with pytest.raises(TrackingError, match=f"cannot load {info.model_uri}"):
         load_network(settings, info.model_uri)
     assert not marker.exists(), "loading a registered model ran code from its pickle"
+
+
+def test_a_request_mlflow_refuses_mid_run_is_a_tracking_error_and_the_run_ends_failed(mlflow_server: str):
+    from mlflow import MlflowClient
+
+    from cloudlulc.tracking.runs import tracked_run
+
+    settings = TrackingSettings(tracking_uri=mlflow_server, experiment="refused-mid-run")
+    started: list[str] = []
+
+    def change_a_logged_param() -> None:
+        with tracked_run(settings, "refused", {"epochs": 1}, {}) as logger:
+            started.append(logger.run_id)
+            logger.mlflow.log_param("epochs", 2)  # MLflow refuses to change a logged param
+
+    with pytest.raises(TrackingError, match=f"MLflow at {mlflow_server}: .*") as caught:
+        change_a_logged_param()
+    assert caught.value.exit_code == 4
+    assert MlflowClient(mlflow_server).get_run(started[0]).info.status == "FAILED"

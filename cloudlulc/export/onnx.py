@@ -98,6 +98,9 @@ def onnxruntime_runner(
     return run
 
 
+RANGE_CONSTRAINTS = "pkg.torch.export.ExportedProgram.range_constraints"
+
+
 def write_onnx_graph(network: SegmentationNetwork, path: Path) -> None:
     """Export without the parity check (``export_onnx`` adds it); for benchmarks and tools that check later."""
     serving = ServingModel(network.eval().cpu())
@@ -126,6 +129,10 @@ def write_onnx_graph(network: SegmentationNetwork, path: Path) -> None:
             raise ExportError(f"ONNX export of {type(network).__name__} failed: {error}") from error
     if program is None:
         raise ExportError("the ONNX exporter returned no program")
+    # torch writes the program's shape ranges as text in an order that varies from run to run (measured:
+    # a rerun after a killed export differed in those bytes alone); they are informational, so an export
+    # of the same weights is byte-identical without them.
+    program.model.graph.metadata_props.pop(RANGE_CONSTRAINTS, None)
     program.save(str(path), external_data=False)
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import shutil
 import socket
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +25,8 @@ from pathlib import Path
 from typing import Protocol
 
 from cloudlulc.errors import MissingObjectError, StorageError
+
+log = logging.getLogger(__name__)
 
 S3_ENDPOINT_VARIABLES = ("CLOUDLULC_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 """Environment variables read, in this order, for a custom S3 endpoint (MinIO, moto, Ceph...)."""
@@ -296,6 +300,10 @@ def _cached_s3_client(endpoint_url: str | None, access_key: str, secret_key: str
     return session.client("s3", endpoint_url=endpoint_url, config=config)
 
 
+BODY_ATTEMPTS = 3
+"""Reads of one object whose body is cut mid-stream before the read fails (waits 0.5 and 1 s between)."""
+
+
 class S3Storage:
     """A bucket and key prefix on S3 or any S3-compatible server, through boto3."""
 
@@ -347,8 +355,24 @@ class S3Storage:
             raise self._fail(key, "read", error) from error
 
     def read_bytes(self, key: str) -> bytes:
-        with self._reading(key):
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        """The object's bytes, whole: a body cut mid-stream is fetched again (up to BODY_ATTEMPTS times).
+
+        boto retries a request that fails, not a response it is already reading, so one connection reset
+        during a download would otherwise end the read (measured: docs/benchmarks.md, "Network faults").
+        """
+        from botocore.exceptions import IncompleteReadError, ResponseStreamingError
+
+        for attempt in range(1, BODY_ATTEMPTS + 1):
+            with self._reading(key):
+                body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+                try:
+                    return bytes(body.read())
+                except (ResponseStreamingError, IncompleteReadError) as error:
+                    if attempt == BODY_ATTEMPTS:
+                        raise
+                    log.warning("%s: read cut after a partial body (%s); reading again", self.join(key), error)
+                    time.sleep(0.5 * 2 ** (attempt - 1))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def write_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -210,6 +210,7 @@ def tracked_run(
     """
     ensure_reachable(settings.tracking_uri)
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(settings.tracking_uri)
     try:
@@ -222,10 +223,14 @@ def tracked_run(
             f"MLflow at {settings.tracking_uri}: cannot open experiment {settings.experiment!r}: {error}"
         ) from error
     resume = resume_run_id if resume_run_id and _unfinished(mlflow, resume_run_id) else None
-    with mlflow.start_run(run_id=resume, run_name=None if resume else run_name, log_system_metrics=True) as run:
-        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        mlflow.set_tags({**tags, **provenance_tags()})
-        yield RunLogger(mlflow, run.info.run_id, run.info.experiment_id)
+    try:
+        with mlflow.start_run(run_id=resume, run_name=None if resume else run_name, log_system_metrics=True) as run:
+            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+            mlflow.set_tags({**tags, **provenance_tags()})
+            yield RunLogger(mlflow, run.info.run_id, run.info.experiment_id)
+    except MlflowException as error:  # a request MLflow gave up on mid-run (the run is ended FAILED first)
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TrackingError(f"MLflow at {settings.tracking_uri}: {first_line}") from error
 
 
 def _unfinished(mlflow_module: Any, run_id: str) -> bool:
