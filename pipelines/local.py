@@ -348,8 +348,12 @@ def run_main_job(
         f"[2/3] training pipeline (kfp.local): ingest -> validate -> train -> gate -> export -> promote "
         f"(details in {log})"
     )
-    with step_log(log):
-        run_training(training_params(layout, config, catalog), layout.pipeline_root)
+    try:
+        with step_log(log):
+            run_training(training_params(layout, config, catalog), layout.pipeline_root)
+    except BaseException:  # the promote step may have started the local Triton before a later step failed
+        LocalTriton(layout.triton).stop()
+        raise
     settings = TrackingSettings(tracking_uri=layout.tracking_uri)
     registry = Registry(settings.tracking_uri, settings.registered_model)
     newest = max(

@@ -362,3 +362,25 @@ def test_map_command_through_the_local_triton_equals_in_process(onnx_export: Pat
     )
     assert missing.returncode == 6 and "no local Triton running" in missing.stderr and "Traceback" not in missing.stderr
     assert not (tmp_path / "none.tif").exists()
+
+
+def test_a_killed_server_leaves_stubs_that_the_next_start_reaps(onnx_export: Path, tmp_path: Path):
+    from cloudlulc.serving.local_triton import _stubs_in_group
+
+    repository = cpu_repository(tmp_path / "repository", onnx_export)
+    server = LocalTriton(tmp_path / "triton")
+    state = server.start(repository.uri, ports={"grpc": 0, "http": 0, "metrics": 0})
+    stubs = _stubs_in_group(state.pid)
+    assert stubs, "the Python backend runs the model in a stub process of the server's group"
+    os.kill(state.pid, signal.SIGKILL)  # the server alone, as an OOM kill or a crash would
+    deadline = time.monotonic() + 10
+    while server.state() is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.state() is None and _stubs_in_group(state.pid) == stubs, "the stubs outlive their server"
+    try:
+        restarted = server.start(repository.uri, ports={"grpc": 0, "http": 0, "metrics": 0})
+        assert _stubs_in_group(state.pid) == [], "orphaned stubs left after the next start"
+        assert TritonClient(restarted.grpc_url).server_ready()
+    finally:
+        server.stop()
+    assert group_gone(restarted.pid)

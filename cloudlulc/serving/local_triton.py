@@ -10,7 +10,9 @@ is ready, and stops it with SIGTERM (SIGKILL after a timeout).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -30,6 +32,8 @@ from cloudlulc.io.storage import atomic_local_path, is_s3_uri, s3_endpoint_url
 from cloudlulc.serving.client import REPOSITORY_KEY_ENV, REPOSITORY_KEY_NAME, TritonClient
 from cloudlulc.serving.model_config import MODEL_FILES
 from cloudlulc.serving.repository import ModelRepository
+
+log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000, "metrics": 8002}
@@ -198,6 +202,7 @@ class LocalTriton:
         """
         if self.state() is not None:
             raise ServingError(f"a local Triton is already running (see {self.state_file}); stop it first")
+        self.reap()
         store = ModelRepository(repository)
         if models is None:
             models = [m for m in store.check() if m in MODEL_FILES and store.versions(m)]
@@ -276,6 +281,27 @@ class LocalTriton:
                     )
                 time.sleep(0.2)
 
+    def reap(self) -> list[int]:
+        """Kill the Python-backend stubs a killed server left behind (its process group outlives it); return them.
+
+        A server SIGKILLed alone (not its group) leaves its stubs running, hundreds of MB each. Only
+        processes of the recorded group that are Triton stubs are killed, so a group number reused by an
+        unrelated program is left alone.
+        """
+        state = self._recorded()
+        if state is None or _alive(state.pid):
+            return []
+        stubs = _stubs_in_group(state.pid)
+        for pid in stubs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if stubs:
+            log.warning(
+                "killed %d Python-backend stub(s) left by a local Triton that died (pid %d)", len(stubs), state.pid
+            )
+        self.state_file.unlink(missing_ok=True)
+        return stubs
+
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM the server's process group (its Python stubs too) and wait; SIGKILL if it does not exit."""
         state = self._recorded()
@@ -317,6 +343,22 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def _stubs_in_group(pgid: int) -> list[int]:
+    """Processes of group ``pgid`` running Triton's Python-backend stub (read from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:  # the process ended while being read
+            continue
+        if int(fields[2]) == pgid and b"triton_python_backend_stub" in command:
+            found.append(int(entry.name))
+    return found
 
 
 def _group_alive(pgid: int) -> bool:
