@@ -55,7 +55,9 @@ def run_train_stage(
     tags = {"data_version": data_version(config.dataset), "architecture": config.architecture, "size": config.size}
     previous = read_run_record(config.output_dir).get("mlflow_run_id")
     with tracked_run(settings, f"{config.architecture}-{config.size}", params, tags, resume_run_id=previous) as logger:
-        _record_run(logger, config, work, resumed=previous == logger.run_id, resumed_epoch=resumed_epoch)
+        _record_run(
+            logger, config, work, tags["data_version"], resumed=previous == logger.run_id, resumed_epoch=resumed_epoch
+        )
         init_state = None
         if config.init and config.init.startswith("models:/"):
             init_state = load_network(settings, config.init).state_dict()
@@ -82,7 +84,7 @@ def run_train_stage(
 
 
 def _record_run(
-    logger: RunLogger, config: TrainConfig, work: DurableWork | None, *, resumed: bool, resumed_epoch: int
+    logger: RunLogger, config: TrainConfig, work: DurableWork | None, digest: str, *, resumed: bool, resumed_epoch: int
 ) -> None:
     """Before the first epoch: the run record (durable too), the dataset as the run's input, what was resumed."""
     write_run_record(config.output_dir, {"mlflow_run_id": logger.run_id})
@@ -91,8 +93,8 @@ def _record_run(
     if resumed:
         logger.mlflow.set_tag("resumed_from_epoch", str(resumed_epoch))
     else:
-        logger.mlflow.log_param("data_version", data_version(config.dataset))
-        logger.log_dataset(config.dataset, data_version(config.dataset))
+        logger.mlflow.log_param("data_version", digest)
+        logger.log_dataset(config.dataset, digest)
 
 
 def load_registered_network(settings: TrackingSettings, alias: str) -> SegmentationNetwork:
