@@ -23,7 +23,7 @@ from bench_mapping import write_large_inputs
 from common import save
 
 from cloudlulc.export import onnxruntime_runner
-from cloudlulc.export.onnx import write_onnx_graph
+from cloudlulc.export.onnx import threads_per_call, write_onnx_graph
 from cloudlulc.mapping import map_scene
 from cloudlulc.mapping.options import MapOptions
 from cloudlulc.models.config import model_config
@@ -59,7 +59,7 @@ def main() -> None:
         if not args.onnx:
             write_onnx_graph(build_model(model_config("cloudlulc_net", "tiny")), onnx_path)
         seconds: dict[str, list[float]] = {"in_process": [], "triton": [], "triton_shm": []}
-        run = onnxruntime_runner(onnx_path)
+        run = onnxruntime_runner(onnx_path, threads_per_call(args.in_flight))  # what `cloudlulc map --onnx` runs
         sample = np.zeros((1, 12, 64, 64), np.float32), np.zeros((1, 2, 64, 64), np.float32)
         repository = ModelRepository(str(folder / "repository"))
         settings = ServingSettings(python_instances=args.instances, python_threads=args.onnx_threads)

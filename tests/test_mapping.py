@@ -339,6 +339,80 @@ def test_mapping_bounds_gdal_block_cache():
         assert int(rasterio.env.getenv()["GDAL_CACHEMAX"]) == STREAMING_CACHE_MB * 2**20
 
 
+def _read_windows(scene: SceneReader, windows: list[Window]) -> None:
+    for window in windows:
+        scene.read(window)
+
+
+OVERLAPPING_WINDOWS = [Window(c, r, 160, 128) for r in (0, 100, 172) for c in (0, 130, 260)]
+"""Nine overlapping windows that cover the 300 x 420 scene, as tiles do."""
+
+
+def test_quicklook_optics_are_gathered_from_the_tiles_read(scene_pair, monkeypatch: pytest.MonkeyPatch):
+    """The decimated optics come from the windows mapping read, equal to reading the file again."""
+    from cloudlulc.mapping import scene_pair as module
+
+    optical, sar = scene_pair
+    with SceneReader(str(optical), str(sar)) as fresh:
+        assert not fresh.optical.overviews(1), "the gathering is for files without overviews"
+        expected_grid, expected = fresh.overview(64)
+    with SceneReader(str(optical), str(sar)) as scene:
+        scene.gather_overview(64)
+        _read_windows(scene, OVERLAPPING_WINDOWS)
+        monkeypatch.setattr(module, "_decimated", lambda *args, **kwargs: pytest.fail("read the file again"))
+        grid, gathered = scene.overview(64)
+    assert grid == expected_grid
+    assert np.array_equal(gathered.optical, expected.optical) and np.array_equal(gathered.valid, expected.valid)
+
+
+def test_quicklook_optics_fall_back_to_the_file_when_tiles_were_skipped(scene_pair):
+    """A resumed run reads only the rows it has left: the overview then reads the file, with the same result."""
+    optical, sar = scene_pair
+    with SceneReader(str(optical), str(sar)) as fresh:
+        _, expected = fresh.overview(64)
+    with SceneReader(str(optical), str(sar)) as scene:
+        scene.gather_overview(64)
+        _read_windows(scene, OVERLAPPING_WINDOWS[3:])
+        _, fallback = scene.overview(64)
+    assert np.array_equal(fallback.optical, expected.optical)
+
+
+def test_a_scene_with_data_outside_the_sampled_blocks_is_not_empty(tmp_path: Path):
+    """The not-empty check samples a few blocks first; data elsewhere is still found."""
+    from cloudlulc.mapping.scene_pair import _spread_blocks
+
+    optical = tmp_path / "corner.tif"
+    profile = {"driver": "GTiff", "tiled": True, "blockxsize": 16, "blockysize": 16, "nodata": 0}
+    with rasterio.open(
+        optical, "w", width=WIDTH, height=HEIGHT, count=12, dtype="uint16", crs=UTM32, transform=TRANSFORM, **profile
+    ) as dataset:
+        # three bottom rows of three columns: in none of the 4 x 4 sampled 16 px blocks
+        dataset.write(np.full((12, 3, 3), 1500, np.uint16), window=Window(5, HEIGHT - 3, 3, 3))
+    with SceneReader(str(optical), None) as scene:
+        assert not any(w.row_off + w.height > HEIGHT - 3 and w.col_off < 8 for w in _spread_blocks(scene.optical, 4))
+        assert scene.read(Window(0, HEIGHT - 3, WIDTH, 3)).valid.sum() == 9
+
+
+def test_mapping_caches_the_blocks_of_one_row_of_tiles(tmp_path: Path):
+    """Two block rows of the whole width, so tiles overlapping by rows decode each block once; capped."""
+    from cloudlulc.io.gdal_env import STREAMING_CACHE_MB
+    from cloudlulc.mapping.scene_pair import TILE_ROW_CACHE_MAX_MB
+
+    wide = tmp_path / "wide.tif"
+    profile = {"driver": "GTiff", "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "deflate"}
+    with rasterio.open(
+        wide, "w", width=8192, height=1024, count=12, dtype="uint16", crs=UTM32, transform=TRANSFORM, **profile
+    ) as dataset:
+        dataset.write(np.full((12, 512, 512), 1500, np.uint16), window=Window(0, 0, 512, 512))
+    with SceneReader(str(wide), None) as scene:
+        two_block_rows = 2 * 512 * 8192 * 12 * 2 / 2**20
+        assert two_block_rows <= scene.tile_row_cache_mb(512) <= 1.5 * two_block_rows
+        assert scene.tile_row_cache_mb(8192) == TILE_ROW_CACHE_MAX_MB
+    small_file = write_optical(tmp_path / "small.tif", np.full((12, 64, 64), 1500, np.uint16))
+    with SceneReader(str(small_file), None) as small:
+        assert small.tile_row_cache_mb(512) == STREAMING_CACHE_MB
+
+
 def test_geographic_areas_are_ellipsoidal():
     rows = row_areas_m2(CRS.from_epsg(4326), from_origin(10.0, 1.0, 1.0, 1.0), 2)
     assert rows[0] / 1e6 == pytest.approx(12308.5, rel=1e-4)  # 1 x 1 degree at the equator on WGS84
@@ -364,6 +438,7 @@ def test_killed_run_resumes_to_the_same_map(scene_pair, tmp_path: Path, tiny_net
         resumed_rows.add(result.resumed_from_row)
         assert np.array_equal(read_pixels(out), read_pixels(reference.map_uri))
         assert np.array_equal(read_pixels(str(result.confidence_uri)), read_pixels(str(reference.confidence_uri)))
+        assert Path(result.quicklook_uri).read_bytes() == Path(reference.quicklook_uri).read_bytes()
         assert result.tiles_predicted < reference.tiles_predicted or result.resumed_from_row == 0
     assert resumed_rows >= {0, 128}, resumed_rows
 

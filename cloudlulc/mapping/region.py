@@ -36,7 +36,7 @@ from cloudlulc.io.storage import is_s3_uri, remove_stale_temporaries
 from cloudlulc.logs import Progress
 from cloudlulc.mapping.areas import ClassAreas, class_areas, write_class_areas
 from cloudlulc.mapping.options import DEFAULT_MAP_OPTIONS, MapOptions
-from cloudlulc.mapping.quicklook import write_quicklook
+from cloudlulc.mapping.quicklook import QUICKLOOK_SIDE, write_quicklook
 from cloudlulc.mapping.scene_pair import SarUnits, SceneReader
 from cloudlulc.mapping.tiling import TileGrid, blend_weights, pad_to_tile
 from cloudlulc.mapping.writer import SCORE_NODATA, PartialMap, work_paths
@@ -205,7 +205,11 @@ def map_scene(
             log.info("%s: resuming at row %d of %d", out_uri, resumed_from, scene.grid.height)
         predicted = 0
         if not partial.complete:
-            predicted = _predict_rows(scene, grid, partial, predictor, options.batch_size, options.in_flight, progress)
+            scene.gather_overview(QUICKLOOK_SIDE)
+            with bounded_block_cache(scene.tile_row_cache_mb(options.tile)):
+                predicted = _predict_rows(
+                    scene, grid, partial, predictor, options.batch_size, options.in_flight, progress
+                )
         areas = _publish(scene, partial, out_uri, sidecars, optical_uri=optical_uri, sar_uri=sar_uri)
     return MapResult(
         map_uri=out_uri,

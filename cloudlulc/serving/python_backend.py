@@ -55,6 +55,8 @@ def load_runner(files: VersionFiles) -> Runner:
         raise ServingError(f"{files.model_file}: model file of this version not found")
     options = ort.SessionOptions()
     options.intra_op_num_threads = files.threads
+    # Idle threads must not busy-wait: the stub shares the cores with Triton and the clients' reading.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(files.model_file), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # ONNX Runtime raises its own Fail / InvalidProtobuf types
