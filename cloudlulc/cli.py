@@ -426,6 +426,43 @@ def export_onnx_command(
     click.echo(f"wrote {out_path} (parity: {report.summary()})")
 
 
+@export.command("int8")
+@click.option("--onnx", "onnx_path", required=True, type=click.Path(exists=True, dir_okay=False), help="FP32 export.")
+@click.option("--dataset", required=True, help="CloudLULC-Set: train split calibrates, test split gates.")
+@click.option("--out", "out_path", default="model_int8.onnx", show_default=True, help="INT8 ONNX file to write.")
+@click.option("--calibration", default=16, show_default=True, type=click.IntRange(1), help="Calibration samples.")
+@click.option(
+    "--min-agreement",
+    default=0.98,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Least share of pixels keeping the FP32 class, in every cloud bin.",
+)
+@click.option(
+    "--max-miou-drop",
+    default=0.01,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Most mIoU lost against the labels, in every cloud bin.",
+)
+def export_int8_command(
+    onnx_path: str, dataset: str, out_path: str, calibration: int, min_agreement: float, max_miou_drop: float
+) -> None:
+    """Quantise an ONNX export's convolutions to INT8 for CPU mapping; written only where every cloud bin passes."""
+    from cloudlulc.export.quantize import quantize_onnx
+
+    _check_export_outputs(out_path, {"--onnx": onnx_path}, dataset)
+    report = quantize_onnx(
+        onnx_path,
+        out_path,
+        dataset,
+        calibration_count=calibration,
+        min_agreement=min_agreement,
+        max_miou_drop=max_miou_drop,
+    )
+    click.echo(f"wrote {out_path} (INT8 gate: {report.summary()})")
+
+
 @export.command("tensorrt")
 @click.option("--onnx", "onnx_path", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--dataset", required=True, help="CloudLULC-Set whose test split supplies the parity samples.")

@@ -285,6 +285,12 @@ CASES = [
         ("--out {onnx}", "--onnx"),
     ),
     Case(
+        "export-int8-out-is-onnx",
+        "export int8 --onnx {onnx} --dataset {set} --out {onnx}",
+        2,
+        ("--out {onnx}", "--onnx"),
+    ),
+    Case(
         "train-output-inside-dataset",
         TRAIN + " dataset={set} output_dir={set}/run",
         2,
@@ -403,6 +409,12 @@ CASES = [
     Case(
         "map-garbage-onnx",
         "map --onnx {garbage_onnx} --optical {s2} --sar {s1} --out {root}/g.tif",
+        3,
+        ("{garbage_onnx}", "not a loadable ONNX model"),
+    ),
+    Case(
+        "export-int8-garbage-onnx",
+        "export int8 --onnx {garbage_onnx} --dataset {set} --out {root}/q.onnx",
         3,
         ("{garbage_onnx}", "not a loadable ONNX model"),
     ),

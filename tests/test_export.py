@@ -96,3 +96,36 @@ def test_tensorrt_refusal_is_a_clear_message_not_a_crash(trained_checkpoint, tmp
     else:  # no tensorrt package, or TensorRT refusing the bogus file: either way named, exit 5
         assert "TensorRT" in result.stderr
     assert not (tmp_path / "model.plan").exists()
+
+
+def test_int8_export_passes_its_gate_per_cloud_bin_and_keeps_the_contract(
+    onnx_export: Path, trained_checkpoint, tmp_path
+):
+    """Static INT8: convolutions get QDQ pairs; the gate's figures per cloud bin land beside the file."""
+    import onnx
+
+    dataset = trained_checkpoint[1]
+    out = tmp_path / "int8" / "model_int8.onnx"
+    command = [*CLI, "export", "int8", "--onnx", str(onnx_export), "--dataset", str(dataset), "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    gate = json.loads(out.with_suffix(".onnx.json").read_text())["quantization"]
+    assert gate["passed"] and gate["bins"], gate
+    for figures in gate["bins"].values():
+        assert figures["agreement"] >= 0.98 and figures["miou_fp32"] - figures["miou_int8"] <= 0.01
+    ops = {node.op_type for node in onnx.load(str(out)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    rng = np.random.default_rng(0)
+    optical, sar = rng.random((1, 12, 128, 128), dtype=np.float32), rng.random((1, 2, 128, 128), dtype=np.float32)
+    probs = ort.InferenceSession(str(out)).run(["probs"], {"optical": optical, "sar": sar})[0]
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_int8_export_failing_its_gate_leaves_no_file(onnx_export: Path, trained_checkpoint, tmp_path):
+    from cloudlulc.export.quantize import quantize_onnx
+
+    out = tmp_path / "model_int8.onnx"
+    with pytest.raises(ExportError, match=r"INT8 export refused: cloud bin .*mIoU drop"):
+        # INT8 would have to score 1.0 mIoU above FP32 in every bin: no model can.
+        quantize_onnx(onnx_export, out, str(trained_checkpoint[1]), max_miou_drop=-1.0)
+    assert list(tmp_path.iterdir()) == []
