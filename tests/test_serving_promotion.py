@@ -87,6 +87,34 @@ def test_two_promoters_racing_take_turns(onnx_export: Path, local):
     assert not any(key.endswith(".promotion.lock") for key in repository.storage.list(""))
 
 
+def test_a_killed_promotions_lock_and_unchecked_version_are_cleared_by_the_next(onnx_export: Path, local):
+    """What a SIGKILLed promote leaves (its lock, a published version never checked) does not outlive it."""
+    import json
+    import socket
+    import subprocess
+
+    repository, target = local
+    golden = golden_sample(0, onnx_export)
+    publish_and_serve(repository, target, onnx_export, golden, {})
+    holder = subprocess.Popen(["true"])
+    holder.wait()  # the killed promoter: a pid on this host that is gone
+    lock = {"host": socket.gethostname(), "pid": holder.pid, "since": time.time()}
+    leftover = repository.publish(CPU_MODEL, onnx_export, golden, {"note": "killed before its check"})
+    assert repository.unchecked_versions(CPU_MODEL) == [leftover] == [2]
+    repository.storage.write_bytes(f".{CPU_MODEL}.promotion.lock", json.dumps(lock).encode())
+    started = time.monotonic()
+    served = publish_and_serve(repository, target, onnx_export, golden, {"note": "rerun"})
+    assert time.monotonic() - started < 120, "the dead holder's lock was broken, not waited out"
+    assert (
+        served.version == 2
+        and repository.versions(CPU_MODEL) == [1, 2]
+        and not repository.unchecked_versions(CPU_MODEL)
+    )
+    assert json.loads(repository.storage.read_bytes(f"{CPU_MODEL}/2/model.json"))["note"] == "rerun"
+    with TritonClient(served.grpc_url, repository_key=LocalTriton(target.state_dir).key()) as client:
+        assert client.ready_versions(CPU_MODEL) == [1, 2], "only checked versions are loaded"
+
+
 class RestartingTarget(LocalTarget):
     """The server restarts between publishing n+1 and loading it (a crash or a rollout mid-promotion)."""
 

@@ -16,6 +16,7 @@ repository when it is not running. Both run the same load calls against a real s
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import tempfile
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from cloudlulc.serving.repository import GoldenSample, ModelRepository
 from cloudlulc.tracking.registry import CHAMPION, Registry
 from cloudlulc.tracking.settings import TrackingError, TrackingSettings
 from cloudlulc.tracking.stages import load_registered_network
+
+log = logging.getLogger(__name__)
 
 
 class ServingTarget(Protocol):
@@ -190,6 +193,11 @@ def publish_and_serve(
     """
     model = target.served_model
     with repository.promotion_lock(model):
+        for leftover in repository.unchecked_versions(model):
+            log.warning(
+                "%s: removing version %d of %s, left unchecked by a killed promotion", repository.uri, leftover, model
+            )
+            repository.remove_version(model, leftover)
         previous = repository.served_version(model)
         version = repository.publish(model, model_file, golden, facts, settings)
         url = ""

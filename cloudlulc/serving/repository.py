@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from cloudlulc.errors import ServingError, StorageError
-from cloudlulc.io.storage import Storage, is_s3_uri, open_storage
+from cloudlulc.io.storage import Storage, is_s3_uri, open_storage, pid_alive
 from cloudlulc.serving.model_config import (
     ADAPTER_FILE,
     CPU_MODEL,
@@ -138,6 +138,16 @@ class ModelRepository:
         self.storage.write_bytes(f"{folder}/{FACTS_FILE}", facts_text.encode())
         return version
 
+    def unchecked_versions(self, model: str) -> list[int]:
+        """Versions newer than the served one: left by a promotion killed before its golden check ended.
+
+        A promotion publishes its version and, under the promotion lock, either marks it served or
+        removes it; so a newer version found under that lock was never checked, and must not be loaded
+        (Triton's ``latest 2`` policy would load it and unload the last checked one).
+        """
+        served = self.served_version(model) or 0
+        return [version for version in self.versions(model) if version > served]
+
     def remove_version(self, model: str, version: int) -> None:
         """Delete a version (model file first, so it stops being a version at once)."""
         folder = f"{model}/{version}"
@@ -184,8 +194,8 @@ class ModelRepository:
     def promotion_lock(self, model: str, *, wait_s: float = 900.0, stale_s: float = 1800.0) -> Iterator[None]:
         """Hold ``.<model>.promotion.lock`` (create-only) so one promoter at a time loads ``model``.
 
-        A lock older than ``stale_s`` (its holder died) is broken; waiting longer than ``wait_s`` fails,
-        naming the holder.
+        A lock whose holder ran on this host and is gone (a killed promotion), or older than ``stale_s``
+        (a holder elsewhere that died), is broken; waiting longer than ``wait_s`` fails, naming the holder.
         """
         key = f".{model}{LOCK_SUFFIX}"
         owner = {"host": socket.gethostname(), "pid": os.getpid(), "token": os.urandom(8).hex()}
@@ -198,7 +208,7 @@ class ModelRepository:
                 holder = json.loads(self.storage.read_bytes(key))
             except (StorageError, ValueError):
                 holder = {}  # released (or half written) meanwhile: try again
-            if holder and time.time() - float(holder.get("since", 0)) > stale_s:
+            if holder and _lock_stale(holder, stale_s):
                 self.storage.delete(key)
                 continue
             if time.monotonic() > deadline:
@@ -248,3 +258,11 @@ class ModelRepository:
                         f"{self.storage.join(f'{model}/{entry}')}: version {entry} has no {MODEL_FILES[model]}"
                     )
         return names
+
+
+def _lock_stale(holder: dict[str, Any], stale_s: float) -> bool:
+    """Whether a promotion lock's holder is gone: a dead process on this host, or a lock older than ``stale_s``."""
+    pid, here = holder.get("pid"), holder.get("host") == socket.gethostname()
+    if here and isinstance(pid, int) and not pid_alive(pid):
+        return True
+    return time.time() - float(holder.get("since", 0)) > stale_s
