@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -160,3 +162,40 @@ def test_slow_close_in_front_of_triton_lets_inference_succeed(onnx_export: Path,
                     answer = client.infer(CPU_MODEL, sample.optical, sample.sar)
                     np.testing.assert_allclose(answer, sample.expected, atol=1e-5)
             assert time.monotonic() - start < 30 and proxy.connections >= 1 and proxy.bytes_down > 0
+
+
+def test_reset_mid_stream_in_front_of_triton_fails_a_map_with_exit_6_and_no_map(
+    onnx_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from test_serving import _scene, cpu_repository
+
+    from cloudlulc.serving import CPU_MODEL, LocalTriton
+
+    monkeypatch.delenv("TRITON_REPOSITORY_KEY", raising=False)  # no key: tensors travel inside gRPC, via the proxy
+    monkeypatch.delenv("TRITON_GRPC_URL", raising=False)
+    optical, sar = _scene(tmp_path)
+    repository = cpu_repository(tmp_path / "repository", onnx_export)
+    out = tmp_path / "maps" / "m.tif"
+    ports = {"grpc": 0, "http": 0, "metrics": 0}
+    with LocalTriton(tmp_path / "triton") as server:
+        state = server.start(repository.uri, ports=ports)
+        with FaultProxy("127.0.0.1", state.grpc_port) as proxy:
+            url = f"127.0.0.1:{proxy.port}"
+            command = [str(Path(sys.executable).with_name("cloudlulc")), "map", "--optical", str(optical)]
+            command += ["--sar", str(sar), "--out", str(out), "--triton-url", url, "--model", CPU_MODEL]
+            command += ["--model-version", "1", "--local-dir", str(tmp_path / "none"), "--tile", "128"]
+            command += ["--overlap", "32"]
+            # Every connection is cut once it has carried 100 kB: the contract check passes, each 786 kB tile
+            # request is cut mid-stream, on every retry.
+            proxy.set_fault("reset", after_bytes=100_000)
+            start = time.monotonic()
+            failed = subprocess.run(command, capture_output=True, text=True, timeout=120)
+            took = time.monotonic() - start
+            message = failed.stderr.strip().splitlines()[-1]
+            assert failed.returncode == 6 and message.startswith("error: ") and url in message, failed.stderr[-2000:]
+            assert "Traceback" not in failed.stderr and took < 60 and proxy.counts()["resets"] >= 2, took
+            assert not out.exists(), "no map, partial or whole, at the final path"
+            # Once the fault clears, the same command completes the map.
+            proxy.set_fault("none")
+            done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0 and out.exists(), done.stderr[-2000:]

@@ -34,7 +34,7 @@ from cloudlulc.serving.model_config import CPU_MODEL, ONNX_MODEL, TENSORRT_MODEL
 from cloudlulc.serving.python_backend import VersionFiles, load_runner, run_requests
 from cloudlulc.serving.repository import GoldenSample, ModelRepository
 from cloudlulc.tracking.registry import CHAMPION, Registry
-from cloudlulc.tracking.settings import TrackingError, TrackingSettings
+from cloudlulc.tracking.settings import TrackingError, TrackingSettings, ensure_reachable
 from cloudlulc.tracking.stages import load_registered_network
 
 log = logging.getLogger(__name__)
@@ -258,6 +258,7 @@ class ExportedModel:
 
 
 def _champion(settings: TrackingSettings, alias: str) -> tuple[Registry, str]:
+    ensure_reachable(settings.tracking_uri)
     registry = Registry(settings.tracking_uri, settings.registered_model)
     registered_version = registry.alias_version(alias)
     if registered_version is None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cloudlulc.tracking.settings import TrackingError
+from cloudlulc.tracking.settings import ABSENT_ERROR_CODES, TrackingError
 from cloudlulc.training.metrics import SegmentationMetrics
 
 CHAMPION = "champion"
@@ -138,13 +138,19 @@ class Registry:
         return str(version)
 
     def alias_version(self, alias: str) -> str | None:
-        """The version an alias points at, or None."""
+        """The version an alias points at, or None when the model or the alias does not exist.
+
+        Any other failure (a registry that times out or answers 5xx) is a TrackingError: read as "no
+        champion", it would make the gate apply its first-champion rule and promote say "train a model first".
+        """
         from mlflow.exceptions import MlflowException
 
         try:
             return str(self.client.get_model_version_by_alias(self.name, alias).version)
-        except MlflowException:
-            return None
+        except MlflowException as error:
+            if error.error_code in ABSENT_ERROR_CODES:
+                return None
+            raise TrackingError(f"registry at {self.tracking_uri}: cannot read alias {alias!r}: {error}") from error
 
     def apply_gate(
         self,

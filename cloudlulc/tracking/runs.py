@@ -18,7 +18,7 @@ from cloudlulc.data.layout import SPLITS, DatasetLayout
 from cloudlulc.models.networks import SegmentationNetwork
 from cloudlulc.tracking.model_wrapper import PACKED_CHANNELS, PackedInputModel
 from cloudlulc.tracking.provenance import provenance_tags
-from cloudlulc.tracking.settings import TrackingError, TrackingSettings, ensure_reachable
+from cloudlulc.tracking.settings import ABSENT_ERROR_CODES, TrackingError, TrackingSettings, ensure_reachable
 from cloudlulc.training.calibration import reliability_figure
 from cloudlulc.training.metrics import SegmentationMetrics
 
@@ -234,8 +234,16 @@ def tracked_run(
 
 
 def _unfinished(mlflow_module: Any, run_id: str) -> bool:
-    """Whether ``run_id`` exists and did not finish (killed or failed: a retry may continue it)."""
+    """Whether ``run_id`` exists and did not finish (killed or failed: a retry may continue it).
+
+    A run the server does not know (deleted, or recorded against another server) is not resumed; a
+    server that fails to answer is a TrackingError, not a reason to start a second run.
+    """
+    from mlflow.exceptions import MlflowException
+
     try:
         return mlflow_module.get_run(run_id).info.status != "FINISHED"
-    except Exception:  # MlflowException: the run was deleted or belongs to another server
-        return False
+    except MlflowException as error:
+        if error.error_code in ABSENT_ERROR_CODES:
+            return False
+        raise TrackingError(f"MLflow: cannot read run {run_id} to resume it: {error}") from error

@@ -108,6 +108,7 @@ def load_network(settings: TrackingSettings, uri: str) -> SegmentationNetwork:
 
     import mlflow
 
+    ensure_reachable(settings.tracking_uri)
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     try:
