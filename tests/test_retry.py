@@ -52,8 +52,8 @@ def test_asset_retry_keeps_ingests_waits():
 
 def test_serving_retry_keeps_the_triton_clients_waits():
     assert (SERVING_RETRY.attempts, SERVING_RETRY.deadline_s, SERVING_RETRY.timeout_s) == (5, 120.0, 60.0)
-    assert SERVING_RETRY.delays() == pytest.approx([0.2, 0.4, 0.8, 1.6])
-    assert replace(SERVING_RETRY, attempts=8).delays() == pytest.approx([0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0])
+    assert SERVING_RETRY.delays() == pytest.approx([1.0, 2.0, 4.0, 5.0])
+    assert replace(SERVING_RETRY, attempts=8).delays() == pytest.approx([1.0, 2.0, 4.0, 5.0, 5.0, 5.0, 5.0])
     assert RetryPolicy() == SERVING_RETRY  # the documented defaults
 
 
@@ -161,12 +161,12 @@ def test_client_retry_waits_follow_the_serving_policy(monkeypatch: pytest.Monkey
         assert client.retry == SERVING_RETRY
         with pytest.raises(ServingError, match="after 5 attempt"):
             client._call("a test call", _always_unavailable(clock, calls))
-    assert len(calls) == 5 and clock.sleeps == pytest.approx([0.2, 0.4, 0.8, 1.6])
+    assert len(calls) == 5 and clock.sleeps == pytest.approx([1.0, 2.0, 4.0, 5.0])
 
     clock.sleeps.clear()
     with TritonClient("127.0.0.1:1", retry=replace(SERVING_RETRY, attempts=8)) as client, pytest.raises(ServingError):
         client._call("a test call", _always_unavailable(clock, calls))
-    assert clock.sleeps == pytest.approx([0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0])  # each wait capped at 5 s
+    assert clock.sleeps == pytest.approx([1.0, 2.0, 4.0, 5.0, 5.0, 5.0, 5.0])  # each wait capped at 5 s
 
 
 def test_client_retry_stops_at_the_deadline(monkeypatch: pytest.MonkeyPatch):

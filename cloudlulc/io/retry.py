@@ -33,7 +33,7 @@ class RetryPolicy:
     """
 
     attempts: int = 5
-    first_delay_s: float = 0.2
+    first_delay_s: float = 1.0
     max_delay_s: float = 5.0
     deadline_s: float = 120.0
     timeout_s: float = 60.0
@@ -61,5 +61,9 @@ Object stores lag (a fresh asset can answer 404 for a while), so failures are re
 no overall deadline: the attempts bound the loop, as they always have. The 60 s cap leaves the waits of
 up to 7 attempts (``ingest run --retries``) as they were and stops more from sleeping for hours."""
 
-SERVING_RETRY = RetryPolicy(attempts=5, first_delay_s=0.2, max_delay_s=5.0, deadline_s=120.0, timeout_s=60.0)
-"""Triton requests: 5 attempts, waits of 0.2 s doubling up to 5 s, no retry after 120 s, 60 s per request."""
+SERVING_RETRY = RetryPolicy(attempts=5, first_delay_s=1.0, max_delay_s=5.0, deadline_s=120.0, timeout_s=60.0)
+"""Triton requests: 5 attempts, waits of 1, 2, 4 and 5 s, no retry after 120 s, 60 s per request.
+
+The waits span about 12 s (6-24 s with jitter), so a server restarting or reloading for a few seconds
+is ridden out. With waits from 0.2 s they spanned 3 s, and a map whose connections were reset for 3 s
+failed (exit 6) instead of finishing (docs/benchmarks.md, "Network faults")."""
