@@ -45,7 +45,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))  # the proxy is a test tool; the library does not carry it
 
-from common import machine  # noqa: E402
+from common import free_port, loopback_server, machine, mlflow_command  # noqa: E402
 from faultproxy import FaultProxy  # noqa: E402
 
 from cloudlulc.tracking.settings import mlflow_request_deadline_s  # noqa: E402
@@ -101,47 +101,6 @@ class Run:
     left_behind: dict[str, Any]
     error: str
     proxy: dict[str, int]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server for {url} exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"{url} not up after {timeout} s")
-
-
-@contextmanager
-def _server(command: list[str], probe: str, env: dict[str, str] | None = None) -> Iterator[None]:
-    """A loopback server in its own process group, always stopped."""
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
-    )
-    try:
-        _wait_http(probe, process, 90)
-        yield
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def _run(
@@ -209,7 +168,18 @@ class S3Stage:
         }
 
 
-TRAIN_LOGGING = """
+EXITS_AS_THE_CLI = """except CloudLULCError as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(error.exit_code)
+except Exception as error:
+    print(f"error (unmapped {type(error).__name__}): {error}", file=sys.stderr)
+    sys.exit(1)
+"""
+"""The end of a child script's ``try``: a project error as the CLI reports it (its line, its exit code)."""
+
+
+TRAIN_LOGGING = (
+    """
 import sys, tempfile, pathlib
 from cloudlulc.errors import CloudLULCError
 from cloudlulc.tracking.runs import tracked_run
@@ -222,13 +192,9 @@ try:
         note = pathlib.Path(tempfile.mkdtemp()) / "note.txt"
         note.write_text("x" * 50_000)
         logger.mlflow.log_artifact(str(note))
-except CloudLULCError as error:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(error.exit_code)
-except Exception as error:
-    print(f"error (unmapped {type(error).__name__}): {error}", file=sys.stderr)
-    sys.exit(1)
 """.replace("EPOCHS", str(EPOCHS))
+    + EXITS_AS_THE_CLI
+)
 
 
 class MlflowStage:
@@ -412,7 +378,8 @@ class MapStage:
         }
 
 
-PROMOTE = """
+PROMOTE = (
+    """
 import sys
 from cloudlulc.errors import CloudLULCError
 from cloudlulc.serving import CPU_MODEL, ModelRepository, promote
@@ -423,13 +390,9 @@ settings = TrackingSettings(tracking_uri=tracking, registered_model=registered)
 try:
     target = RepositoryTarget(url, served_model=CPU_MODEL, repository_key=key)
     print(promote(settings, ModelRepository(repository), dataset, target).served_version)
-except CloudLULCError as error:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(error.exit_code)
-except Exception as error:
-    print(f"error (unmapped {type(error).__name__}): {error}", file=sys.stderr)
-    sys.exit(1)
 """
+    + EXITS_AS_THE_CLI
+)
 
 
 class PromoteStage:
@@ -558,13 +521,6 @@ def measure(
         error=error,
         proxy={k: after[k] - before[k] for k in ("connections", "resets", "bytes_up", "bytes_down")},
     )
-
-
-def _mlflow_command(work: Path, port: int) -> list[str]:
-    """A single-worker MLflow server on SQLite with proxied artifacts, as tests/conftest.py starts it."""
-    store, artifacts = f"sqlite:///{work / 'mlflow.db'}", str(work / "artifacts")
-    network = ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    return [str(BIN / "mlflow"), "server", "--backend-store-uri", store, "--artifacts-destination", artifacts, *network]
 
 
 def _ensure_bucket(endpoint: str) -> None:
@@ -719,15 +675,19 @@ def main() -> None:
     credentials = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
     os.environ.update(credentials)
     base = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1"}
-    s3_port, mlflow_port = _free_port(), _free_port()
+    s3_port, mlflow_port = free_port(), free_port()
     moto = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)]
     urls = {"s3": f"http://127.0.0.1:{s3_port}", "mlflow": f"http://127.0.0.1:{mlflow_port}"}
     runs: list[Run] = []
     scratch = tempfile.TemporaryDirectory(prefix="bench-faults-", ignore_cleanup_errors=True)  # 100 MB: removed
     work = Path(scratch.name)
-    mlflow_server = _mlflow_command(work, mlflow_port)
+    mlflow_server = mlflow_command(work, mlflow_port)
     started = time.monotonic()
-    with scratch, _server(moto, f"{urls['s3']}/", base), _server(mlflow_server, f"{urls['mlflow']}/health", base):
+    with (
+        scratch,
+        loopback_server(moto, f"{urls['s3']}/", base),
+        loopback_server(mlflow_server, f"{urls['mlflow']}/health", base),
+    ):
         for name in [s for s in args.stages.split(",") if s]:
             with _stage(name, urls, work, base, caps[name] * 4) as (stage, proxy, env):
                 for fault in [f for f in args.faults.split(",") if f]:

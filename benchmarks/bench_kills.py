@@ -58,7 +58,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -66,7 +65,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from common import save
+from common import free_port, mlflow_server, save
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -375,50 +374,6 @@ PROMOTE = [
 """``cloudlulc promote`` with free ports instead of Triton's 8000-8002 for any local Triton it starts."""
 
 
-def free_loopback_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def mlflow_server(folder: Path) -> Iterator[str]:
-    """A real MLflow server (SQLite backend, proxied artifacts) on a free loopback port, stopped on exit."""
-    port = free_loopback_port()
-    command = [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri"]
-    command += [f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", str(folder / "artifacts")]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    folder.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
-        command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.3)
-        else:
-            raise TimeoutError("mlflow server did not start")
-        yield url
-    finally:
-        stop_group(process)
-
-
-def stop_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM a process group started in its own session, SIGKILL it if it lingers."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout=20)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 def triton_processes(root: Path) -> list[int]:
     """Triton servers and Python-backend stubs whose command line names ``root`` (this benchmark's only)."""
     found = []
@@ -720,7 +675,7 @@ def measure_promote(work: Path, dataset: Path, points: int, rng: random.Random) 
     started = time.perf_counter()
     for environment in (ENV, os.environ):  # the key comes from the local Triton's key file, as in production
         environment.pop("TRITON_REPOSITORY_KEY", None)
-    with mlflow_server(work / "mlflow") as url:
+    with mlflow_server(work / "mlflow", ENV) as url:
         try:
             promotion = Promotion(dataset, url, register_champion(work, dataset, url))
             base = base_repository(promotion, work)
@@ -818,13 +773,9 @@ def small_set(work: Path) -> Path:
 @contextmanager
 def s3_server() -> Iterator[tuple[str, Callable[[], int]]]:
     """A moto S3 server on loopback with one bucket; yields its bucket URI and an open-multipart counter."""
-    import socket
-
     import boto3
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,

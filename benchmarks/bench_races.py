@@ -24,7 +24,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,7 +33,7 @@ os.environ.setdefault("CLOUDLULC_BENCH_OUT", str(Path(__file__).resolve().parent
 import numpy as np
 import psutil
 import rasterio
-from common import save
+from common import free_port, mlflow_server, save
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
@@ -46,12 +45,6 @@ from cloudlulc.io.rasters import RasterProfile, write_raster
 CLI = str(Path(sys.executable).with_name("cloudlulc"))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
 TILING = "64,16"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def alive(pid: int) -> bool:
@@ -228,71 +221,37 @@ def map_races(tries: int) -> dict[str, object]:
     return {"runs_per_try": 2, "tries": rows}
 
 
-def mlflow_server(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    command = [
-        str(Path(sys.executable).with_name("mlflow")),
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{folder / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(folder / "artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    process = subprocess.Popen(
-        command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=1):
-                return process, url
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError("mlflow server did not start")
-
-
 def gate_races(tries: int) -> dict[str, object]:
     from mlflow import MlflowClient
 
     from cloudlulc.tracking.registry import CHAMPION, ChampionMovedError, Registry
 
     rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-races-mlflow-") as temp:
-        process, url = mlflow_server(Path(temp))
-        try:
-            for attempt in range(tries):
-                name = f"race-{attempt}"
-                client = MlflowClient(url, registry_uri=url)
-                client.create_registered_model(name)
-                versions = [client.create_model_version(name, f"s3://models/{name}/{i}").version for i in range(3)]
-                client.set_registered_model_alias(name, CHAMPION, versions[0])
-                barrier = threading.Barrier(64)
+    with tempfile.TemporaryDirectory(prefix="bench-races-mlflow-") as temp, mlflow_server(Path(temp), ENV) as url:
+        for attempt in range(tries):
+            name = f"race-{attempt}"
+            client = MlflowClient(url, registry_uri=url)
+            client.create_registered_model(name)
+            versions = [client.create_model_version(name, f"s3://models/{name}/{i}").version for i in range(3)]
+            client.set_registered_model_alias(name, CHAMPION, versions[0])
+            barrier = threading.Barrier(64)
 
-                def gate(index: int, name: str = name, versions: list = versions, barrier=barrier) -> str:
-                    registry = Registry(url, name)
-                    barrier.wait()
-                    try:
-                        registry.move_champion(str(versions[0]), str(versions[1 + index % 2]))
-                    except ChampionMovedError as error:
-                        return "refused: being moved" if "being moved" in str(error) else "refused: moved meanwhile"
-                    except Exception as error:  # counted: a refusal must never be an unexplained failure
-                        return f"exception {type(error).__name__}"
-                    return "moved"
+            def gate(index: int, name: str = name, versions: list = versions, barrier=barrier) -> str:
+                registry = Registry(url, name)
+                barrier.wait()
+                try:
+                    registry.move_champion(str(versions[0]), str(versions[1 + index % 2]))
+                except ChampionMovedError as error:
+                    return "refused: being moved" if "being moved" in str(error) else "refused: moved meanwhile"
+                except Exception as error:  # counted: a refusal must never be an unexplained failure
+                    return f"exception {type(error).__name__}"
+                return "moved"
 
-                start = time.perf_counter()
-                with ThreadPoolExecutor(64) as pool:
-                    answers = list(pool.map(gate, range(64)))
-                seconds = time.perf_counter() - start
-                rows.append({**Counter(answers), "seconds": round(seconds, 2)})
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait()
+            start = time.perf_counter()
+            with ThreadPoolExecutor(64) as pool:
+                answers = list(pool.map(gate, range(64)))
+            seconds = time.perf_counter() - start
+            rows.append({**Counter(answers), "seconds": round(seconds, 2)})
     return {"gate_runs": 64, "tries": rows}
 
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
+import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 RESULTS = Path(os.environ.get("CLOUDLULC_BENCH_OUT", "outputs/benchmarks"))
@@ -41,3 +47,60 @@ def save(name: str, result: dict[str, object]) -> Path:
     path.write_text(json.dumps({**result, "machine": machine()}, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return path
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Return once ``url`` answers; RuntimeError if ``process`` exits first, TimeoutError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server for {url} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} not up after {timeout} s")
+
+
+@contextmanager
+def loopback_server(command: list[str], probe: str, env: dict[str, str] | None = None) -> Iterator[None]:
+    """A server in its own process group, up once ``probe`` answers, always stopped (SIGTERM, then SIGKILL)."""
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+    )
+    try:
+        wait_http(probe, process, 90)
+        yield
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def mlflow_command(folder: Path, port: int) -> list[str]:
+    """A single-worker MLflow server on SQLite with proxied artifacts under ``folder`` (as the tests start it)."""
+    store, artifacts = f"sqlite:///{folder / 'mlflow.db'}", str(folder / "artifacts")
+    network = ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    return [mlflow, "server", "--backend-store-uri", store, "--artifacts-destination", artifacts, *network]
+
+
+@contextmanager
+def mlflow_server(folder: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A real MLflow server (:func:`mlflow_command`) on a free port; yields its URL, stopped on exit."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with loopback_server(mlflow_command(folder, port), f"{url}/health", env):
+        yield url
