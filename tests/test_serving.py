@@ -384,3 +384,28 @@ def test_a_killed_server_leaves_stubs_that_the_next_start_reaps(onnx_export: Pat
     finally:
         server.stop()
     assert group_gone(restarted.pid)
+
+
+def test_an_exit_while_starting_quotes_this_starts_log_not_an_earlier_ones(tmp_path: Path):
+    from cloudlulc.serving.local_triton import _last_error
+
+    log = tmp_path / "server.log"
+    earlier = 'E1201 15:00:00.000001 11 main.cc:245] "failed to start GRPC service: Socket in use"\n'
+    log.write_text(earlier)
+    start = log.stat().st_size
+    with log.open("a") as appended:
+        appended.write('E1201 15:01:00.000001 12 server.cc:241] "CudaDriverHelper has not been initialized."\n')
+        appended.write('I1201 15:01:00.000002 12 server.cc:674] "loaded"\n\nError: Failed to initialize NVML\n')
+    assert _last_error(log, start) == (
+        f"no error logged, its last line: Error: Failed to initialize NVML (see {log})"
+    ), "what every start without a GPU writes is not the error"
+    with log.open("a") as appended:
+        appended.write('I1201 15:01:01.000001 12 grpc_server.cc:2558] "Started GRPCInferenceService"\n')
+    assert _last_error(log, start) == (f'no error logged, its last line: "Started GRPCInferenceService" (see {log})'), (
+        "an exit with no error line is quoted by its last line"
+    )
+    with log.open("a") as appended:
+        appended.write("Signal (11) received.\n 0# 0x000056520BA0252D in tritonserver\n")
+    assert _last_error(log, start) == f"Signal (11) received. (see {log})"
+    assert _last_error(log) == f"Signal (11) received. (see {log})"
+    assert _last_error(tmp_path / "missing.log") == f"see {tmp_path / 'missing.log'}"

@@ -115,6 +115,64 @@ def test_a_killed_promotions_lock_and_unchecked_version_are_cleared_by_the_next(
         assert client.ready_versions(CPU_MODEL) == [1, 2], "only checked versions are loaded"
 
 
+class CanaryKiller(threading.Thread):
+    """Ends the first ``times`` throwaway Triton processes while they start (SIGTERM to the group, as a crash would)."""
+
+    def __init__(self, state_dir: Path, times: int) -> None:
+        super().__init__(daemon=True)
+        self.state_file, self.times, self.killed = state_dir / "canary" / "server.json", times, []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        import json
+        import os
+        import signal
+
+        while not self.done.is_set() and len(self.killed) < self.times:
+            try:
+                pid = json.loads(self.state_file.read_text())["pid"]
+            except (OSError, ValueError):
+                pid = None
+            if pid is not None and pid not in self.killed:
+                os.killpg(pid, signal.SIGTERM)
+                self.killed.append(pid)
+            time.sleep(0.005)
+
+    def __enter__(self) -> "CanaryKiller":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.join()
+
+
+def test_a_throwaway_triton_that_exits_once_while_starting_does_not_roll_back_a_good_version(
+    onnx_export: Path, local, caplog: pytest.LogCaptureFixture
+):
+    repository, target = local
+    golden = golden_sample(0, onnx_export)
+    publish_and_serve(repository, target, onnx_export, golden, {})
+    with CanaryKiller(target.state_dir, times=1) as killer:
+        served = publish_and_serve(repository, target, onnx_export, golden, {})
+    assert len(killer.killed) == 1
+    assert "the throwaway Triton exited while loading version 2; starting it once more" in caplog.text
+    assert served.version == 2 and repository.served_version(CPU_MODEL) == 2
+
+
+def test_a_throwaway_triton_that_exits_twice_refuses_the_version_and_names_the_log(onnx_export: Path, local):
+    repository, target = local
+    golden = golden_sample(0, onnx_export)
+    publish_and_serve(repository, target, onnx_export, golden, {})
+    with CanaryKiller(target.state_dir, times=2) as killer, pytest.raises(ServingError) as error:
+        publish_and_serve(repository, target, onnx_export, golden, {})
+    message = str(error.value)
+    assert len(killer.killed) == 2 and "\n" not in message
+    assert message.startswith(f"{CPU_MODEL} version 2 rolled back (version 1 serves): version 2 of {CPU_MODEL}")
+    assert "brought a throwaway Triton down twice" in message and "canary/server.log" in message
+    assert repository.versions(CPU_MODEL) == [1] and repository.served_version(CPU_MODEL) == 1
+
+
 class RestartingTarget(LocalTarget):
     """The server restarts between publishing n+1 and loading it (a crash or a rollout mid-promotion)."""
 

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -40,6 +41,15 @@ DEFAULT_PORTS = {"grpc": 8001, "http": 8000, "metrics": 8002}
 REPOSITORY_KEY_FILE_ENV = "TRITON_REPOSITORY_KEY_FILE"
 RESTRICTED = "model-repository,model-config,shared-memory,statistics,trace,logging"
 """The APIs the key guards, as in k8s/base/triton: health, metadata and inference stay open."""
+
+
+ERROR_LINE = re.compile(r"E\d{4} |error: |Signal \(\d+\)")
+CPU_NOISE = ("CudaDriverHelper has not been initialized", "Failed to initialize NVML")
+"""Written by every start without a GPU (measured with Triton 2.51), so never the reason a start failed."""
+
+
+class TritonExitedError(ServingError):
+    """The server process ended while starting, before any version was reported as failed to load."""
 
 
 def free_port(preferred: int, host: str = LOOPBACK) -> int:
@@ -232,6 +242,7 @@ class LocalTriton:
             f"--http-restricted-api={RESTRICTED}:{REPOSITORY_KEY_NAME}={key}",
         ]
         with self.log_file.open("ab") as log:
+            log_start = log.tell()
             process = subprocess.Popen(
                 command,
                 stdout=log,
@@ -253,20 +264,22 @@ class LocalTriton:
         with atomic_local_path(self.state_file) as temp_path:
             temp_path.write_text(json.dumps(asdict(state), indent=2) + "\n")
         try:
-            self._wait_ready(state, process, key, timeout_s)
+            self._wait_ready(state, process, key, timeout_s, log_start)
         except BaseException:
             self.stop()
             raise
         return state
 
-    def _wait_ready(self, state: ServerState, process: subprocess.Popen[bytes], key: str, timeout_s: float) -> None:
+    def _wait_ready(
+        self, state: ServerState, process: subprocess.Popen[bytes], key: str, timeout_s: float, log_start: int
+    ) -> None:
         deadline = time.monotonic() + timeout_s
         with TritonClient(state.grpc_url, repository_key=key) as client:
             while not client.server_ready():
                 if process.poll() is not None:
-                    raise ServingError(
+                    raise TritonExitedError(
                         f"local Triton on {state.repository} exited with code {process.returncode} "
-                        f"while starting: {_last_error(self.log_file)}"
+                        f"while starting: {_last_error(self.log_file, log_start)}"
                     )
                 if client.server_live():
                     for model in state.models:
@@ -320,14 +333,30 @@ class LocalTriton:
         self.state_file.unlink(missing_ok=True)
 
 
-def _last_error(log_file: Path) -> str:
-    """The last error line of the server's log (Triton prefixes errors with ``E``), or where the log is."""
+def _last_error(log_file: Path, start: int = 0) -> str:
+    """The last error this start wrote to the server's log (from byte ``start``), else its last line.
+
+    Triton's errors start ``E<mmdd> ``, its start-up failures ``error: `` and a crash ``Signal (n)``; the
+    lines every start on a machine without a GPU writes are not errors. An exit with none of them is
+    quoted by the last line it wrote.
+    """
     try:
-        lines = log_file.read_text(errors="replace").splitlines()
+        with log_file.open("rb") as log:
+            log.seek(start)
+            lines = [line for line in log.read().decode(errors="replace").splitlines() if line.strip()]
     except OSError:
         return f"see {log_file}"
-    errors = [line for line in lines if line.startswith("E") or "error:" in line.lower()]
-    return (errors[-1].split("] ", 1)[-1][:300] if errors else "") + f" (see {log_file})"
+    errors = [line for line in lines if ERROR_LINE.match(line) and not any(noise in line for noise in CPU_NOISE)]
+    if errors:
+        quoted = _message(errors[-1])
+    else:
+        quoted = f"no error logged, its last line: {_message(lines[-1])}" if lines else "nothing logged"
+    return f"{quoted} (see {log_file})"
+
+
+def _message(line: str) -> str:
+    """A log line without Triton's ``E1201 15:24:47.259368 22552 server.cc:241]`` prefix, at most 300 characters."""
+    return line.split("] ", 1)[-1][:300]
 
 
 def _alive(pid: int) -> bool:

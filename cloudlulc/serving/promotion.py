@@ -29,7 +29,7 @@ from cloudlulc.export.parity import ParityReport, check_parity, parity_samples, 
 from cloudlulc.io.storage import atomic_local_path
 from cloudlulc.models.networks import SegmentationNetwork
 from cloudlulc.serving.client import TritonClient
-from cloudlulc.serving.local_triton import LocalTriton
+from cloudlulc.serving.local_triton import LocalTriton, TritonExitedError
 from cloudlulc.serving.model_config import CPU_MODEL, ONNX_MODEL, TENSORRT_MODEL, ServingSettings
 from cloudlulc.serving.python_backend import VersionFiles, load_runner, run_requests
 from cloudlulc.serving.repository import GoldenSample, ModelRepository
@@ -131,16 +131,29 @@ def canary_load(repository: ModelRepository, model: str, version: int, state_dir
     Measured with Triton 2.51: a Python-backend version that raises while the server loads it takes
     the whole server down (``Signal (11) received`` in its log, then exit), and with it the versions it
     was serving. The throwaway server takes that blow instead (a few seconds per promotion); the
-    serving one never loads a version that did not load there. A ServingError names the version.
+    serving one never loads a version that did not load there. A server that exits while starting is
+    started once more before the version is refused: a version that brings it down does so again,
+    while a one-off exit (seen once in the project's CI: code 1, no error logged) does not roll a good
+    version back. A ServingError names the version.
     """
     canary = LocalTriton(state_dir)
     canary.stop()  # a leftover of a killed promotion
-    try:
-        canary.start(repository.uri, models=[model])
-    except ServingError as error:
-        raise ServingError(f"version {version} of {model} failed to load in a throwaway Triton: {error}") from None
-    finally:
-        canary.stop()
+    for attempt in (1, 2):
+        try:
+            canary.start(repository.uri, models=[model])
+            return
+        except TritonExitedError as error:
+            if attempt == 2:
+                raise ServingError(
+                    f"version {version} of {model} brought a throwaway Triton down twice: {error}"
+                ) from None
+            log.warning(
+                "%s: the throwaway Triton exited while loading version %d; starting it once more", model, version
+            )
+        except ServingError as error:
+            raise ServingError(f"version {version} of {model} failed to load in a throwaway Triton: {error}") from None
+        finally:
+            canary.stop()
 
 
 @dataclass(frozen=True)
