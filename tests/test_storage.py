@@ -94,3 +94,20 @@ def test_unreachable_s3_endpoint_is_a_clear_error(monkeypatch: pytest.MonkeyPatc
     storage = S3Storage("s3://bucket", endpoint_url=endpoint)
     with pytest.raises(StorageError, match=f"endpoint {endpoint}"):
         storage.read_bytes("key")
+
+
+def test_a_holder_is_gone_when_its_process_here_died_or_when_it_fell_silent():
+    import socket
+    import subprocess
+    import time
+
+    from cloudlulc.io.storage import holder_gone
+
+    here, now = socket.gethostname(), time.time()
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    assert holder_gone(here, finished.pid, now, 600), "a dead process on this host: gone at once"
+    assert not holder_gone(here, os.getpid(), now, 600)
+    assert not holder_gone("another-host", finished.pid, now, 600), "elsewhere only silence tells"
+    assert holder_gone("another-host", 1, now - 601, 600) and holder_gone(here, os.getpid(), now - 601, 600)
+    assert not holder_gone(here, "not a pid", now, 600), "a record without a pid is judged by its age"

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cloudlulc.errors import MissingObjectError, OutputBusyError, StorageError
-from cloudlulc.io.storage import S3Storage, is_s3_uri, pid_alive
+from cloudlulc.io.storage import S3Storage, holder_gone, is_s3_uri
 
 log = logging.getLogger(__name__)
 
@@ -163,10 +163,8 @@ def _local_claim(uri: str) -> Iterator[Holder]:
 
 def _stale(holder: Holder) -> bool:
     """Whether an S3 claim's holder is gone: a dead process on this host, or older than the timeout."""
-    if holder.host == socket.gethostname() and not pid_alive(holder.pid):
-        return True
     beat = holder.beat or datetime.strptime(holder.since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-    return time.time() - beat > _stale_after_s()
+    return holder_gone(holder.host, holder.pid, beat, _stale_after_s())
 
 
 def _stale_after_s() -> float:

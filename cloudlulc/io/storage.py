@@ -142,6 +142,17 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def holder_gone(host: object, pid: object, last_seen: float, stale_s: float) -> bool:
+    """Whether the holder of a lock or claim is gone: a dead process on this host, or not seen for ``stale_s``.
+
+    One rule for the promotion lock and the output claims: a killed holder on this host is known at once,
+    one on another host (a killed pod) only by its silence.
+    """
+    if host == socket.gethostname() and isinstance(pid, int) and not pid_alive(pid):
+        return True
+    return time.time() - last_seen > stale_s
+
+
 def remove_stale_temporaries(folder: Path, *, recursive: bool = False) -> list[Path]:
     """Delete the temporary files under ``folder`` whose writer was killed; return them.
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from cloudlulc.errors import ServingError, StorageError
-from cloudlulc.io.storage import Storage, is_s3_uri, open_storage, pid_alive
+from cloudlulc.io.storage import Storage, holder_gone, is_s3_uri, open_storage
 from cloudlulc.serving.model_config import (
     ADAPTER_FILE,
     CPU_MODEL,
@@ -262,7 +262,4 @@ class ModelRepository:
 
 def _lock_stale(holder: dict[str, Any], stale_s: float) -> bool:
     """Whether a promotion lock's holder is gone: a dead process on this host, or a lock older than ``stale_s``."""
-    pid, here = holder.get("pid"), holder.get("host") == socket.gethostname()
-    if here and isinstance(pid, int) and not pid_alive(pid):
-        return True
-    return time.time() - float(holder.get("since", 0)) > stale_s
+    return holder_gone(holder.get("host"), holder.get("pid"), float(holder.get("since", 0)), stale_s)
