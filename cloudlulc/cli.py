@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from cloudlulc import __version__, logs
 from cloudlulc.errors import CloudLULCError, StorageError, UsageError
+from cloudlulc.export.options import Int8Options
 from cloudlulc.ingest.options import ChipOptions
 from cloudlulc.io.guard import check_outputs_apart, probe_writable
 from cloudlulc.io.storage import join_uri
@@ -430,23 +431,11 @@ def export_onnx_command(
 @click.option("--onnx", "onnx_path", required=True, type=click.Path(exists=True, dir_okay=False), help="FP32 export.")
 @click.option("--dataset", required=True, help="CloudLULC-Set: train split calibrates, test split gates.")
 @click.option("--out", "out_path", default="model_int8.onnx", show_default=True, help="INT8 ONNX file to write.")
-@click.option("--calibration", default=16, show_default=True, type=click.IntRange(1), help="Calibration samples.")
-@click.option(
-    "--min-agreement",
-    default=0.98,
-    show_default=True,
-    type=click.FloatRange(0, 1),
-    help="Least share of pixels keeping the FP32 class, in every cloud bin.",
-)
-@click.option(
-    "--max-miou-drop",
-    default=0.01,
-    show_default=True,
-    type=click.FloatRange(0, 1),
-    help="Most mIoU lost against the labels, in every cloud bin.",
-)
+@click_option(Int8Options, "calibration_count", "--calibration")
+@click_option(Int8Options, "min_agreement")
+@click_option(Int8Options, "max_miou_drop")
 def export_int8_command(
-    onnx_path: str, dataset: str, out_path: str, calibration: int, min_agreement: float, max_miou_drop: float
+    onnx_path: str, dataset: str, out_path: str, calibration_count: int, min_agreement: float, max_miou_drop: float
 ) -> None:
     """Quantise an ONNX export's convolutions to INT8 for CPU mapping; written only where every cloud bin passes."""
     from cloudlulc.export.quantize import quantize_onnx
@@ -456,7 +445,7 @@ def export_int8_command(
         onnx_path,
         out_path,
         dataset,
-        calibration_count=calibration,
+        calibration_count=calibration_count,
         min_agreement=min_agreement,
         max_miou_drop=max_miou_drop,
     )

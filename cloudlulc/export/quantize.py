@@ -26,15 +26,13 @@ import torch
 from cloudlulc import schema
 from cloudlulc.errors import DataError, ExportError
 from cloudlulc.export.onnx import INPUT_NAMES, onnxruntime_runner
+from cloudlulc.export.options import Int8Options
 from cloudlulc.export.parity import Runner, parity_samples
 from cloudlulc.io.storage import atomic_local_path
 from cloudlulc.training.evaluation import cloud_covers, evaluation_dataset
 from cloudlulc.training.metrics import MetricAccumulator, scores
 
-MIN_AGREEMENT = 0.98
-"""Least share of pixels whose class the INT8 model keeps, in every cloud bin."""
-MAX_MIOU_DROP = 0.01
-"""Most mIoU (against the labels) the INT8 model may lose, in every cloud bin."""
+DEFAULTS = Int8Options()
 
 
 @dataclass(frozen=True)
@@ -91,9 +89,9 @@ def quantize_onnx(
     out_path: str | Path,
     dataset: str,
     *,
-    calibration_count: int = 16,
-    min_agreement: float = MIN_AGREEMENT,
-    max_miou_drop: float = MAX_MIOU_DROP,
+    calibration_count: int = DEFAULTS.calibration_count,
+    min_agreement: float = DEFAULTS.min_agreement,
+    max_miou_drop: float = DEFAULTS.max_miou_drop,
 ) -> QuantizationReport:
     """Write an INT8 twin of ``onnx_path`` at ``out_path`` when it passes the gate on ``dataset``'s test split.
 
@@ -158,8 +156,8 @@ def gate_report(
     int8: Runner,
     dataset: str,
     *,
-    min_agreement: float = MIN_AGREEMENT,
-    max_miou_drop: float = MAX_MIOU_DROP,
+    min_agreement: float = DEFAULTS.min_agreement,
+    max_miou_drop: float = DEFAULTS.max_miou_drop,
     calibration_samples: int = 0,
 ) -> QuantizationReport:
     """Both models over the test split: argmax agreement and mIoU against the labels, overall and per cloud bin."""
