@@ -102,5 +102,6 @@ def mlflow_server(folder: Path, env: dict[str, str] | None = None) -> Iterator[s
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with loopback_server(mlflow_command(folder, port), f"{url}/health", env):
+    settings = {**(env if env is not None else os.environ), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with loopback_server(mlflow_command(folder, port), f"{url}/health", settings):  # no job runner, as deployed
         yield url

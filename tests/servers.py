@@ -33,7 +33,12 @@ def running_mlflow_server(
         "1",
         *extra,
     ]
-    environment = {**(env if env is not None else os.environ), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    # As deployed (k8s/base/mlflow): no job runner, whose 8 processes and /dev/shm store the tests do not need.
+    environment = {
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        **(env if env is not None else os.environ),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
     url = f"http://127.0.0.1:{port}"
     with (folder / "server.log").open("wb") as log:
         process = subprocess.Popen(

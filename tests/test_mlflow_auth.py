@@ -41,6 +41,16 @@ def deployed_auth_config() -> configparser.ConfigParser:
     return config
 
 
+def deployed_settings() -> dict[str, str]:
+    """The MLflow settings the Deployment gives the server as plain values (secrets and the config map aside)."""
+    import yaml
+
+    documents = yaml.safe_load_all((REPO / "k8s" / "base" / "mlflow" / "deployment.yaml").read_text())
+    (deployment,) = [d for d in documents if d and d.get("kind") == "Deployment"]
+    (server,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "mlflow"]
+    return {e["name"]: e["value"] for e in server["env"] if "value" in e and e["name"].startswith("MLFLOW_")}
+
+
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
     from conftest import free_port
@@ -64,6 +74,7 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer
         for key, value in os.environ.items()
         if key not in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
     }
+    env.update(deployed_settings())
     # What the Deployment takes from the cloudlulc-mlflow secret and the config map.
     env.update(
         MLFLOW_AUTH_CONFIG_PATH=str(ini),
@@ -195,3 +206,24 @@ def test_the_pipeline_runner_registers_and_moves_champion(auth_server: AuthServe
     assert champion_version(auth_server.url) == version.version
     client.set_registered_model_alias(MODEL, CHAMPION, registry[CHAMPION])  # as found, for the other tests
     assert champion_version(auth_server.url) == registry[CHAMPION]
+
+
+def test_the_deployed_server_starts_no_job_runner(auth_server: AuthServer):
+    """CloudLULC runs no MLflow jobs: the server's process group is the launcher and its uvicorn workers only."""
+    port = auth_server.url.rsplit(":", 1)[1]
+    commands = {
+        int(p.name): (p / "cmdline").read_bytes().split(b"\0") for p in Path("/proc").iterdir() if p.name.isdigit()
+    }
+    (launcher,) = [
+        pid for pid, argv in commands.items() if b"server" in argv and port.encode() in argv and b"--app-name" in argv
+    ]
+    group = [b" ".join(argv).decode() for pid, argv in commands.items() if _group_of(pid) == os.getpgid(launcher)]
+    assert group and not [c for c in group if "mlflow.server.jobs" in c], group
+    assert deployed_settings()["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
