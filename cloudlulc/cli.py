@@ -26,7 +26,7 @@ from cloudlulc.io.storage import join_uri
 from cloudlulc.mapping.options import MapOptions
 from cloudlulc.options import build, click_option, describe
 from cloudlulc.products.options import ProductOptions
-from cloudlulc.tracking.registry import GateConfig
+from cloudlulc.tracking.options import GateConfig
 from cloudlulc.validation.thresholds import SceneThresholds, Thresholds
 
 

@@ -18,7 +18,7 @@ from cloudlulc.mapping.options import MapOptions
 from cloudlulc.models.config import Architecture, SizeName
 from cloudlulc.options import describe, field_help, field_like
 from cloudlulc.products.options import ProductOptions
-from cloudlulc.tracking.registry import GateConfig
+from cloudlulc.tracking.options import GateConfig
 from cloudlulc.training.config import TrainConfig
 from cloudlulc.validation.thresholds import Thresholds
 

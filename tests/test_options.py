@@ -16,7 +16,7 @@ from cloudlulc.errors import UsageError
 from cloudlulc.ingest.options import ChipOptions
 from cloudlulc.mapping.options import MapOptions
 from cloudlulc.options import build, click_option, field_like
-from cloudlulc.tracking.registry import GateConfig
+from cloudlulc.tracking.options import GateConfig
 from cloudlulc.training.config import TrainConfig
 from cloudlulc.validation.thresholds import Thresholds
 from components.parameters import MappingParams, TrainingParams

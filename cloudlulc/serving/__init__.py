@@ -2,13 +2,15 @@
 
 Names are imported on first use: Triton's Python-backend stub imports
 :mod:`cloudlulc.serving.python_backend` through this package for every model instance it loads, and
-must not pay for torch and the tracking stack that promotion needs (seconds and hundreds of MB per load).
+must not pay for torch and the tracking stack that promotion needs (seconds and hundreds of MB per load);
+see :mod:`cloudlulc.lazy`.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from cloudlulc.lazy import lazy_names
 
 if TYPE_CHECKING:
     from cloudlulc.io.retry import RetryPolicy
@@ -28,25 +30,27 @@ if TYPE_CHECKING:
     )
     from cloudlulc.serving.repository import GoldenSample, ModelRepository
 
-_HOMES = {
-    "client": ["TritonClient"],
-    "local_triton": ["LocalTriton", "ServerState", "free_port"],
-    "model_config": ["CPU_MODEL", "ONNX_MODEL", "TENSORRT_MODEL", "ServingSettings", "render_config"],
-    "promotion": [
-        "ExportedModel",
-        "LocalTarget",
-        "PromotionResult",
-        "RepositoryTarget",
-        "ServedVersion",
-        "export_champion",
-        "promote",
-        "publish_and_serve",
-        "read_exported",
-    ],
-    "repository": ["GoldenSample", "ModelRepository"],
-}
-_MODULE_OF = {name: f"cloudlulc.serving.{module}" for module, names in _HOMES.items() for name in names}
-_MODULE_OF["RetryPolicy"] = "cloudlulc.io.retry"  # shared with ingest; importing it needs neither torch nor Triton
+__getattr__ = lazy_names(
+    __name__,
+    {
+        "client": ["TritonClient"],
+        "local_triton": ["LocalTriton", "ServerState", "free_port"],
+        "model_config": ["CPU_MODEL", "ONNX_MODEL", "TENSORRT_MODEL", "ServingSettings", "render_config"],
+        "promotion": [
+            "ExportedModel",
+            "LocalTarget",
+            "PromotionResult",
+            "RepositoryTarget",
+            "ServedVersion",
+            "export_champion",
+            "promote",
+            "publish_and_serve",
+            "read_exported",
+        ],
+        "repository": ["GoldenSample", "ModelRepository"],
+        "cloudlulc.io.retry": ["RetryPolicy"],  # shared with ingest; importing it needs neither torch nor Triton
+    },
+)
 
 __all__ = [
     "CPU_MODEL",
@@ -71,10 +75,3 @@ __all__ = [
     "read_exported",
     "render_config",
 ]
-
-
-def __getattr__(name: str) -> object:
-    """Import the module defining ``name`` on first use."""
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_MODULE_OF[name]), name)

@@ -19,8 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from cloudlulc.tracking.options import GateConfig
 from cloudlulc.tracking.settings import ABSENT_ERROR_CODES, TrackingError
 from cloudlulc.training.metrics import SegmentationMetrics
 
@@ -33,22 +32,6 @@ CLAIM_DOC = "Claim of the cloudlulc promotion gate while it moves the champion a
 
 class ChampionMovedError(TrackingError):
     """Another gate run moved (or is moving) ``champion`` since this gate read it."""
-
-
-class GateConfig(BaseModel):
-    """Thresholds of the promotion gate: the one place their defaults, ranges and descriptions live.
-
-    ``cloudlulc evaluate --gate`` options and the training pipeline's parameters are derived from these fields.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    min_miou_gain: float = Field(
-        0.005, ge=0, le=1, description="Test mIoU gain the challenger needs over the champion."
-    )
-    max_bin_regression: float = Field(0.02, ge=0, le=1, description="Largest mIoU drop allowed in any cloud bin.")
-    first_min_miou: float = Field(0.2, ge=0, le=1, description="Test mIoU a first champion needs.")
-    first_min_oa: float = Field(0.4, ge=0, le=1, description="Test OA a first champion needs.")
 
 
 @dataclass(frozen=True)
