@@ -262,3 +262,49 @@ def test_promote_serves_the_mlflow_champion_and_tags_a_rollback(trained_checkpoi
         promote(settings, repository, dataset, target, exported=exported)
     tags = registry.client.get_model_version(settings.registered_model, champion).tags
     assert tags["serving.status"].startswith("rolled back") and repository.served_version(CPU_MODEL) == 1
+
+
+def _running_in_group(pgid: int) -> list[int]:
+    """Processes of group ``pgid`` that still run (zombies waiting for a reaper do not)."""
+    running = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if entry.name.isdigit() and fields[0] != "Z" and int(fields[2]) == pgid:
+            running.append(int(entry.name))
+    return running
+
+
+def test_a_killed_promoters_throwaway_triton_stops_with_it(onnx_export: Path, local):
+    """SIGKILL the promoter while its throwaway Triton starts: the kernel stops that server too."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    repository, target = local
+    repository.publish(CPU_MODEL, onnx_export, golden_sample(0, onnx_export), {})
+    canary = target.state_dir / "canary"
+    script = (
+        "import sys; from cloudlulc.serving.promotion import canary_load; "
+        "from cloudlulc.serving import ModelRepository; "
+        f"canary_load(ModelRepository(sys.argv[1]), {CPU_MODEL!r}, 1, __import__('pathlib').Path(sys.argv[2]))"
+    )
+    promoter = subprocess.Popen([sys.executable, "-c", script, repository.uri, str(canary)])
+    try:
+        deadline = time.monotonic() + 120
+        while not (canary / "server.json").exists() and promoter.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        server = json.loads((canary / "server.json").read_text())["pid"]
+        os.kill(promoter.pid, signal.SIGKILL)
+        promoter.wait()
+        deadline = time.monotonic() + 60  # Triton's own exit timeout is 20 s
+        while _running_in_group(server) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _running_in_group(server) == [], "the throwaway Triton outlived its killed promoter"
+    finally:
+        promoter.kill()
+        LocalTriton(canary).stop()

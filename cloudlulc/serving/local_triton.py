@@ -204,11 +204,14 @@ class LocalTriton:
         key_file: str | None = None,
         ports: dict[str, int] | None = None,
         timeout_s: float = 120.0,
+        stop_with_caller: bool = False,
     ) -> ServerState:
         """Serve ``repository`` (explicit model control); ``models`` (default: each with versions) load at start.
 
         Returns once the server and those models are ready; a version that fails to load stops the
-        server and raises a one-line ServingError naming it.
+        server and raises a one-line ServingError naming it. ``stop_with_caller``: the kernel sends the
+        server SIGTERM when the calling thread's process dies (``setpriv --pdeathsig``), for a server
+        that must not outlive it (the promotion's throwaway one); the thread must outlive the server.
         """
         if self.state() is not None:
             raise ServingError(f"a local Triton is already running (see {self.state_file}); stop it first")
@@ -222,6 +225,7 @@ class LocalTriton:
         key, key_path, generated = repository_key(self.state_dir, key_file)
         chosen = {name: free_port(port) for name, port in (ports or DEFAULT_PORTS).items()}
         command = [
+            *_parent_death_prefix(stop_with_caller),
             str(_bundle() / "bin" / "tritonserver"),
             f"--model-repository={triton_repository_path(repository)}",
             f"--backend-directory={backend_directory(self.state_dir)}",
@@ -331,6 +335,14 @@ class LocalTriton:
             if not _group_alive(state.pid):
                 break
         self.state_file.unlink(missing_ok=True)
+
+
+def _parent_death_prefix(wanted: bool) -> list[str]:
+    """``setpriv --pdeathsig TERM`` (util-linux, in every Debian image) when ``wanted`` and installed."""
+    setpriv = shutil.which("setpriv") if wanted else None
+    if wanted and setpriv is None:
+        log.warning("setpriv is not installed: a throwaway Triton outlives a killed caller until the next start")
+    return [setpriv, "--pdeathsig", "TERM"] if setpriv else []
 
 
 def _last_error(log_file: Path, start: int = 0) -> str:

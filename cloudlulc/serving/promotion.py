@@ -140,7 +140,7 @@ def canary_load(repository: ModelRepository, model: str, version: int, state_dir
     canary.stop()  # a leftover of a killed promotion
     for attempt in (1, 2):
         try:
-            canary.start(repository.uri, models=[model])
+            canary.start(repository.uri, models=[model], stop_with_caller=True)
             return
         except TritonExitedError as error:
             if attempt == 2:
