@@ -121,6 +121,7 @@ class CanaryKiller(threading.Thread):
     def __init__(self, state_dir: Path, times: int) -> None:
         super().__init__(daemon=True)
         self.state_file, self.times, self.killed = state_dir / "canary" / "server.json", times, []
+        self.ports: set[int] = set()
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -134,6 +135,7 @@ class CanaryKiller(threading.Thread):
             except (OSError, ValueError):
                 pid = None
             if pid is not None and pid not in self.killed:
+                self.ports.update(json.loads(self.state_file.read_text())[f"{n}_port"] for n in ("grpc", "http"))
                 os.killpg(pid, signal.SIGTERM)
                 self.killed.append(pid)
             time.sleep(0.005)
@@ -156,6 +158,7 @@ def test_a_throwaway_triton_that_exits_once_while_starting_does_not_roll_back_a_
     with CanaryKiller(target.state_dir, times=1) as killer:
         served = publish_and_serve(repository, target, onnx_export, golden, {})
     assert len(killer.killed) == 1
+    assert killer.ports and not killer.ports & {8000, 8001, 8002}, "the throwaway Triton takes no usual port"
     assert "the throwaway Triton exited while loading version 2; starting it once more" in caplog.text
     assert served.version == 2 and repository.served_version(CPU_MODEL) == 2
 

@@ -125,6 +125,10 @@ class LocalTarget:
         return self._server(repository).load(repository, version)
 
 
+THROWAWAY_PORTS = {"grpc": 0, "http": 0, "metrics": 0}
+"""Ports the system picks: clients that look for the served Triton on its usual ports never reach the throwaway one."""
+
+
 def canary_load(repository: ModelRepository, model: str, version: int, state_dir: Path) -> None:
     """Load the repository's ``model`` (so ``version`` too) in a throwaway local Triton first, then stop it.
 
@@ -140,7 +144,7 @@ def canary_load(repository: ModelRepository, model: str, version: int, state_dir
     canary.stop()  # a leftover of a killed promotion
     for attempt in (1, 2):
         try:
-            canary.start(repository.uri, models=[model], stop_with_caller=True)
+            canary.start(repository.uri, models=[model], ports=THROWAWAY_PORTS, stop_with_caller=True)
             return
         except TritonExitedError as error:
             if attempt == 2:
