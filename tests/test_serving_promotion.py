@@ -159,7 +159,7 @@ def test_a_throwaway_triton_that_exits_once_while_starting_does_not_roll_back_a_
         served = publish_and_serve(repository, target, onnx_export, golden, {})
     assert len(killer.killed) == 1
     assert killer.ports and not killer.ports & {8000, 8001, 8002}, "the throwaway Triton takes no usual port"
-    assert "the throwaway Triton exited while loading version 2; starting it once more" in caplog.text
+    assert "while starting" in caplog.text and "; starting it once more" in caplog.text
     assert served.version == 2 and repository.served_version(CPU_MODEL) == 2
 
 

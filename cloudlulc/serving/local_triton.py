@@ -145,6 +145,18 @@ def triton_repository_path(uri: str) -> str:
 
 
 @dataclass(frozen=True)
+class Launch:
+    """What every attempt to start one server shares: the repository, its models and the API key."""
+
+    repository: str
+    models: list[str]
+    key: str
+    key_file: str | None
+    key_generated: bool
+    stop_with_caller: bool
+
+
+@dataclass(frozen=True)
 class ServerState:
     """A running local server, as recorded in its state file."""
 
@@ -212,6 +224,8 @@ class LocalTriton:
         server and raises a one-line ServingError naming it. ``stop_with_caller``: the kernel sends the
         server SIGTERM when the calling thread's process dies (``setpriv --pdeathsig``), for a server
         that must not outlive it (the promotion's throwaway one); the thread must outlive the server.
+        A server that exits while starting, before any version is reported failed, is started once
+        more on freshly chosen ports (CI saw one exit with code 1 and no error in its log).
         """
         if self.state() is not None:
             raise ServingError(f"a local Triton is already running (see {self.state_file}); stop it first")
@@ -223,9 +237,19 @@ class LocalTriton:
             store.check(models)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         key, key_path, generated = repository_key(self.state_dir, key_file)
-        chosen = {name: free_port(port) for name, port in (ports or DEFAULT_PORTS).items()}
+        launch = Launch(repository, models, key, str(key_path) if key_path else None, generated, stop_with_caller)
+        try:
+            return self._launch(launch, ports or DEFAULT_PORTS, timeout_s)
+        except TritonExitedError as error:
+            log.warning("%s; starting it once more", error)
+        return self._launch(launch, ports or DEFAULT_PORTS, timeout_s)
+
+    def _launch(self, launch: Launch, ports: dict[str, int], timeout_s: float) -> ServerState:
+        """One start of the server process, recorded in the state file, returned once ready (else stopped)."""
+        chosen = {name: free_port(port) for name, port in ports.items()}
+        repository, models, key = launch.repository, launch.models, launch.key
         command = [
-            *_parent_death_prefix(stop_with_caller),
+            *_parent_death_prefix(launch.stop_with_caller),
             str(_bundle() / "bin" / "tritonserver"),
             f"--model-repository={triton_repository_path(repository)}",
             f"--backend-directory={backend_directory(self.state_dir)}",
@@ -262,8 +286,8 @@ class LocalTriton:
             chosen["metrics"],
             repository,
             models,
-            str(key_path) if key_path else None,
-            generated,
+            launch.key_file,
+            launch.key_generated,
         )
         with atomic_local_path(self.state_file) as temp_path:
             temp_path.write_text(json.dumps(asdict(state), indent=2) + "\n")

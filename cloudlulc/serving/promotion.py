@@ -136,28 +136,21 @@ def canary_load(repository: ModelRepository, model: str, version: int, state_dir
     the whole server down (``Signal (11) received`` in its log, then exit), and with it the versions it
     was serving. The throwaway server takes that blow instead (a few seconds per promotion); the
     serving one never loads a version that did not load there. A server that exits while starting is
-    started once more before the version is refused: a version that brings it down does so again,
+    started once more (:meth:`LocalTriton.start`) before the version is refused: a version that brings it
+    down does so again,
     while a one-off exit (seen once in the project's CI: code 1, no error logged) does not roll a good
     version back. A ServingError names the version.
     """
     canary = LocalTriton(state_dir)
     canary.stop()  # a leftover of a killed promotion
-    for attempt in (1, 2):
-        try:
-            canary.start(repository.uri, models=[model], ports=THROWAWAY_PORTS, stop_with_caller=True)
-            return
-        except TritonExitedError as error:
-            if attempt == 2:
-                raise ServingError(
-                    f"version {version} of {model} brought a throwaway Triton down twice: {error}"
-                ) from None
-            log.warning(
-                "%s: the throwaway Triton exited while loading version %d; starting it once more", model, version
-            )
-        except ServingError as error:
-            raise ServingError(f"version {version} of {model} failed to load in a throwaway Triton: {error}") from None
-        finally:
-            canary.stop()
+    try:
+        canary.start(repository.uri, models=[model], ports=THROWAWAY_PORTS, stop_with_caller=True)
+    except TritonExitedError as error:  # LocalTriton.start has started it twice
+        raise ServingError(f"version {version} of {model} brought a throwaway Triton down twice: {error}") from None
+    except ServingError as error:
+        raise ServingError(f"version {version} of {model} failed to load in a throwaway Triton: {error}") from None
+    finally:
+        canary.stop()
 
 
 @dataclass(frozen=True)
