@@ -33,6 +33,8 @@ The reference run publishes, checks and serves version 2. What counts, per point
 - stale_locks: the promotion lock a killed run left, which the rerun must break itself (its holder ran
   on this host and is gone; the benchmark leaves it in place, so a rerun waiting for it fails as different);
 - tags_lagging: repository serves a version MLflow's serving tags do not name yet (a window, not counted);
+- canaries_outliving_kill: processes of the killed run's throwaway canary Triton still running 30 s after
+  the kill (it runs under ``setpriv --pdeathsig TERM``, so the kernel stops it with its promoter);
 - orphans: Triton servers or Python-backend stubs of the point still running once its local Triton is
   stopped after the rerun (a killed run's canary would pile up otherwise); they are killed.
 
@@ -109,6 +111,8 @@ class PromoteTally(Tally):
     stale_locks: int = 0
     tags_lagging: int = 0
     orphans: int = 0
+    canaries_outliving_kill: int = 0
+    """Canary Triton processes still running 30 s after their promoter was killed (they used to run on)."""
 
 
 def digest(path: Path) -> str:
@@ -387,6 +391,18 @@ def triton_processes(root: Path) -> list[int]:
     return found
 
 
+CANARY_GRACE_S = 30.0
+"""How long a killed promoter's throwaway Triton may take to stop (it gets SIGTERM; Triton waits up to 20 s)."""
+
+
+def outlasting(root: Path, grace_s: float) -> list[int]:
+    """The Triton processes under ``root`` still running ``grace_s`` seconds from now (returns once none are)."""
+    deadline = time.monotonic() + grace_s
+    while (found := triton_processes(root)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
+
+
 def stop_tritons(root: Path) -> int:
     """Stop every local Triton recorded under ``root``, then SIGKILL what is left of them; how many were left."""
     from cloudlulc.serving.local_triton import LocalTriton
@@ -647,7 +663,7 @@ def promote_point(
     half = torn(seen, before, reference, out / "repository")
     lock = out / "repository" / f".{CPU_MODEL}.promotion.lock"
     stale = lock.exists()  # left for the rerun to break
-    canaries = len(triton_processes(out / "triton" / "canary"))
+    canaries = len(outlasting(out / "triton" / "canary", CANARY_GRACE_S))
     try:
         run(promotion.command(out), timeout=300)
         different = differences(promotion.read(out), before, reference, seen.served)
@@ -714,12 +730,14 @@ def tally_point(tally: PromoteTally, point: int, at: float, found: PointResult) 
     tally.stale_locks += found.stale_lock
     tally.tags_lagging += found.lagging
     tally.orphans += found.orphans
+    tally.canaries_outliving_kill += found.canaries_after_kill
     line = f"point {point} ({found.seconds:.0f} s): killed at {at:.1f} s, version {found.served_after_kill} served"
     notes = [f"partial {found.partial[:3]}"] if found.partial else []
     notes += [f"differs {found.different[:3]}"] if found.different else []
     notes += ["stale lock"] if found.stale_lock else []
     notes += ["tags lagging"] if found.lagging else []
-    notes += [f"{found.canaries_after_kill} canary processes after the kill"] if found.canaries_after_kill else []
+    late = found.canaries_after_kill
+    notes += [f"{late} canary processes running {CANARY_GRACE_S:.0f} s after the kill"] if late else []
     notes += [f"{found.orphans} orphans"] if found.orphans else []
     tally.details.append(f"{line}; {'; '.join(notes) or 'clean'}")
 
