@@ -153,7 +153,8 @@ class Launch:
     key: str
     key_file: str | None
     key_generated: bool
-    stop_with_caller: bool
+    prefix: list[str]
+    """What runs ``tritonserver`` (``setpriv --pdeathsig TERM`` for a server that stops with its caller)."""
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,8 @@ class LocalTriton:
             store.check(models)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         key, key_path, generated = repository_key(self.state_dir, key_file)
-        launch = Launch(repository, models, key, str(key_path) if key_path else None, generated, stop_with_caller)
+        prefix = _parent_death_prefix(stop_with_caller)
+        launch = Launch(repository, models, key, str(key_path) if key_path else None, generated, prefix)
         try:
             return self._launch(launch, ports or DEFAULT_PORTS, timeout_s)
         except TritonExitedError as error:
@@ -249,7 +251,7 @@ class LocalTriton:
         chosen = {name: free_port(port) for name, port in ports.items()}
         repository, models, key = launch.repository, launch.models, launch.key
         command = [
-            *_parent_death_prefix(launch.stop_with_caller),
+            *launch.prefix,
             str(_bundle() / "bin" / "tritonserver"),
             f"--model-repository={triton_repository_path(repository)}",
             f"--backend-directory={backend_directory(self.state_dir)}",

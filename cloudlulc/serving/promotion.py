@@ -136,10 +136,9 @@ def canary_load(repository: ModelRepository, model: str, version: int, state_dir
     the whole server down (``Signal (11) received`` in its log, then exit), and with it the versions it
     was serving. The throwaway server takes that blow instead (a few seconds per promotion); the
     serving one never loads a version that did not load there. A server that exits while starting is
-    started once more (:meth:`LocalTriton.start`) before the version is refused: a version that brings it
-    down does so again,
-    while a one-off exit (seen once in the project's CI: code 1, no error logged) does not roll a good
-    version back. A ServingError names the version.
+    started once more (:meth:`LocalTriton.start`) before the version is refused: a version that brings
+    it down does so again, while a one-off exit (seen once in the project's CI: code 1, no error logged)
+    does not roll a good version back. A ServingError names the version.
     """
     canary = LocalTriton(state_dir)
     canary.stop()  # a leftover of a killed promotion
